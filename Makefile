@@ -1,0 +1,35 @@
+# Lead enrichment service — developer commands. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install run test bench lint clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the package and its dev extras
+
+run: $(STAMP) ## migrate, then start API :8000, worker, beat, Flower :5555 and the provider simulator
+	$(PY) scripts/run.py
+
+test: $(STAMP) ## the whole test suite on real Redis and PostgreSQL
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## the benchmarks, printed as tables
+	$(PY) -m bench
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+clean: ## remove the virtualenv and run state
+	rm -rf $(VENV) .run *.egg-info

@@ -1,0 +1,68 @@
+"""Request bodies (marshmallow). Unknown fields are rejected."""
+
+from __future__ import annotations
+
+import re
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from enrichment.leads import subject_identifier
+from enrichment.templates import TEMPLATES
+
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+                       re.IGNORECASE)
+METADATA_MAX_KEYS = 20
+
+
+class LeadSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(validate=validate.Length(max=254))
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    company = fields.String(validate=validate.Length(min=1, max=200))
+    domain = fields.String(validate=[
+        validate.Length(max=253),
+        validate.Regexp(DOMAIN_RE, error="Not a valid domain name."),
+    ])
+    linkedin_url = fields.URL(schemes={"https", "http"}, validate=validate.Length(max=500))
+
+    @validates_schema
+    def _linkedin(self, data, **kwargs):
+        url = data.get("linkedin_url")
+        if url and "linkedin.com" not in url.lower():
+            raise ValidationError("Must be a linkedin.com URL.", "linkedin_url")
+
+
+def _metadata(value: dict) -> None:
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValidationError(f"At most {METADATA_MAX_KEYS} keys.")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValidationError("Keys are at most 64 characters.")
+        if item is not None and not isinstance(item, (str, int, float, bool)):
+            raise ValidationError("Values must be strings, numbers, booleans or null.")
+        if isinstance(item, str) and len(item) > 500:
+            raise ValidationError("String values are at most 500 characters.")
+
+
+class SubmitSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    template = fields.String(required=True, validate=validate.OneOf(sorted(TEMPLATES)))
+    lead = fields.Nested(LeadSchema, required=True)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)
+
+    @validates_schema
+    def _lead_fits_template(self, data, **kwargs):
+        lead, template = data.get("lead"), TEMPLATES.get(data.get("template", ""))
+        if lead is None or template is None:
+            return
+        if subject_identifier(lead) is None:
+            raise ValidationError(
+                "A lead needs at least one identifier: email, linkedin_url or domain.", "lead")
+        if not any(lead.get(f) for f in template.requires_any):
+            raise ValidationError(
+                f"Template {template.name!r} needs one of: {', '.join(template.requires_any)}.",
+                "lead")

@@ -1,0 +1,13 @@
+"""Periodic jobs, in one flat table. Every entry names a registered task and a known queue
+(tests/test_beat_schedule.py checks both)."""
+
+from celery.schedules import crontab
+
+SCHEDULE = {
+    # Publish jobs whose post-commit publish was lost; requeue jobs whose worker died.
+    "outbox-relay": {
+        "task": "enrichment.relay_outbox",
+        "schedule": crontab(),  # every minute
+        "options": {"queue": "maintenance", "expires": 55},
+    },
+}

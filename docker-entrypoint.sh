@@ -1,0 +1,15 @@
+#!/bin/sh
+# Selects the process this container runs.
+set -e
+role="${1:-api}"
+[ "$#" -gt 0 ] && shift
+case "$role" in
+  api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" api.wsgi:app "$@" ;;
+  worker)  exec celery -A workers.celery_app worker -Q maintenance,elite,pro,core \
+             -c "${WORKER_CONCURRENCY:-8}" --loglevel INFO "$@" ;;
+  beat)    exec celery -A workers.celery_app beat --loglevel INFO \
+             --schedule /tmp/celerybeat-schedule "$@" ;;
+  flower)  exec celery -A workers.celery_app flower --port=5555 "$@" ;;
+  migrate) exec enrichment db upgrade ;;
+  *)       exec "$role" "$@" ;;
+esac

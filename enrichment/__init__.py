@@ -1,0 +1,1 @@
+"""Lead enrichment: the domain core (no Flask, no Celery)."""

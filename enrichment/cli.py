@@ -1,0 +1,114 @@
+"""The `enrichment` command: migrations, workspaces and API keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+import click
+import psycopg
+from psycopg.rows import dict_row
+
+from . import db, workspaces
+from .config import Settings
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    return psycopg.connect(settings.database_url, row_factory=dict_row, connect_timeout=5)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Lead enrichment service administration."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Settings.from_env()
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Create the database if missing and apply pending migrations (idempotent)."""
+    if db.ensure_database(settings.database_url):
+        click.echo("created database")
+    applied = db.upgrade(settings.database_url)
+    click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@main.group("workspace")
+def workspace_group() -> None:
+    """Workspaces."""
+
+
+@workspace_group.command("create")
+@click.option("--name", required=True)
+@click.option("--plan", required=True)
+@click.option("--region", type=click.Choice(["us", "eu"]), default="us", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {workspace_id, api_key} as JSON.")
+@click.pass_obj
+def workspace_create(settings: Settings, name: str, plan: str, region: str, as_json: bool):
+    """Create a workspace and its first API key (shown once)."""
+    if plan not in settings.plans:
+        known = ", ".join(settings.plans.names)
+        raise click.BadParameter(f"known plans: {known}", param_hint="--plan")
+    with _connect(settings) as conn:
+        ws, key = workspaces.create_workspace(conn, settings.plans, name, plan, region)
+    if as_json:
+        click.echo(json.dumps({"workspace_id": str(ws.id), "api_key": key}))
+    else:
+        click.echo(f"workspace {ws.id} ({ws.plan}, {ws.region})\napi key (shown once): {key}")
+
+
+@workspace_group.command("set-plan")
+@click.argument("workspace_id", type=click.UUID)
+@click.argument("plan")
+@click.pass_obj
+def workspace_set_plan(settings: Settings, workspace_id: uuid.UUID, plan: str):
+    """Move a workspace to another plan."""
+    try:
+        with _connect(settings) as conn:
+            workspaces.set_plan(conn, settings.plans, workspace_id, plan)
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"workspace {workspace_id} is now on {plan}")
+
+
+@main.group("apikey")
+def apikey_group() -> None:
+    """API keys."""
+
+
+@apikey_group.command("create")
+@click.argument("workspace_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def apikey_create(settings: Settings, workspace_id: uuid.UUID, as_json: bool):
+    """Create another API key for a workspace (shown once)."""
+    try:
+        with _connect(settings) as conn:
+            key = workspaces.create_api_key(conn, workspace_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"workspace_id": str(workspace_id), "api_key": key}) if as_json else key)
+
+
+@apikey_group.command("revoke")
+@click.argument("key_or_prefix")
+@click.pass_obj
+def apikey_revoke(settings: Settings, key_or_prefix: str):
+    """Revoke a key, given the key itself or its prefix (the part after 'lek_')."""
+    prefix = workspaces.key_prefix(key_or_prefix) or key_or_prefix
+    with _connect(settings) as conn:
+        if not workspaces.revoke_api_key(conn, prefix):
+            raise click.ClickException("no live key with that prefix")
+    click.echo(f"revoked key {prefix}")
+
+
+if __name__ == "__main__":
+    main()

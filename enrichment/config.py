@@ -1,0 +1,175 @@
+"""Configuration, read once from the environment (DESIGN §7), and the plans table as data."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.toml")
+PERPLEXITY_MAX_TOKENS = 4096  # the provider's own ceiling, used when a plan sets no cap
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    queue: str
+    rps: float
+    rpm: int
+    included: int
+    overage_usd: Decimal
+    max_tokens: int | None = None
+    max_searches: int | None = None
+    workspace_concurrency: int | None = None
+
+    @property
+    def burst(self) -> int:
+        """Token-bucket capacity: max(ceil(RPS), RPM - 60*RPS) (DESIGN §4)."""
+        return max(math.ceil(self.rps), int(self.rpm - 60 * self.rps))
+
+    @property
+    def hard_cap(self) -> int:
+        """Units a period may use before credits: included + 50% of included."""
+        return self.included + self.included // 2
+
+
+@dataclass(frozen=True)
+class Plans:
+    plans: Mapping[str, Plan]
+    queue_weights: Mapping[str, int]
+
+    def __getitem__(self, name: str) -> Plan:
+        return self.plans[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.plans
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.plans)
+
+    @property
+    def queues(self) -> list[str]:
+        """Queue names, heaviest first (the order every worker consumes them in)."""
+        return sorted(self.queue_weights, key=lambda q: -self.queue_weights[q])
+
+
+def load_plans(path: str | Path = DEFAULT_PLANS_FILE) -> Plans:
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    weights = {str(q): int(w) for q, w in raw["queues"].items()}
+    plans = {}
+    for name, p in raw["plans"].items():
+        if p["queue"] not in weights:
+            raise ValueError(f"plan {name!r} names unknown queue {p['queue']!r}")
+        plans[name] = Plan(
+            name=name,
+            queue=p["queue"],
+            rps=float(p["rps"]),
+            rpm=int(p["rpm"]),
+            included=int(p["included"]),
+            overage_usd=Decimal(str(p["overage_usd"])),
+            max_tokens=p.get("max_tokens"),
+            max_searches=p.get("max_searches"),
+            workspace_concurrency=p.get("workspace_concurrency"),
+        )
+    return Plans(plans=plans, queue_weights=weights)
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    return float(env.get(key) or default)
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    return int(env.get(key) or default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql:///enrichment"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    perplexity_api_key: str | None = None
+    perplexity_api_base: str = "https://api.perplexity.ai"
+    perplexity_api_style: str = "agent"
+    perplexity_model: str | None = None  # default: perplexity/sonar (agent), sonar (chat)
+    perplexity_plan_rps: float = 2.0
+    social_links_api_key: str | None = None
+    social_links_api_base: str = "https://social-links-search.p.rapidapi.com"
+    social_links_plan_rps: float = 10.0
+    provider_safety_factor: float = 0.8
+    provider_connect_timeout: float = 3.05
+    provider_read_timeout: float = 25.0
+    provider_max_attempts: int = 5
+    # Prices used when a provider does not report its own cost (USD).
+    perplexity_usd_per_1k_tokens: Decimal = Decimal("0.001")
+    perplexity_usd_per_search: Decimal = Decimal("0.005")
+    social_links_usd_per_request: Decimal = Decimal("0.002")
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
+    posthog_api_key: str | None = None
+    posthog_host: str | None = None
+    worker_concurrency: int = 8
+    workspace_concurrency: int = 1
+    job_lease_seconds: int = 300
+    outbox_relay_after_seconds: int = 30
+    max_body_bytes: int = 1024 * 1024
+    db_pool_max: int = 10
+    plans: Plans = field(default_factory=load_plans)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("REDIS_URL") or cls.redis_url
+        style = env.get("PERPLEXITY_API_STYLE") or cls.perplexity_api_style
+        if style not in ("agent", "chat"):
+            raise ValueError("PERPLEXITY_API_STYLE must be 'agent' or 'chat'")
+        factor = _float(env, "PROVIDER_SAFETY_FACTOR", cls.provider_safety_factor)
+        if not 0 < factor <= 1:
+            raise ValueError("PROVIDER_SAFETY_FACTOR must be in (0, 1]")
+        return cls(
+            database_url=env.get("DATABASE_URL") or cls.database_url,
+            redis_url=redis_url,
+            broker_url=env.get("CELERY_BROKER_URL") or redis_url,
+            perplexity_api_key=env.get("PERPLEXITY_API_KEY") or None,
+            perplexity_api_base=(
+                env.get("PERPLEXITY_API_BASE") or cls.perplexity_api_base
+            ).rstrip("/"),
+            perplexity_api_style=style,
+            perplexity_model=env.get("PERPLEXITY_MODEL") or None,
+            perplexity_plan_rps=_float(env, "PERPLEXITY_PLAN_RPS", cls.perplexity_plan_rps),
+            social_links_api_key=env.get("SOCIAL_LINKS_API_KEY") or None,
+            social_links_api_base=(
+                env.get("SOCIAL_LINKS_API_BASE") or cls.social_links_api_base
+            ).rstrip("/"),
+            social_links_plan_rps=_float(env, "SOCIAL_LINKS_PLAN_RPS", cls.social_links_plan_rps),
+            provider_safety_factor=factor,
+            provider_read_timeout=_float(env, "PROVIDER_READ_TIMEOUT", cls.provider_read_timeout),
+            provider_max_attempts=_int(env, "PROVIDER_MAX_ATTEMPTS", cls.provider_max_attempts),
+            stripe_api_key=env.get("STRIPE_API_KEY") or None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            posthog_api_key=env.get("POSTHOG_API_KEY") or None,
+            posthog_host=env.get("POSTHOG_HOST") or None,
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency),
+            workspace_concurrency=_int(env, "WORKSPACE_CONCURRENCY", cls.workspace_concurrency),
+            job_lease_seconds=_int(env, "JOB_LEASE_SECONDS", cls.job_lease_seconds),
+            outbox_relay_after_seconds=_int(
+                env, "OUTBOX_RELAY_AFTER_SECONDS", cls.outbox_relay_after_seconds
+            ),
+            db_pool_max=_int(env, "DB_POOL_MAX", cls.db_pool_max),
+            plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
+        )
+
+    @property
+    def perplexity_rps(self) -> float:
+        return self.perplexity_plan_rps * self.provider_safety_factor
+
+    @property
+    def social_links_rps(self) -> float:
+        return self.social_links_plan_rps * self.provider_safety_factor

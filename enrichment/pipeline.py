@@ -1,0 +1,185 @@
+"""The life of one job, from claim to result (DESIGN §1).
+
+    claim (guarded: a duplicate delivery does nothing)
+    → caps from the plan → providers (retries and backoff inside the round)
+    → fields, citations, completeness → result + usage + status in ONE transaction
+    → event
+
+A provider that keeps failing ends the job `dead` (transient errors, retries used up) or
+`failed` (a final 4xx); either way the job gets a usage row with 0 units. No database
+connection is held while providers are called.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from psycopg.types.json import Jsonb
+
+from .config import PERPLEXITY_MAX_TOKENS, Plan
+from .providers import ProviderError, ResearchResult, SocialResult
+from .services import Services
+from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
+
+log = logging.getLogger(__name__)
+
+RESULT_CACHE_TTL = timedelta(days=7)
+COST_PLACES = Decimal("0.000001")
+
+
+@dataclass
+class Usage:
+    units: int = 0
+    tokens: int = 0
+    searches: int = 0
+    social_requests: int = 0
+    max_tokens: int | None = None
+    max_searches: int | None = None
+    cost_estimate_usd: Decimal = Decimal(0)
+
+
+def caps(plan: Plan, template: Template) -> tuple[int, int]:
+    """(max output tokens, max searches) for one job of this plan and template."""
+    max_tokens = min(plan.max_tokens or PERPLEXITY_MAX_TOKENS, PERPLEXITY_MAX_TOKENS)
+    max_searches = template.searches
+    if plan.max_searches is not None:
+        max_searches = min(max_searches, plan.max_searches)
+    return max_tokens, max_searches
+
+
+def assemble(
+    template: Template, research: ResearchResult | None, social: SocialResult | None
+) -> tuple[dict, list[str], float]:
+    """Fields, citations and completeness (share of the template's fields found)."""
+    fields: dict[str, str | None] = dict.fromkeys(template.fields)
+    citations: list[str] = []
+    if research is not None:
+        fields.update(research.fields)
+        citations += research.citations
+    if social is not None:
+        for network in template.social_fields:
+            urls = social.links.get(network) or []
+            fields[network] = urls[0] if urls else None
+            citations += [u for u in urls[:1] if u not in citations]
+    found = sum(1 for name in template.fields if fields.get(name))
+    return fields, citations, round(found / len(template.fields), 3)
+
+
+def estimate_cost(svc: Services, research: ResearchResult | None, social_requests: int) -> Decimal:
+    s = svc.settings
+    cost = Decimal(0)
+    if research is not None:
+        if research.cost_usd is not None:
+            cost += research.cost_usd
+        else:
+            cost += Decimal(research.tokens) / 1000 * s.perplexity_usd_per_1k_tokens
+            cost += research.searches * s.perplexity_usd_per_search
+    cost += social_requests * s.social_links_usd_per_request
+    return cost.quantize(COST_PLACES)
+
+
+def claim(svc: Services, job_id: str) -> dict | None:
+    """Move a queued job (or one whose lease ran out) to processing under a fresh lease token.
+    Returns the job with its workspace's plan, or None if someone else holds or finished it."""
+    with svc.db.connection() as conn:
+        return conn.execute(
+            "UPDATE enrichment_jobs j SET status = 'processing', attempts = j.attempts + 1,"
+            " started_at = coalesce(j.started_at, now()), lease_token = %s,"
+            " lease_until = now() + make_interval(secs => %s)"
+            " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s"
+            " AND (j.status = 'queued' OR (j.status = 'processing' AND j.lease_until < now()))"
+            " RETURNING j.*, w.plan",
+            (uuid.uuid4(), svc.settings.job_lease_seconds, job_id),
+        ).fetchone()
+
+
+def run_job(svc: Services, job_id: str) -> str:
+    """Run one job to its end. Returns the job's final status, or 'skipped' when the claim
+    fails (duplicate delivery) or 'lost' when the lease was taken over meanwhile."""
+    job = claim(svc, job_id)
+    if job is None:
+        log.info("job %s not claimable (duplicate delivery or already finished)", job_id)
+        return "skipped"
+    plan = svc.settings.plans[job["plan"]]
+    template = TEMPLATES[job["template"]]
+    max_tokens, max_searches = caps(plan, template)
+    retries = 0
+
+    def on_retry(provider: str, exc: BaseException) -> None:
+        nonlocal retries
+        retries += 1
+
+    policy = svc.call_policy(on_retry=on_retry)
+    lead = job["lead"]
+    usage = Usage(max_tokens=max_tokens, max_searches=max_searches)
+    research = social = None
+    try:
+        if RESEARCH in template.providers:
+            research = svc.research.research(
+                lead, template, max_tokens=max_tokens, max_searches=max_searches, policy=policy
+            )
+            usage.tokens, usage.searches = research.tokens, research.searches
+        if SOCIAL in template.providers:
+            social = svc.social.lookup(lead, template.social_fields, policy=policy)
+            usage.social_requests = social.requests
+    except ProviderError as exc:
+        status = "dead" if exc.retryable else "failed"
+        usage.cost_estimate_usd = estimate_cost(svc, research, usage.social_requests)
+        if not _finish(svc, job, status, usage, retries, error=str(exc)):
+            return "lost"
+        svc.events.capture("api_error", str(job["workspace_id"]), {
+            "job_id": job_id, "plan": plan.name, "template": template.name,
+            "provider": exc.provider, "status_code": exc.status, "final_status": status,
+        })
+        return status
+
+    fields, citations, completeness = assemble(template, research, social)
+    usage.units = 1
+    usage.cost_estimate_usd = estimate_cost(svc, research, usage.social_requests)
+    if not _finish(svc, job, "succeeded", usage, retries,
+                   result=(fields, citations, completeness)):
+        return "lost"
+    svc.events.capture("enrichment_succeeded", str(job["workspace_id"]), {
+        "job_id": job_id, "plan": plan.name, "template": template.name,
+        "completeness": completeness, "tokens": usage.tokens, "searches": usage.searches,
+        "attempts": job["attempts"] + retries,
+    })
+    return "succeeded"
+
+
+def _finish(svc: Services, job: dict, status: str, usage: Usage, retries: int, *,
+            error: str | None = None, result: tuple | None = None) -> bool:
+    """Write the outcome in one transaction, fenced by the lease token: if another worker took
+    the job over (our lease expired), nothing is written and False is returned."""
+    with svc.db.connection() as conn, conn.transaction():
+        done = conn.execute(
+            "UPDATE enrichment_jobs SET status = %s, error = %s, attempts = attempts + %s,"
+            " completed_at = now(), lease_token = NULL, lease_until = NULL"
+            " WHERE id = %s AND workspace_id = %s AND status = 'processing' AND lease_token = %s",
+            (status, error, retries, job["id"], job["workspace_id"], job["lease_token"]),
+        ).rowcount
+        if not done:
+            log.warning("job %s: lease lost before finishing; outcome discarded", job["id"])
+            return False
+        if result is not None:
+            fields, citations, completeness = result
+            conn.execute(
+                "INSERT INTO enrichment_results"
+                " (job_id, workspace_id, template, fields, citations, completeness, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, now() + %s)",
+                (job["id"], job["workspace_id"], job["template"], Jsonb(fields),
+                 Jsonb(citations), completeness, RESULT_CACHE_TTL),
+            )
+        conn.execute(
+            "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
+            " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+            (job["workspace_id"], job["id"], job["template"], usage.units, usage.tokens,
+             usage.searches, usage.social_requests, usage.max_tokens, usage.max_searches,
+             usage.cost_estimate_usd),
+        )
+    return True

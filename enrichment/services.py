@@ -1,0 +1,66 @@
+"""The one place that turns configuration into the concrete services: database pool, Redis,
+provider clients, events. Both `api.create_app()` and the worker's start-up call
+`build_services()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .config import Settings
+from .db import connect_pool
+from .events import Events, LogEvents
+from .jobs import Publisher
+from .providers import CallPolicy, ResearchProvider, SocialProvider
+from .providers.perplexity import PerplexityClient
+from .providers.social_links import SocialLinksClient
+
+# Errors that mean "a backing service is unreachable right now": the API answers 503 with
+# Retry-After, tasks retry.
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: ConnectionPool
+    redis: redis.Redis
+    research: ResearchProvider
+    social: SocialProvider
+    events: Events
+    publisher: Publisher | None = None
+    base_policy: CallPolicy | None = None
+
+    def call_policy(self, **overrides) -> CallPolicy:
+        return replace(self.base_policy or CallPolicy(), **overrides)
+
+    def close(self) -> None:
+        self.events.flush()
+        self.db.close()
+        self.redis.close()
+
+
+def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
+    s = settings
+    return Services(
+        settings=s,
+        db=connect_pool(s.database_url, max_size=s.db_pool_max),
+        # Short socket timeouts: a frozen Redis must turn into an error, not a hung request.
+        redis=redis.Redis.from_url(
+            s.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+        ),
+        research=PerplexityClient(
+            s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
+        ),
+        social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key),
+        events=LogEvents(),
+        publisher=publisher,
+        base_policy=CallPolicy(
+            max_attempts=s.provider_max_attempts,
+            connect_timeout=s.provider_connect_timeout,
+            read_timeout=s.provider_read_timeout,
+        ),
+    )

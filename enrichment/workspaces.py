@@ -1,0 +1,106 @@
+"""Workspaces and API keys.
+
+A key looks like ``lek_<prefix>_<secret>``: the prefix (public, unique) finds the row, the
+SHA-256 of the whole key is compared in constant time. Only the hash is stored; the key is
+shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from psycopg import Connection
+
+from .config import Plans
+
+KEY_SCHEME = "lek"
+PREFIX_BYTES = 6  # 12 hex chars
+SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Workspace:
+    id: uuid.UUID
+    name: str
+    plan: str
+    region: str
+    person_level_enabled: bool
+
+
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def create_workspace(
+    conn: Connection, plans: Plans, name: str, plan: str, region: str = "us"
+) -> tuple[Workspace, str]:
+    """Create a workspace and its first API key. Returns the workspace and the key (shown once)."""
+    if plan not in plans:
+        raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
+    if region not in ("us", "eu"):
+        raise ValueError("region must be 'us' or 'eu'")
+    ws = Workspace(uuid.uuid4(), name, plan, region, True)
+    conn.execute(
+        "INSERT INTO workspaces (id, name, plan, region) VALUES (%s, %s, %s, %s)",
+        (ws.id, ws.name, ws.plan, ws.region),
+    )
+    return ws, create_api_key(conn, ws.id)
+
+
+def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> None:
+    if plan not in plans:
+        raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
+    cur = conn.execute("UPDATE workspaces SET plan = %s WHERE id = %s", (plan, workspace_id))
+    if cur.rowcount != 1:
+        raise LookupError(f"no workspace {workspace_id}")
+
+
+def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    cur = conn.execute(
+        "INSERT INTO api_keys (id, workspace_id, prefix, key_hash)"
+        " SELECT %s, id, %s, %s FROM workspaces WHERE id = %s",
+        (uuid.uuid4(), prefix, _hash(key), workspace_id),
+    )
+    if cur.rowcount != 1:
+        raise LookupError(f"no workspace {workspace_id}")
+    return key
+
+
+def revoke_api_key(conn: Connection, prefix: str) -> bool:
+    cur = conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
+        (prefix,),
+    )
+    return cur.rowcount == 1
+
+
+def key_prefix(key: str) -> str | None:
+    scheme, _, rest = key.partition("_")
+    prefix, _, secret = rest.partition("_")  # the secret itself may contain "_"
+    if scheme != KEY_SCHEME or len(prefix) != 2 * PREFIX_BYTES or not secret:
+        return None
+    return prefix
+
+
+def authenticate(conn: Connection, key: str) -> Workspace | None:
+    """The workspace a live key belongs to, or None (unknown, malformed or revoked key)."""
+    prefix = key_prefix(key)
+    if prefix is None:
+        return None
+    row = conn.execute(
+        "SELECT k.key_hash, w.id, w.name, w.plan, w.region, w.person_level_enabled"
+        " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id"
+        " WHERE k.prefix = %s AND k.revoked_at IS NULL",
+        (prefix,),
+    ).fetchone()
+    if row is None or not hmac.compare_digest(bytes(row["key_hash"]), _hash(key)):
+        return None
+    return Workspace(
+        row["id"], row["name"], row["plan"], row["region"], row["person_level_enabled"]
+    )

@@ -1,0 +1,1 @@
+"""Local HTTP fakes of the outside services, for tests, benchmarks and `make run`."""

@@ -1,0 +1,303 @@
+"""Provider simulator: Perplexity (agent and chat styles) and Social Links Search.
+
+Deterministic, plausible answers (the same lead gives the same content), with configurable
+latency, error rate, forced outage and a per-provider requests-per-second limit that answers
+429 with Retry-After when exceeded — like the real plans.
+
+    python -m simulators.providers --port 8010 --perplexity-rps 2 --social-rps 10
+
+Control endpoints (test use): GET/POST /_sim/config, GET /_sim/stats, POST /_sim/reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+PERPLEXITY = "perplexity"
+SOCIAL = "social_links"
+
+TITLES = ["VP of Sales", "Head of Growth", "Chief Revenue Officer", "Sales Director",
+          "Account Executive", "Founder & CEO", "Marketing Manager"]
+SENIORITY = ["executive", "director", "manager", "senior", "entry"]
+CITIES = ["Austin, TX", "Berlin, Germany", "London, UK", "San Francisco, CA", "Toronto, Canada"]
+INDUSTRIES = ["Software", "Logistics", "Fintech", "Healthcare", "Manufacturing", "Retail"]
+SIZES = ["11-50", "51-200", "201-500", "501-1000", "1001-5000"]
+SOURCES = ["https://www.crunchbase.com/organization/{slug}", "https://www.bloomberg.com/profile/company/{slug}",
+           "https://news.example-press.com/{slug}-announces", "https://www.{slug}.com/about",
+           "https://www.linkedin.com/company/{slug}"]
+
+
+@dataclass
+class SimConfig:
+    latency_ms: float = 0.0
+    error_rate: float = 0.0  # share of requests answered 503
+    outage_status: int = 0  # when set, every provider request gets this status
+    agent_failed_rate: float = 0.0  # share of agent runs answered 200 with status "failed"
+    null_rate: float = 0.1  # share of fields the "model" could not find
+    perplexity_rps: float = 0.0  # 0 = unlimited
+    social_rps: float = 0.0
+
+
+class SlidingWindow:
+    """At most `rps` requests in any 1-second window (how the providers enforce plans)."""
+
+    def __init__(self):
+        self.hits: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+
+    def admit(self, rps: float) -> float | None:
+        """None if admitted, else seconds until a slot frees."""
+        if rps <= 0:
+            return None
+        cap = max(1, math.floor(rps))
+        now = time.monotonic()
+        with self.lock:
+            while self.hits and now - self.hits[0] >= 1.0:
+                self.hits.popleft()
+            if len(self.hits) >= cap:
+                return 1.0 - (now - self.hits[0])
+            self.hits.append(now)
+            return None
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._clear()
+
+    def _clear(self):
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.accepted: dict[str, list[float]] = {PERPLEXITY: [], SOCIAL: []}
+        self.last_key: dict[str, str | None] = {PERPLEXITY: None, SOCIAL: None}
+
+    def reset(self):
+        with self.lock:
+            self._clear()
+
+    def add(self, provider: str, outcome: str, key: str | None):
+        with self.lock:
+            self.counts[f"{provider}.{outcome}"] += 1
+            self.last_key[provider] = key
+            if outcome == "ok":
+                self.accepted[provider].append(time.time())
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"counts": dict(self.counts), "last_key": dict(self.last_key),
+                    "accepted": {k: list(v) for k, v in self.accepted.items()}}
+
+
+def _rng(*parts: str) -> random.Random:
+    seed = hashlib.sha256("|".join(parts).encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "acme"
+
+
+def _company(prompt: str) -> str:
+    company = re.search(r"- company: (.+)", prompt)
+    domain = re.search(r"- (?:domain|email): (?:.*@)?([^.\s]+)\.", prompt)
+    if company:
+        return company.group(1).strip()
+    return domain.group(1).title() if domain else "Acme"
+
+
+def _answer(prompt: str, rng: random.Random, null_rate: float) -> dict:
+    keys = re.search(r"keys:\s*([a-z_, ]+)\.", prompt)
+    wanted = [k.strip() for k in keys.group(1).split(",")] if keys else []
+    name = _company(prompt)
+    values = {
+        "title": rng.choice(TITLES), "company": name, "location": rng.choice(CITIES),
+        "seniority": rng.choice(SENIORITY),
+        "summary": f"Works at {name} on revenue and go-to-market teams.",
+        "description": f"{name} builds software for {rng.choice(INDUSTRIES).lower()} teams.",
+        "industry": rng.choice(INDUSTRIES), "headquarters": rng.choice(CITIES),
+        "employee_range": rng.choice(SIZES), "founded_year": str(rng.randint(1990, 2022)),
+        "website": f"https://www.{_slug(name)}.com",
+    }
+    return {k: (None if rng.random() < null_rate else values.get(k, f"{k} of {name}"))
+            for k in wanted}
+
+
+def _sources(rng: random.Random, slug: str, n: int) -> list[dict]:
+    picks = rng.sample(SOURCES, k=min(n, len(SOURCES)))
+    return [{"title": p.split("/")[2], "url": p.format(slug=slug), "date": "2026-10-01"}
+            for p in picks]
+
+
+def create_simulator(config: SimConfig | None = None) -> Flask:
+    app = Flask(__name__)
+    cfg = config or SimConfig()
+    limits = {PERPLEXITY: SlidingWindow(), SOCIAL: SlidingWindow()}
+    stats = Stats()
+    app.extensions["sim"] = (cfg, stats)
+
+    def gate(provider: str, rps: float):
+        """Latency, outage, rate limit, random errors. Returns an error response or None."""
+        key = request.headers.get("Authorization") or request.headers.get("x-rapidapi-key")
+        if cfg.latency_ms:
+            time.sleep(cfg.latency_ms / 1000)
+        if cfg.outage_status:
+            stats.add(provider, str(cfg.outage_status), key)
+            return jsonify({"error": {"message": "simulated outage"}}), cfg.outage_status
+        wait = limits[provider].admit(rps)
+        if wait is not None:
+            stats.add(provider, "429", key)
+            return (jsonify({"error": {"message": "rate limit exceeded", "type": "rate_limit"}}),
+                    429, {"Retry-After": str(max(1, math.ceil(wait)))})
+        if cfg.error_rate and random.random() < cfg.error_rate:
+            stats.add(provider, "503", key)
+            return jsonify({"error": {"message": "simulated upstream error"}}), 503
+        stats.add(provider, "ok", key)
+        return None
+
+    @app.post("/v1/agent")
+    def agent():
+        if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
+            return err
+        body = request.get_json(force=True, silent=True) or {}
+        prompt = str(body.get("input", ""))
+        rng = _rng("agent", prompt)
+        if cfg.agent_failed_rate and random.random() < cfg.agent_failed_rate:
+            return jsonify({"object": "response", "status": "failed", "output": [],
+                            "error": {"message": "model run failed", "code": "run_failed"}})
+        steps = max(1, int(body.get("max_steps") or 1))
+        slug = _slug(_company(prompt))
+        searches = min(steps, 1 + rng.randint(0, 2))
+        output = [{"type": "search_results", "results": _sources(rng, slug, 2)}
+                  for _ in range(searches)]
+        text = json.dumps(_answer(prompt, rng, cfg.null_rate))
+        output.append({"type": "message", "role": "assistant", "status": "completed",
+                       "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        usage = _usage(prompt, text, body.get("max_output_tokens"), searches)
+        return jsonify({"id": f"resp_{slug[:12]}", "object": "response", "status": "completed",
+                        "model": body.get("model"), "output": output,
+                        "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
+                                  "total_tokens": usage[0] + usage[1],
+                                  "cost": {"currency": "USD", "total_cost": usage[2]}}})
+
+    @app.post("/chat/completions")
+    def chat():
+        if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
+            return err
+        body = request.get_json(force=True, silent=True) or {}
+        prompt = " ".join(str(m.get("content", "")) for m in body.get("messages", [])
+                          if isinstance(m, dict))
+        rng = _rng("chat", prompt)
+        searches = 1 + rng.randint(0, 2)
+        results = _sources(rng, _slug(_company(prompt)), 3)
+        text = "```json\n" + json.dumps(_answer(prompt, rng, cfg.null_rate)) + "\n```"
+        usage = _usage(prompt, text, body.get("max_tokens"), searches)
+        return jsonify({
+            "id": "chat-sim", "object": "chat.completion", "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "citations": [r["url"] for r in results], "search_results": results,
+            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+                      "total_tokens": usage[0] + usage[1], "num_search_queries": searches,
+                      "cost": {"total_cost": usage[2]}},
+        })
+
+    @app.get("/search-social-links")
+    def social():
+        if (err := gate(SOCIAL, cfg.social_rps)) is not None:
+            return err
+        query = request.args.get("query", "")
+        networks = [n for n in request.args.get("social_networks", "").split(",") if n]
+        rng = _rng("social", query)
+        handle = _slug(query.split("@")[0]).replace("-", "")[:20] or "someone"
+        hosts = {"linkedin": "www.linkedin.com/in", "twitter": "x.com", "facebook":
+                 "www.facebook.com", "instagram": "www.instagram.com", "github": "github.com",
+                 "youtube": "www.youtube.com/@", "tiktok": "www.tiktok.com/@",
+                 "pinterest": "www.pinterest.com", "snapchat": "www.snapchat.com/add"}
+        data = {n: ([f"https://{hosts.get(n, n + '.com')}/{handle}"] if rng.random() < 0.8
+                    else []) for n in networks}
+        return jsonify({"status": "OK", "request_id": f"sim-{handle}", "data": data})
+
+    @app.route("/_sim/config", methods=["GET", "POST"])
+    def sim_config():
+        if request.method == "POST":
+            for key, value in (request.get_json(force=True) or {}).items():
+                if hasattr(cfg, key):
+                    setattr(cfg, key, type(getattr(cfg, key))(value))
+        return jsonify(asdict(cfg))
+
+    @app.get("/_sim/stats")
+    def sim_stats():
+        return jsonify(stats.snapshot())
+
+    @app.post("/_sim/reset")
+    def sim_reset():
+        stats.reset()
+        return jsonify({"ok": True})
+
+    return app
+
+
+def _usage(prompt: str, text: str, max_tokens, searches: int) -> tuple[int, int, float]:
+    input_tokens = max(1, len(prompt) // 4)
+    output_tokens = max(1, len(text) // 4)
+    if max_tokens:
+        output_tokens = min(output_tokens, int(max_tokens))
+    cost = round(input_tokens * 1e-6 + output_tokens * 1e-6 + searches * 0.005, 6)
+    return input_tokens, output_tokens, cost
+
+
+class SimulatorServer:
+    """The simulator on a background thread (for tests and benchmarks). Port 0 = a free one."""
+
+    def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.app = create_simulator(config)
+        self.server = make_server(host, port, self.app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(5)
+
+    @property
+    def config(self) -> SimConfig:
+        return self.app.extensions["sim"][0]
+
+    @property
+    def stats(self) -> Stats:
+        return self.app.extensions["sim"][1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8010)
+    parser.add_argument("--perplexity-rps", type=float, default=2.0)
+    parser.add_argument("--social-rps", type=float, default=10.0)
+    parser.add_argument("--latency-ms", type=float, default=300.0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    cfg = SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate,
+                    perplexity_rps=args.perplexity_rps, social_rps=args.social_rps)
+    server = make_server(args.host, args.port, create_simulator(cfg), threaded=True)
+    print(f"provider simulator on http://{args.host}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Fixtures on the real thing: PostgreSQL (a test database, recreated per session), Redis
+(dedicated DB numbers), the provider simulator over HTTP, and a Celery worker subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as redis_lib
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+# Before any project import: workers.celery_app reads the environment when imported.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql:///enrichment_test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.update(
+    DATABASE_URL=TEST_DATABASE_URL,
+    REDIS_URL=TEST_REDIS_URL,
+    CELERY_BROKER_URL=TEST_BROKER_URL,
+    PERPLEXITY_API_KEY="test-pplx-key",
+    SOCIAL_LINKS_API_KEY="test-social-key",
+    PROVIDER_MAX_ATTEMPTS="4",
+)
+for var in ("STRIPE_API_KEY", "POSTHOG_API_KEY", "PLANS_FILE"):
+    os.environ.pop(var, None)
+
+from enrichment import db as db_module  # noqa: E402
+from enrichment.config import Settings  # noqa: E402
+from enrichment.services import build_services  # noqa: E402
+from enrichment.workspaces import create_workspace  # noqa: E402
+from simulators.providers import SimulatorServer  # noqa: E402
+
+from .helpers import eventually  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment_results",
+          "enrichment_usage")
+
+
+def recreate_database(url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    db_module.ensure_database(url)
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    with SimulatorServer() as sim:
+        os.environ["PERPLEXITY_API_BASE"] = sim.url
+        os.environ["SOCIAL_LINKS_API_BASE"] = sim.url
+        yield sim
+
+
+@pytest.fixture(autouse=True)
+def _reset_simulator(request):
+    """Each test starts with a healthy, unlimited, fast simulator and zeroed counters."""
+    yield
+    if "simulator" in request.fixturenames:
+        sim = request.getfixturevalue("simulator")
+        for key, value in vars(type(sim.config)()).items():
+            setattr(sim.config, key, value)
+        sim.stats.reset()
+
+
+@pytest.fixture(scope="session")
+def settings(simulator) -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def migrated() -> str:
+    recreate_database(TEST_DATABASE_URL)
+    db_module.upgrade(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def services(settings, migrated):
+    from workers.publisher import CeleryPublisher
+
+    svc = build_services(settings, publisher=CeleryPublisher())
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def db(services):
+    """Services over an emptied database and Redis DB."""
+    with services.db.connection() as conn:
+        conn.execute("TRUNCATE {} CASCADE".format(", ".join(TABLES)))
+    services.redis.flushdb()
+    return services
+
+
+@pytest.fixture
+def app(db):
+    from api import create_app
+
+    app = create_app(services=db)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_workspace(db):
+    """Create a workspace; returns (workspace, api_key)."""
+
+    def make(plan: str = "pro", region: str = "us", name: str = "Acme"):
+        with db.db.connection() as conn:
+            return create_workspace(conn, db.settings.plans, name, plan, region)
+
+    return make
+
+
+@pytest.fixture
+def auth(make_workspace):
+    ws, key = make_workspace()
+    return ws, {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def worker(simulator, migrated, tmp_path_factory):
+    """A real Celery worker (prefork, 2 processes) consuming every queue."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    redis_lib.Redis.from_url(TEST_BROKER_URL).flushdb()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+             "-Q", "maintenance,elite,pro,core", "-c", "2", "--loglevel", "INFO",
+             "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        eventually(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60)
+        if proc.poll() is not None:
+            pytest.fail(f"worker did not start:\n{log.read_text()}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for_job(client, headers, job_id: str, timeout: float = 30.0) -> dict:
+    """Poll the job until it is finished."""
+    body: dict = {}
+
+    def done() -> bool:
+        nonlocal body
+        body = client.get(f"/api/v1/enrichment/{job_id}", headers=headers).get_json()
+        return body["status"] in ("succeeded", "failed", "dead")
+
+    eventually(done, timeout)
+    return body
+
+
+@pytest.fixture
+def wait_job():
+    return wait_for_job
+
+
+def pytest_collection_modifyitems(items):
+    # Keep the expensive end-to-end tests last, so fast failures show first.
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+

@@ -1,0 +1,148 @@
+"""The pipeline as a plain function on real Postgres and the simulator (no worker)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from enrichment import jobs, pipeline
+from enrichment.config import PERPLEXITY_MAX_TOKENS
+from enrichment.leads import subject_hash
+from enrichment.templates import TEMPLATES
+
+LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
+
+
+@pytest.fixture
+def new_job(db, make_workspace):
+    def make(template="person_basic", plan="pro", lead=LEAD):
+        ws, _ = make_workspace(plan=plan)
+        with db.db.connection() as conn:
+            row = jobs.create_job(conn, workspace_id=ws.id, template=template,
+                                  queue=db.settings.plans[plan].queue,
+                                  subject_hash=subject_hash(lead.get("email") or lead["domain"]),
+                                  lead=lead, metadata={})
+        return str(row["id"]), ws
+
+    return make
+
+
+def job_row(db, job_id):
+    with db.db.connection() as conn:
+        return jobs.get_job(conn, conn.execute(
+            "SELECT workspace_id FROM enrichment_jobs WHERE id = %s", (job_id,)
+        ).fetchone()["workspace_id"], job_id)
+
+
+def usage_rows(db, job_id):
+    with db.db.connection() as conn:
+        return conn.execute("SELECT * FROM enrichment_usage WHERE job_id = %s",
+                            (job_id,)).fetchall()
+
+
+def test_person_basic_succeeds_with_fields_citations_and_usage(db, new_job):
+    job_id, _ = new_job()
+    assert pipeline.run_job(db, job_id) == "succeeded"
+    body = jobs.job_body(job_row(db, job_id))
+    assert body["status"] == "succeeded" and body["attempts"] == 1
+    assert set(body["result"]["fields"]) == set(TEMPLATES["person_basic"].fields)
+    assert body["result"]["citations"]
+    assert 0 < body["result"]["completeness"] <= 1
+    found = sum(1 for v in body["result"]["fields"].values() if v)
+    assert body["result"]["completeness"] == round(found / 7, 3)
+    usage = body["usage"]
+    assert usage["units"] == 1 and usage["tokens"] > 0 and usage["social_requests"] == 1
+    assert Decimal(usage["cost_estimate_usd"]) > 0
+    assert body["started_at"] and body["completed_at"]
+    (row,) = usage_rows(db, job_id)
+    assert (row["max_tokens"], row["max_searches"]) == (2500, 3)  # pro: 2,500; template wants 3
+
+
+def test_caps_follow_the_plan_and_the_provider_ceiling():
+    from enrichment.config import load_plans
+
+    plans = load_plans()
+    assert pipeline.caps(plans["core"], TEMPLATES["company_profile"]) == (1500, 2)
+    assert pipeline.caps(plans["elite"], TEMPLATES["company_profile"]) == (3500, 3)
+    assert pipeline.caps(plans["scale"], TEMPLATES["company_profile"]) == (
+        PERPLEXITY_MAX_TOKENS, 3)
+
+
+def test_social_only_template_makes_no_research_call(db, new_job, simulator):
+    job_id, _ = new_job(template="person_social")
+    assert pipeline.run_job(db, job_id) == "succeeded"
+    counts = simulator.stats.snapshot()["counts"]
+    assert "perplexity.ok" not in counts and counts["social_links.ok"] == 1
+    assert job_row(db, job_id)["tokens"] == 0
+
+
+def test_duplicate_delivery_does_nothing(db, new_job, simulator):
+    job_id, _ = new_job()
+    assert pipeline.run_job(db, job_id) == "succeeded"
+    assert pipeline.run_job(db, job_id) == "skipped"
+    assert len(usage_rows(db, job_id)) == 1
+    assert simulator.stats.snapshot()["counts"]["perplexity.ok"] == 1
+
+
+def test_retries_count_as_attempts(db, new_job, simulator):
+    simulator.config.perplexity_rps = 1
+    first, _ = new_job(lead={"email": "a@acme.com", "name": "A"})
+    second, _ = new_job(lead={"email": "b@acme.com", "name": "B"})
+    assert pipeline.run_job(db, first) == "succeeded"
+    assert pipeline.run_job(db, second) == "succeeded"  # hits the 1 rps limit, retries
+    assert job_row(db, second)["attempts"] >= 2
+
+
+def test_provider_outage_ends_dead_with_a_zero_unit_usage_row(db, new_job, simulator):
+    simulator.config.outage_status = 503
+    job_id, _ = new_job()
+    svc = replace(db, base_policy=replace(db.base_policy, max_attempts=2))
+    assert pipeline.run_job(svc, job_id) == "dead"
+    row = job_row(db, job_id)
+    assert row["status"] == "dead" and row["attempts"] == 2 and "503" in row["error"]
+    assert row["fields"] is None
+    (usage,) = usage_rows(db, job_id)
+    assert usage["units"] == 0
+
+
+def test_final_4xx_ends_failed(db, new_job, simulator):
+    simulator.config.outage_status = 403
+    job_id, _ = new_job()
+    assert pipeline.run_job(db, job_id) == "failed"
+    row = job_row(db, job_id)
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert usage_rows(db, job_id)[0]["units"] == 0
+
+
+def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
+    job_id, _ = new_job()
+    claimed = pipeline.claim(db, job_id)  # a worker claims it, then "dies"
+    assert claimed is not None
+    assert pipeline.claim(db, job_id) is None  # while the lease holds nobody else can
+    with db.db.connection() as conn:
+        conn.execute("UPDATE enrichment_jobs SET lease_until = now() - interval '1 second'"
+                     " WHERE id = %s", (job_id,))
+    assert jobs.requeue_expired(db.db, max_attempts=5) == (1, 0)
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
+                            (job_id,)).fetchone()["status"] == "queued"
+        assert conn.execute("SELECT count(*) AS n FROM job_outbox WHERE job_id = %s",
+                            (job_id,)).fetchone()["n"] == 1
+    assert pipeline.run_job(db, job_id) == "succeeded"
+    # The "dead" worker wakes up and tries to finish with its old lease: fenced off.
+    usage = pipeline.Usage(units=1)
+    assert pipeline._finish(db, claimed, "succeeded", usage, 0, result=({}, [], 0.0)) is False
+    assert len(usage_rows(db, job_id)) == 1
+    assert job_row(db, job_id)["attempts"] == 2
+
+
+def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
+    job_id, _ = new_job()
+    pipeline.claim(db, job_id)
+    with db.db.connection() as conn:
+        conn.execute("UPDATE enrichment_jobs SET lease_until = now() - interval '1 second',"
+                     " attempts = 5 WHERE id = %s", (job_id,))
+    assert jobs.requeue_expired(db.db, max_attempts=5) == (0, 1)
+    assert job_row(db, job_id)["status"] == "dead"

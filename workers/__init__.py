@@ -1,0 +1,1 @@
+"""Celery adapter: the app, queues and routing, and thin tasks calling `enrichment`."""

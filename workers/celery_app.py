@@ -1,0 +1,45 @@
+"""The Celery app. Queues are declared here, in one table: the tier queues from the plans
+file (heaviest first) and `maintenance` for beat jobs."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from beat_schedule import SCHEDULE
+from enrichment.config import Settings
+
+settings = Settings.from_env()
+
+MAINTENANCE_QUEUE = "maintenance"
+TIER_QUEUES = settings.plans.queues  # e.g. ["elite", "pro", "core"]
+QUEUES = [MAINTENANCE_QUEUE, *TIER_QUEUES]
+
+app = Celery("enrichment", include=["workers.tasks"])
+app.conf.update(
+    broker_url=settings.broker_url,
+    broker_connection_retry_on_startup=True,
+    # Short socket timeouts so a frozen Redis fails fast instead of hanging the API.
+    broker_transport_options={
+        "visibility_timeout": 3600,  # above the longest job (lease + time limits)
+        "socket_timeout": 5,
+        "socket_connect_timeout": 3,
+        "socket_keepalive": True,
+    },
+    task_publish_retry_policy={
+        "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+    },
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue=MAINTENANCE_QUEUE,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    enable_utc=True,
+    beat_schedule=SCHEDULE,
+    worker_send_task_events=True,  # for Flower
+    task_send_sent_event=True,
+)

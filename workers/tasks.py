@@ -1,0 +1,65 @@
+"""Thin tasks: read arguments, call one domain function. `EnrichmentTask` holds the policy:
+database and Redis outages are retried explicitly (an ordinary exception would be acked and
+the job lost), with exponential backoff."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from enrichment import jobs, pipeline
+from enrichment.config import Settings
+from enrichment.services import UNAVAILABLE, Services, build_services
+
+from .celery_app import app
+from .publisher import CeleryPublisher
+
+log = logging.getLogger(__name__)
+
+_services: Services | None = None
+LEASE_MAX_ATTEMPTS = 5
+
+
+def services() -> Services:
+    """One set of services per worker process, built after the fork."""
+    global _services
+    if _services is None:
+        _services = build_services(Settings.from_env(), publisher=CeleryPublisher())
+    return _services
+
+
+@worker_process_init.connect
+def _forget_parent_services(**_):
+    global _services
+    _services = None
+
+
+@worker_process_shutdown.connect
+def _close_services(**_):
+    if _services is not None:
+        _services.close()
+
+
+class EnrichmentTask(Task):
+    autoretry_for = UNAVAILABLE
+    retry_backoff = 1
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 20
+
+
+@app.task(name="enrichment.run_job", base=EnrichmentTask, soft_time_limit=120, time_limit=150)
+def run_job(job_id: str) -> str:
+    return pipeline.run_job(services(), job_id)
+
+
+@app.task(name="enrichment.relay_outbox", base=EnrichmentTask)
+def relay_outbox() -> dict:
+    svc = services()
+    requeued, dead = jobs.requeue_expired(svc.db, LEASE_MAX_ATTEMPTS)
+    published = jobs.relay_outbox(svc.db, svc.publisher, svc.settings.outbox_relay_after_seconds)
+    if requeued or dead or published:
+        log.info("outbox relay: requeued=%d dead=%d published=%d", requeued, dead, published)
+    return {"requeued": requeued, "dead": dead, "published": published}
