@@ -1,0 +1,147 @@
+"""A throw-away stack for benchmarks: a bench database, the provider simulator, gunicorn and a
+Celery worker on free ports, all on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgresql:///enrichment_bench")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_database(url: str = BENCH_DB) -> str:
+    from enrichment import db
+
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+    db.ensure_database(url)
+    db.upgrade(url)
+    return url
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout}s")
+        time.sleep(0.1)
+
+
+class Stack(contextlib.ExitStack):
+    """Processes started here are stopped (process group SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, env: dict | None = None):
+        super().__init__()
+        self.env = {**os.environ, "DATABASE_URL": BENCH_DB,
+                    "REDIS_URL": "redis://127.0.0.1:6379/12",
+                    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/13", **(env or {})}
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+        def stop():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.close()
+
+        self.callback(stop)
+        return proc
+
+    def simulator(self, *args: str) -> str:
+        port = free_port()
+        self.spawn("simulator", [sys.executable, "-m", "simulators.providers",
+                                 "--port", str(port), *args])
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ok(f"{url}/_sim/config"), 20, "simulator")
+        self.env.update(PERPLEXITY_API_BASE=url, SOCIAL_LINKS_API_BASE=url,
+                        PERPLEXITY_API_KEY="bench", SOCIAL_LINKS_API_KEY="bench")
+        return url
+
+    def worker(self, concurrency: int = 4, name: str = "worker") -> None:
+        import redis
+
+        redis.Redis.from_url(self.env["CELERY_BROKER_URL"]).flushdb()
+        proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+                                 "worker", "-Q", "maintenance,elite,pro,core", "-c",
+                                 str(concurrency), "--without-mingle", "--without-gossip",
+                                 "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
+        wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
+
+    def gunicorn(self, app: str = "api.wsgi:app", workers: int = 2, threads: int = 1) -> str:
+        port = free_port()
+        self.spawn(f"gunicorn-{port}", [sys.executable, "-m", "gunicorn", "-b",
+                                        f"127.0.0.1:{port}", "-w", str(workers),
+                                        "--threads", str(threads), app])
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ok(f"{url}/healthz"), 30, "gunicorn")
+        return url
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _ping_worker(env: dict) -> bool:
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.celery_app", "inspect",
+                          "ping", "--timeout", "1"], cwd=ROOT, env=env, capture_output=True)
+    return out.returncode == 0
+
+
+def create_workspace(plan: str = "pro", region: str = "us") -> str:
+    """A workspace in the bench database; returns its API key."""
+    from enrichment.config import Settings
+    from enrichment.workspaces import create_workspace as create
+
+    with psycopg.connect(BENCH_DB) as conn:
+        _, key = create(conn, Settings.from_env({}).plans, "bench", plan, region)
+    return key
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    """Print a plain aligned table."""
+    cells = [header] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, r in enumerate(cells):
+        print("  " + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(r, widths, strict=True))))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
