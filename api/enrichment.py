@@ -1,28 +1,58 @@
-"""/api/v1: submit a lead, read a job, list templates."""
+"""/api/v1: submit leads (one or a batch), read a job, list templates.
+
+Every request here is authenticated, then rate limited: submissions against the plan's
+RPS/RPM, everything else against 10x that, so polling never eats submission quota. The
+decision's headers go on every answer, errors included. If Redis cannot be reached the
+request is refused with 503 + Retry-After (fail closed: a paid API must not run unmetered).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import jobs
-from enrichment.leads import subject_hash, subject_identifier
+from enrichment import admission, jobs
+from enrichment.ratelimit import READ, SUBMIT, Policy
 from enrichment.templates import TEMPLATES
 
 from .auth import require_workspace, services
-from .problems import Problem, flatten_errors
-from .schemas import SubmitSchema
+from .problems import Problem, flatten_errors, problem_body
+from .schemas import BatchSchema, SubmitSchema
 
 bp = Blueprint("enrichment", __name__, url_prefix="/api/v1")
 submit_schema = SubmitSchema()
+batch_schema = BatchSchema()
+SUBMIT_ENDPOINTS = {"enrichment.submit", "enrichment.submit_batch"}
+CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 
 
 @bp.before_request
-def _authenticate():
-    require_workspace()
+def _authenticate_and_limit():
+    workspace = require_workspace()
+    svc = services()
+    kind = SUBMIT if request.endpoint in SUBMIT_ENDPOINTS else READ
+    plan = svc.settings.plans[workspace.plan]
+    decision = svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
+    g.rate_decision = decision
+    if not decision.allowed:
+        svc.events.capture("enrichment_throttled", str(workspace.id), {
+            "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
+        raise Problem(429, "Too Many Requests",
+                      f"Rate limit of the {plan.name} plan reached ({kind}: {decision.limit} "
+                      f"per {decision.window} s); retry after {decision.retry_after_header} s.",
+                      "rate-limited")
+
+
+@bp.after_request
+def _rate_headers(response):
+    decision = g.get("rate_decision")
+    if decision is not None:
+        response.headers.update(decision.headers())
+    return response
 
 
 def json_body() -> dict:
@@ -41,42 +71,129 @@ def json_body() -> dict:
     return body
 
 
-def validate(schema, body: dict) -> dict:
+def validation_problem(exc: ValidationError) -> Problem:
+    return Problem(422, "Unprocessable Content", "The request body has invalid fields.",
+                   "validation-error", errors=flatten_errors(exc.messages))
+
+
+def refusal_problem(exc: admission.Refused) -> Problem:
+    return Problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+
+
+def client_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not CLIENT_KEY_RE.match(key):
+        raise Problem(400, "Bad Request",
+                      "Idempotency-Key must be 1-255 visible ASCII characters.",
+                      "invalid-idempotency-key")
+    return key
+
+
+def answer(status: int, body: dict, replayed: bool = False, location: str | None = None):
+    resp = jsonify(body)
+    resp.status_code = status
+    if status >= 400:
+        resp.mimetype = "application/problem+json"
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    if location:
+        resp.headers["Location"] = location
+    return resp
+
+
+def with_client_key(handler):
+    """Run `handler(body)` → (status, body, location) under the client's Idempotency-Key:
+    the same key and body within 24 h get the stored answer; another body gets 422."""
+    key = client_key()
+    body = json_body()
+    svc, workspace = services(), g.workspace
+    if key is not None:
+        body_hash = admission.request_hash(body)
+        with svc.db.connection() as conn:
+            try:
+                stored = admission.stored_answer(conn, workspace.id, key, body_hash)
+            except admission.Refused as exc:
+                raise refusal_problem(exc) from None
+        if stored is not None:
+            return answer(stored[0], stored[1], replayed=True)
     try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise Problem(422, "Unprocessable Content", "The request body has invalid fields.",
-                      "validation-error", errors=flatten_errors(exc.messages)) from None
+        status, out, location = handler(body)
+    except Problem as exc:
+        if key is None or exc.status in (429, 503):
+            raise
+        status, out = exc.status, problem_body(exc)
+        resp = answer(status, out)
+    else:
+        resp = answer(status, out, replayed=status == 200, location=location)
+    if key is not None:
+        with svc.db.connection() as conn:
+            admission.store_answer(conn, workspace.id, key, body_hash, status, out)
+    return resp
+
+
+def admit_one(lead: dict, template_name: str, metadata: dict) -> admission.Admitted:
+    svc, workspace = services(), g.workspace
+    plan = svc.settings.plans[workspace.plan]
+    lead = {k: v for k, v in lead.items() if v is not None}
+    with svc.db.connection() as conn:
+        admitted = admission.admit(conn, workspace=workspace, plan=plan,
+                                   template=TEMPLATES[template_name], lead=lead,
+                                   metadata=metadata, now=svc.clock())
+    if not admitted.replayed:
+        job = admitted.job
+        jobs.publish(svc.db, svc.publisher, job["id"], job["queue"])  # after commit
+        svc.events.capture("enrichment_requested", str(workspace.id), {
+            "job_id": str(job["id"]), "plan": plan.name, "template": template_name,
+            "queue": job["queue"]})
+    return admitted
 
 
 @bp.post("/enrichment")
 def submit():
-    workspace = g.workspace
-    data = validate(submit_schema, json_body())
-    svc = services()
-    plan = svc.settings.plans[workspace.plan]
-    lead = {k: v for k, v in data["lead"].items() if v is not None}
-    identifier = subject_identifier(lead)
-    with svc.db.connection() as conn:
-        row = jobs.create_job(
-            conn,
-            workspace_id=workspace.id,
-            template=data["template"],
-            queue=plan.queue,
-            subject_hash=subject_hash(identifier),
-            lead=lead,
-            metadata=data["metadata"],
-        )
-    # Committed: now the task may be published (the relay covers a failure here).
-    jobs.publish(svc.db, svc.publisher, row["id"], row["queue"])
-    svc.events.capture("enrichment_requested", str(workspace.id), {
-        "job_id": str(row["id"]), "plan": plan.name, "template": row["template"],
-        "queue": row["queue"],
-    })
-    resp = jsonify(jobs.job_body(row))
-    resp.status_code = 202
-    resp.headers["Location"] = f"/api/v1/enrichment/{row['id']}"
-    return resp
+    def handle(body: dict):
+        try:
+            data = submit_schema.load(body)
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
+        try:
+            admitted = admit_one(data["lead"], data["template"], data["metadata"])
+        except admission.Refused as exc:
+            raise refusal_problem(exc) from None
+        job = jobs.job_body(admitted.job)
+        return (200 if admitted.replayed else 202), job, f"/api/v1/enrichment/{job['job_id']}"
+
+    return with_client_key(handle)
+
+
+@bp.post("/enrichment/batch")
+def submit_batch():
+    def handle(body: dict):
+        try:
+            data = batch_schema.load(body)
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
+        results = []
+        for index, lead in enumerate(data["leads"]):
+            entry: dict = {"index": index}
+            try:
+                one = submit_schema.load({"template": data["template"], "lead": lead,
+                                          "metadata": data["metadata"]})
+                admitted = admit_one(one["lead"], one["template"], one["metadata"])
+            except ValidationError as exc:
+                entry |= {"status": 422, "problem": problem_body(validation_problem(exc))}
+            except admission.Refused as exc:
+                entry |= {"status": exc.status, "problem": problem_body(refusal_problem(exc))}
+            else:
+                entry |= {"status": 200 if admitted.replayed else 202,
+                          "job": jobs.job_body(admitted.job)}
+                if admitted.replayed:
+                    entry["replayed"] = True
+            results.append(entry)
+        return 207, {"results": results}, None
+
+    return with_client_key(handle)
 
 
 @bp.get("/enrichment/<uuid:job_id>")

@@ -29,15 +29,19 @@ class Problem(Exception):
         self.extra = extra
 
 
+def problem_body(exc: Problem) -> dict:
+    return {
+        "type": PROBLEM_BASE + exc.slug if exc.slug else "about:blank",
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        **exc.extra,
+    }
+
+
 def problem_response(status: int, title: str, detail: str, slug: str | None = None,
                      headers: dict | None = None, **extra) -> Response:
-    body = {
-        "type": PROBLEM_BASE + slug if slug else "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
+    body = problem_body(Problem(status, title, detail, slug, **extra))
     resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for key, value in (headers or {}).items():
         resp.headers[key] = value

@@ -12,6 +12,7 @@ from enrichment.templates import TEMPLATES
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
                        re.IGNORECASE)
 METADATA_MAX_KEYS = 20
+BATCH_MAX_LEADS = 100
 
 
 class LeadSchema(Schema):
@@ -66,3 +67,15 @@ class SubmitSchema(Schema):
             raise ValidationError(
                 f"Template {template.name!r} needs one of: {', '.join(template.requires_any)}.",
                 "lead")
+
+
+class BatchSchema(Schema):
+    """The batch envelope; each lead is then checked on its own (its own 422 entry)."""
+
+    class Meta:
+        unknown = RAISE
+
+    template = fields.String(required=True, validate=validate.OneOf(sorted(TEMPLATES)))
+    leads = fields.List(fields.Raw(), required=True,
+                        validate=validate.Length(min=1, max=BATCH_MAX_LEADS))
+    metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)

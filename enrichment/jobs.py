@@ -1,11 +1,11 @@
-"""Jobs: creation with a transactional outbox, publication after commit, the relay that
-republishes what a crash left behind, and the job body of DESIGN §5.
+"""Jobs: publication after commit, the relay that republishes what a crash left behind, the
+sweeper of expired leases, and the job body of DESIGN §5.
 
-Queue after commit: the job row and its outbox row are written in one transaction; the task is
-published only once that has committed, and the outbox row is deleted after a successful
-publish. If the process dies (or the broker is down) in between, the relay — a beat job —
-publishes the rows older than a grace period. Publishing twice is harmless: the pipeline's
-guarded claim turns a second delivery into a no-op.
+Queue after commit: the job row and its outbox row are written in one transaction (see
+`admission.admit`); the task is published only once that has committed, and the outbox row is
+deleted after a successful publish. If the process dies (or the broker is down) in between,
+the relay — a beat job — publishes the rows older than a grace period. Publishing twice is
+harmless: the pipeline's guarded claim turns a second delivery into a no-op.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Protocol
 
 from psycopg import Connection
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -28,28 +27,6 @@ class Publisher(Protocol):
     """Sends the task that runs a job to its queue (Celery, in workers/)."""
 
     def publish(self, job_id: str, queue: str) -> None: ...
-
-
-def create_job(
-    conn: Connection,
-    *,
-    workspace_id: uuid.UUID,
-    template: str,
-    queue: str,
-    subject_hash: str,
-    lead: dict,
-    metadata: dict,
-) -> dict:
-    """Insert a queued job and its outbox row (in the caller's transaction)."""
-    job_id = uuid.uuid4()
-    row = conn.execute(
-        "INSERT INTO enrichment_jobs"
-        " (id, workspace_id, template, queue, subject_hash, lead, metadata)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
-        (job_id, workspace_id, template, queue, subject_hash, Jsonb(lead), Jsonb(metadata)),
-    ).fetchone()
-    conn.execute("INSERT INTO job_outbox (job_id, queue) VALUES (%s, %s)", (job_id, queue))
-    return row
 
 
 def publish(pool: ConnectionPool, publisher: Publisher, job_id: uuid.UUID, queue: str) -> bool:

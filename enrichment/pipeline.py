@@ -20,10 +20,12 @@ from decimal import Decimal
 
 from psycopg.types.json import Jsonb
 
+from .admission import release_unit
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .providers import ProviderError, ResearchResult, SocialResult
 from .services import Services
 from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
+from .workspaces import person_level_allowed
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def claim(svc: Services, job_id: str) -> dict | None:
             " lease_until = now() + make_interval(secs => %s)"
             " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s"
             " AND (j.status = 'queued' OR (j.status = 'processing' AND j.lease_until < now()))"
-            " RETURNING j.*, w.plan",
+            " RETURNING j.*, w.plan, w.region, w.person_level_enabled",
             (uuid.uuid4(), svc.settings.job_lease_seconds, job_id),
         ).fetchone()
 
@@ -107,6 +109,11 @@ def run_job(svc: Services, job_id: str) -> str:
     plan = svc.settings.plans[job["plan"]]
     template = TEMPLATES[job["template"]]
     max_tokens, max_searches = caps(plan, template)
+    if template.person_level and not person_level_allowed(job["region"],
+                                                          job["person_level_enabled"]):
+        # The workspace moved to the EU (or switched person-level off) while this was queued.
+        error = "person-level enrichment is disabled for this workspace"
+        return "failed" if _finish(svc, job, "failed", Usage(), 0, error=error) else "lost"
     retries = 0
 
     def on_retry(provider: str, exc: BaseException) -> None:
@@ -168,12 +175,14 @@ def _finish(svc: Services, job: dict, status: str, usage: Usage, retries: int, *
         if result is not None:
             fields, citations, completeness = result
             conn.execute(
-                "INSERT INTO enrichment_results"
-                " (job_id, workspace_id, template, fields, citations, completeness, expires_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, now() + %s)",
-                (job["id"], job["workspace_id"], job["template"], Jsonb(fields),
-                 Jsonb(citations), completeness, RESULT_CACHE_TTL),
+                "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key,"
+                " template, fields, citations, completeness, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + %s)",
+                (job["id"], job["workspace_id"], job["idempotency_key"], job["template"],
+                 Jsonb(fields), Jsonb(citations), completeness, RESULT_CACHE_TTL),
             )
+        else:
+            release_unit(conn, job["workspace_id"], job["billing_period"])
         conn.execute(
             "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
             " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"

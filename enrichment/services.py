@@ -4,7 +4,9 @@ provider clients, events. Both `api.create_app()` and the worker's start-up call
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import psycopg
 import redis
@@ -17,6 +19,7 @@ from .jobs import Publisher
 from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
+from .ratelimit import RateLimiter
 
 # Errors that mean "a backing service is unreachable right now": the API answers 503 with
 # Retry-After, tasks retry.
@@ -31,8 +34,10 @@ class Services:
     research: ResearchProvider
     social: SocialProvider
     events: Events
+    rate_limiter: RateLimiter
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def call_policy(self, **overrides) -> CallPolicy:
         return replace(self.base_policy or CallPolicy(), **overrides)
@@ -45,13 +50,15 @@ class Services:
 
 def build_services(settings: Settings, publisher: Publisher | None = None) -> Services:
     s = settings
+    # Short socket timeouts: a frozen Redis must turn into an error, not a hung request.
+    redis_client = redis.Redis.from_url(
+        s.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+    )
     return Services(
         settings=s,
         db=connect_pool(s.database_url, max_size=s.db_pool_max),
-        # Short socket timeouts: a frozen Redis must turn into an error, not a hung request.
-        redis=redis.Redis.from_url(
-            s.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
-        ),
+        redis=redis_client,
+        rate_limiter=RateLimiter(redis_client),
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),

@@ -31,6 +31,11 @@ class Workspace:
     person_level_enabled: bool
 
 
+def person_level_allowed(region: str, person_level_enabled: bool) -> bool:
+    """EU workspaces never get person-level enrichment; others unless switched off."""
+    return region != "eu" and person_level_enabled
+
+
 def _hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from enrichment import jobs
-from enrichment.leads import subject_hash
+from enrichment import admission, jobs
+from enrichment.templates import TEMPLATES
 
 
 class Recorder:
@@ -21,9 +23,10 @@ class Recorder:
 
 def make_job(db, ws):
     with db.db.connection() as conn:
-        return jobs.create_job(conn, workspace_id=ws.id, template="company_profile",
-                               queue="pro", subject_hash=subject_hash("acme.com"),
-                               lead={"domain": "acme.com"}, metadata={})
+        return admission.admit(conn, workspace=ws, plan=db.settings.plans["pro"],
+                               template=TEMPLATES["company_profile"],
+                               lead={"domain": "acme.com"}, metadata={},
+                               now=datetime.now(UTC)).job
 
 
 def outbox(db):
@@ -31,14 +34,17 @@ def outbox(db):
         return [r["job_id"] for r in conn.execute("SELECT job_id FROM job_outbox")]
 
 
-def test_rolled_back_submission_leaves_neither_job_nor_outbox(db, make_workspace):
-    ws, _ = make_workspace()
-    with pytest.raises(RuntimeError), db.db.connection() as conn:
-        jobs.create_job(conn, workspace_id=ws.id, template="company_profile", queue="pro",
-                        subject_hash="x", lead={}, metadata={})
-        raise RuntimeError("crash before commit")
+def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_workspace):
+    ws, _ = make_workspace(plan="core")
     with db.db.connection() as conn:
+        conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 375)",
+                     (ws.id,))
+        with pytest.raises(admission.Refused):
+            admission.admit(conn, workspace=ws, plan=db.settings.plans["core"],
+                            template=TEMPLATES["company_profile"], lead={"domain": "a.com"},
+                            metadata={}, now=datetime.now(UTC))
         assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs").fetchone()["n"] == 0
+        assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 375
     assert outbox(db) == []
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from enrichment import jobs, pipeline
+from enrichment import admission, jobs, pipeline
 from enrichment.config import PERPLEXITY_MAX_TOKENS
-from enrichment.leads import subject_hash
 from enrichment.templates import TEMPLATES
 
 LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
@@ -20,11 +20,10 @@ def new_job(db, make_workspace):
     def make(template="person_basic", plan="pro", lead=LEAD):
         ws, _ = make_workspace(plan=plan)
         with db.db.connection() as conn:
-            row = jobs.create_job(conn, workspace_id=ws.id, template=template,
-                                  queue=db.settings.plans[plan].queue,
-                                  subject_hash=subject_hash(lead.get("email") or lead["domain"]),
-                                  lead=lead, metadata={})
-        return str(row["id"]), ws
+            admitted = admission.admit(conn, workspace=ws, plan=db.settings.plans[plan],
+                                       template=TEMPLATES[template], lead=lead, metadata={},
+                                       now=datetime.now(UTC))
+        return str(admitted.job["id"]), ws
 
     return make
 

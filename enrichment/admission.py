@@ -1,0 +1,179 @@
+"""Admission: what happens to a submission before a job is queued (DESIGN §3-5).
+
+    region rule → suppression → same-day idempotency → hard cap (unit reserved) → job + outbox
+
+all in ONE transaction. Units are reserved at admission: queued, running and succeeded jobs
+count toward the cap, and a job that ends failed/dead gives its unit back (pipeline). The
+per-period counter row is updated with a guarded UPDATE, so concurrent admissions of one
+workspace serialise on it and the cap is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+
+from . import jobs
+from .config import Plan
+from .leads import subject_hash, subject_identifier
+from .templates import Template
+from .workspaces import Workspace, person_level_allowed
+
+CLIENT_KEY_TTL_HOURS = 24
+
+
+class Refused(Exception):
+    """A submission the rules turn away, with its HTTP status and problem fields."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str, **extra):
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.extra = extra
+
+
+@dataclass
+class Admitted:
+    job: dict
+    replayed: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def period_start(now: datetime) -> date:
+    """First day of the billing period (calendar month, UTC) containing `now`."""
+    return now.astimezone(UTC).date().replace(day=1)
+
+
+def next_period_start(period: date) -> date:
+    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
+
+
+def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date) -> str:
+    raw = f"{workspace_id}|{identifier}|{template}|{day.isoformat()}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def check_region(workspace: Workspace, template: Template) -> None:
+    if template.person_level and not person_level_allowed(
+            workspace.region, workspace.person_level_enabled):
+        where = "in the EU region" if workspace.region == "eu" else "for this workspace"
+        raise Refused(403, "person-level-disabled", "Forbidden",
+                      f"Person-level enrichment ({template.name}) is disabled {where}; "
+                      "company-level templates are available.")
+
+
+def credits(conn: Connection, workspace_id: uuid.UUID) -> int:
+    row = conn.execute("SELECT coalesce(sum(units), 0) AS n FROM credit_ledger"
+                       " WHERE workspace_id = %s", (workspace_id,)).fetchone()
+    return int(row["n"])
+
+
+RESERVE = (
+    "UPDATE usage_counters SET reserved = reserved + 1"
+    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
+    "  + (SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s)"
+    " RETURNING reserved"
+)
+
+
+def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
+    """Reserve one unit of the period if the hard cap (plus credits) allows it."""
+    args = {"ws": workspace_id, "period": period, "cap": cap}
+    if conn.execute(RESERVE, args).fetchone():
+        return True
+    created = conn.execute(
+        "INSERT INTO usage_counters (workspace_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (workspace_id, period)).rowcount
+    return bool(created) and conn.execute(RESERVE, args).fetchone() is not None
+
+
+def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
+    """Give back a reserved unit (the job ended failed or dead)."""
+    if period is not None:
+        conn.execute("UPDATE usage_counters SET reserved = reserved - 1"
+                     " WHERE workspace_id = %s AND period = %s AND reserved > 0",
+                     (workspace_id, period))
+
+
+def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: date) -> Refused:
+    cap = plan.hard_cap + credits(conn, workspace_id)
+    resets = datetime.combine(next_period_start(period), datetime.min.time(), UTC)
+    resets_at = resets.isoformat().replace("+00:00", "Z")
+    return Refused(402, "hard-cap-reached", "Payment Required",
+                   f"This workspace has reserved all {cap} units its plan allows in this "
+                   f"billing period (included + 50%, plus credits). The cap resets at "
+                   f"{resets_at}; buy a credit pack to raise it now.",
+                   hard_cap=cap, resets_at=resets_at)
+
+
+def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Template,
+          lead: dict, metadata: dict, now: datetime) -> Admitted:
+    """Admit one lead: a new queued job (and its outbox row), or the same-day job it repeats.
+    Raises Refused. Commits its own transaction; the caller publishes after it returns."""
+    check_region(workspace, template)
+    identifier = subject_identifier(lead)
+    subject = subject_hash(identifier)
+    key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
+    period = period_start(now)
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM suppressions WHERE workspace_id = %s"
+                        " AND subject_hash = %s", (workspace.id, subject)).fetchone():
+            raise Refused(403, "subject-suppressed", "Forbidden",
+                          "This subject asked not to be enriched (erasure or objection).")
+        row = conn.execute(
+            "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash, lead,"
+            " metadata, idempotency_key, billing_period)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
+            (uuid.uuid4(), workspace.id, template.name, plan.queue, subject, Jsonb(lead),
+             Jsonb(metadata), key, period),
+        ).fetchone()
+        if row is None:  # the same lead and template today: that job, no second unit
+            existing = conn.execute(
+                "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s",
+                (workspace.id, key)).fetchone()
+            return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
+        if not reserve_unit(conn, workspace.id, period, plan.hard_cap):
+            raise cap_refusal(conn, workspace.id, plan, period)
+        conn.execute("INSERT INTO job_outbox (job_id, queue) VALUES (%s, %s)",
+                     (row["id"], row["queue"]))
+    return Admitted(row)
+
+
+# --- client Idempotency-Key header ---------------------------------------------------------
+
+def request_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+                          ).hexdigest()
+
+
+def stored_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash: str
+                  ) -> tuple[int, dict] | None:
+    """The answer kept for this key (within 24 h), or None. A different body → 422."""
+    row = conn.execute(
+        "SELECT request_hash, status, response FROM api_idempotency"
+        " WHERE workspace_id = %s AND key = %s"
+        " AND created_at > now() - make_interval(hours => %s)",
+        (workspace_id, key, CLIENT_KEY_TTL_HOURS)).fetchone()
+    if row is None:
+        return None
+    if row["request_hash"] != body_hash:
+        raise Refused(422, "idempotency-key-reused", "Unprocessable Content",
+                      "This Idempotency-Key was used with a different request body.")
+    return row["status"], row["response"]
+
+
+def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash: str,
+                 status: int, response: dict) -> None:
+    conn.execute(
+        "INSERT INTO api_idempotency (workspace_id, key, request_hash, status, response)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (workspace_id, key) DO UPDATE"
+        " SET request_hash = excluded.request_hash, status = excluded.status,"
+        "     response = excluded.response, created_at = now()"
+        " WHERE api_idempotency.created_at <= now() - make_interval(hours => %s)",
+        (workspace_id, key, body_hash, status, Jsonb(response), CLIENT_KEY_TTL_HOURS))

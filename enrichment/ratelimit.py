@@ -1,0 +1,78 @@
+"""Per-workspace API rate limits (DESIGN §4-5): token bucket + sliding 60 s log, decided by one
+Lua call on the Redis server's clock (`lua/rate_limit.lua`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from .config import Plan
+
+SUBMIT = "submit"
+READ = "read"
+READ_MULTIPLIER = 10  # reads get 10x the plan's rate, so polling never eats submission quota
+WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    rate: float  # tokens per second
+    burst: int
+    limit: int  # per window
+    window: int = WINDOW_SECONDS
+
+    @classmethod
+    def for_plan(cls, plan: Plan, kind: str = SUBMIT) -> Policy:
+        m = READ_MULTIPLIER if kind == READ else 1
+        return cls(kind, plan.rps * m, plan.burst * m, plan.rpm * m)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    window: int
+    remaining: int
+    retry_after: float  # seconds; 0 when allowed
+    reset_after: float  # seconds until more quota is available
+    now: float  # Redis server time
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit / RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers-10) and the
+        X-RateLimit-* trio (X-RateLimit-Reset in Unix epoch seconds, the GitHub convention)."""
+        t = math.ceil(self.retry_after if not self.allowed else self.reset_after)
+        headers = {
+            "RateLimit-Policy": f'"minute";q={self.limit};w={self.window}',
+            "RateLimit": f'"minute";r={self.remaining};t={t}',
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.now + t)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = self.retry_after_header
+        return headers
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, prefix: str = "rl"):
+        source = (resources.files("enrichment") / "lua" / "rate_limit.lua").read_text()
+        self.script = client.register_script(source)  # EVALSHA, loaded on first NOSCRIPT
+        self.prefix = prefix
+
+    def hit(self, subject: str, policy: Policy) -> Decision:
+        # One hash tag per subject keeps both keys on one Redis Cluster slot.
+        base = f"{self.prefix}:{{{subject}}}:{policy.name}"
+        allowed, remaining, retry_after, reset_after, now = self.script(
+            keys=[base, f"{base}:log"],
+            args=[policy.rate, policy.burst, policy.limit, policy.window],
+        )
+        return Decision(bool(allowed), policy.limit, policy.window, int(remaining),
+                        float(retry_after), float(reset_after), float(now))

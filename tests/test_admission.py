@@ -1,0 +1,189 @@
+"""Admission on real Postgres: idempotency, exact hard caps under concurrency, regional rule,
+suppression, credits, units given back."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from enrichment import admission, pipeline
+from enrichment.leads import subject_hash
+from enrichment.templates import TEMPLATES
+
+from .conftest import TEST_DATABASE_URL
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+LEAD = {"email": "Jane@Acme.com ", "name": "Jane Doe"}
+
+
+def admit(conn, ws, plan="pro", template="person_basic", lead=LEAD, now=NOW):
+    from enrichment.config import load_plans
+
+    return admission.admit(conn, workspace=ws, plan=load_plans()[plan],
+                           template=TEMPLATES[template], lead=lead, metadata={}, now=now)
+
+
+def connect():
+    return psycopg.connect(TEST_DATABASE_URL, row_factory=dict_row)
+
+
+def in_parallel(n: int, submit) -> list:
+    """Run submit(i, conn) for i < n from n threads released together, over a pool of 30
+    connections (as the API would: PostgreSQL allows ~100 connections in all)."""
+    barrier = threading.Barrier(n, timeout=30)
+    with ConnectionPool(TEST_DATABASE_URL, min_size=30, max_size=30,
+                        kwargs={"row_factory": dict_row}) as pool:
+        def run(i):
+            barrier.wait()
+            with pool.connection() as conn:
+                return submit(i, conn)
+
+        with ThreadPoolExecutor(n) as threads:
+            return list(threads.map(run, range(n)))
+
+
+def count(db, sql, *args):
+    with db.db.connection() as conn:
+        return conn.execute(sql, args).fetchone()["n"]
+
+
+def test_key_is_sha256_of_workspace_identifier_template_day():
+    import hashlib
+    import uuid
+
+    ws = uuid.UUID(int=1)
+    expected = hashlib.sha256(f"{ws}|jane@acme.com|person_basic|2026-11-28".encode()).hexdigest()
+    assert admission.idempotency_key(ws, "jane@acme.com", "person_basic",
+                                     date(2026, 11, 28)) == expected
+
+
+def test_same_day_duplicate_returns_the_job_without_a_second_unit(db, make_workspace):
+    ws, _ = make_workspace()
+    with connect() as conn:
+        first = admit(conn, ws)
+        again = admit(conn, ws, lead={"email": "jane@acme.com", "name": "Other"})  # normalised
+        next_day = admit(conn, ws, now=NOW.replace(day=29))
+        other_template = admit(conn, ws, template="person_social")
+    assert not first.replayed and again.replayed
+    assert again.job["id"] == first.job["id"]
+    assert not next_day.replayed and not other_template.replayed
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 3
+
+
+def test_fifty_concurrent_identical_submissions_make_one_job(db, make_workspace):
+    ws, _ = make_workspace()
+    results = in_parallel(50, lambda i, conn: admit(conn, ws))
+    assert sum(not r.replayed for r in results) == 1
+    assert len({r.job["id"] for r in results}) == 1
+    assert count(db, "SELECT count(*) AS n FROM enrichment_jobs") == 1
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 1
+
+
+def test_hundred_parallel_submissions_with_ten_units_left_admit_exactly_ten(db, make_workspace):
+    ws, _ = make_workspace(plan="core")  # hard cap 250 + 125 = 375
+    with db.db.connection() as conn:
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 365)", (ws.id, date(2026, 11, 1)))
+
+    def submit(i, conn):
+        try:
+            return admit(conn, ws, plan="core", template="company_profile",
+                         lead={"domain": f"lead{i}.com"})
+        except admission.Refused as exc:
+            return exc.status
+
+    results = in_parallel(100, submit)
+    assert sum(isinstance(r, admission.Admitted) for r in results) == 10
+    assert results.count(402) == 90
+    assert count(db, "SELECT count(*) AS n FROM enrichment_jobs") == 10
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 375
+
+
+def test_cap_refusal_says_the_cap_and_when_it_resets(db, make_workspace):
+    ws, _ = make_workspace(plan="core")
+    with db.db.connection() as conn:
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)", (ws.id, date(2026, 11, 1)))
+    with connect() as conn, pytest.raises(admission.Refused) as info:
+        admit(conn, ws, plan="core")
+    assert info.value.status == 402
+    assert info.value.extra == {"hard_cap": 375, "resets_at": "2026-12-01T00:00:00Z"}
+    with connect() as conn:  # a new month is a new period
+        assert not admit(conn, ws, plan="core", now=datetime(2026, 12, 1, tzinfo=UTC)).replayed
+
+
+def test_credits_raise_the_cap(db, make_workspace):
+    ws, _ = make_workspace(plan="core")
+    with db.db.connection() as conn:
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)", (ws.id, date(2026, 11, 1)))
+        conn.execute("INSERT INTO credit_ledger (workspace_id, units, reason) VALUES (%s, 1, 'x')",
+                     (ws.id,))
+    with connect() as conn:
+        admit(conn, ws, plan="core")
+        with pytest.raises(admission.Refused) as info:
+            admit(conn, ws, plan="core", lead={"email": "other@acme.com"})
+    assert info.value.extra["hard_cap"] == 376
+
+
+@pytest.mark.parametrize(("region", "enabled", "template", "allowed"), [
+    ("eu", True, "person_basic", False),
+    ("eu", True, "person_social", False),
+    ("eu", True, "company_profile", True),
+    ("us", False, "person_basic", False),
+    ("us", False, "company_profile", True),
+    ("us", True, "person_basic", True),
+])
+def test_regional_rule(db, make_workspace, region, enabled, template, allowed):
+    ws, _ = make_workspace(region=region)
+    ws = ws.__class__(ws.id, ws.name, ws.plan, ws.region, enabled)
+    lead = LEAD | {"domain": "acme.com"}
+    with connect() as conn:
+        if allowed:
+            admit(conn, ws, template=template, lead=lead)
+        else:
+            with pytest.raises(admission.Refused) as info:
+                admit(conn, ws, template=template, lead=lead)
+            assert info.value.status == 403
+
+
+def test_suppressed_subject_is_refused(db, make_workspace):
+    ws, _ = make_workspace()
+    with db.db.connection() as conn:
+        conn.execute("INSERT INTO suppressions VALUES (%s, %s, 'erasure')",
+                     (ws.id, subject_hash("jane@acme.com")))
+    with connect() as conn, pytest.raises(admission.Refused) as info:
+        admit(conn, ws)
+    assert info.value.status == 403 and info.value.slug == "subject-suppressed"
+    other, _ = make_workspace(name="Other")
+    with connect() as conn:  # suppression is per workspace
+        assert not admit(conn, other).replayed
+
+
+def test_failed_job_gives_its_unit_back(db, make_workspace, simulator):
+    ws, _ = make_workspace()
+    with connect() as conn:
+        job = admit(conn, ws, now=datetime.now(UTC)).job
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 1
+    simulator.config.outage_status = 400
+    assert pipeline.run_job(db, str(job["id"])) == "failed"
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 0
+
+
+def test_worker_refuses_person_level_after_a_move_to_the_eu(db, make_workspace, simulator):
+    ws, _ = make_workspace()
+    with connect() as conn:
+        job = admit(conn, ws, now=datetime.now(UTC)).job
+        conn.execute("UPDATE workspaces SET region = 'eu' WHERE id = %s", (ws.id,))
+    assert pipeline.run_job(db, str(job["id"])) == "failed"
+    assert simulator.stats.snapshot()["counts"] == {}  # no provider call
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 0
+
+
+def test_period_helpers():
+    assert admission.period_start(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == date(2026, 12, 1)
+    assert admission.next_period_start(date(2026, 12, 1)) == date(2027, 1, 1)
+    assert admission.next_period_start(date(2026, 1, 1)) == date(2026, 2, 1)
