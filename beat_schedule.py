@@ -10,4 +10,10 @@ SCHEDULE = {
         "schedule": crontab(),  # every minute
         "options": {"queue": "maintenance", "expires": 55},
     },
+    # Idempotency windows: result cache 7 days, client Idempotency-Key answers 24 h.
+    "expire-caches": {
+        "task": "enrichment.expire_caches",
+        "schedule": crontab(minute=7),  # hourly
+        "options": {"queue": "maintenance", "expires": 3000},
+    },
 }

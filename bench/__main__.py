@@ -1,8 +1,8 @@
 """`make bench`: run every benchmark and print its table."""
 
-from . import job_latency
+from . import job_latency, limiter, submit_path
 
-BENCHMARKS = [job_latency.run]
+BENCHMARKS = [limiter.run, submit_path.run, job_latency.run]
 
 for bench in BENCHMARKS:
     bench()

@@ -124,8 +124,9 @@ def create_workspace(plan: str = "pro", region: str = "us") -> str:
     from enrichment.config import Settings
     from enrichment.workspaces import create_workspace as create
 
+    plans = Settings.from_env({"PLANS_FILE": os.environ.get("PLANS_FILE", "")}).plans
     with psycopg.connect(BENCH_DB) as conn:
-        _, key = create(conn, Settings.from_env({}).plans, "bench", plan, region)
+        _, key = create(conn, plans, "bench", plan, region)
     return key
 
 

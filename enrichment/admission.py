@@ -73,23 +73,32 @@ def credits(conn: Connection, workspace_id: uuid.UUID) -> int:
     return int(row["n"])
 
 
+# Reserve one unit if the cap (plus credits) allows it and, in the same statement, write the
+# job's outbox row.
 RESERVE = (
-    "UPDATE usage_counters SET reserved = reserved + 1"
-    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
-    "  + (SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s)"
-    " RETURNING reserved"
+    "WITH unit AS ("
+    "  UPDATE usage_counters SET reserved = reserved + 1"
+    "  WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
+    "   + (SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s)"
+    "  RETURNING reserved),"
+    " outbox AS (INSERT INTO job_outbox (job_id, queue) SELECT %(job)s, %(queue)s FROM unit)"
+    " SELECT reserved FROM unit"
 )
 
 
-def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
-    """Reserve one unit of the period if the hard cap (plus credits) allows it."""
-    args = {"ws": workspace_id, "period": period, "cap": cap}
+def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int,
+                 job: dict) -> bool:
+    """Reserve one unit of the period for `job` (and queue its outbox row) if the hard cap
+    (plus credits) allows it."""
+    args = {"ws": workspace_id, "period": period, "cap": cap, "job": job["id"],
+            "queue": job["queue"]}
     if conn.execute(RESERVE, args).fetchone():
         return True
-    created = conn.execute(
+    # First admission of the period: create the row (or wait for whoever is creating it).
+    conn.execute(
         "INSERT INTO usage_counters (workspace_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (workspace_id, period)).rowcount
-    return bool(created) and conn.execute(RESERVE, args).fetchone() is not None
+        (workspace_id, period))
+    return conn.execute(RESERVE, args).fetchone() is not None
 
 
 def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
@@ -121,27 +130,27 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
     with conn.transaction():
-        if conn.execute("SELECT 1 FROM suppressions WHERE workspace_id = %s"
-                        " AND subject_hash = %s", (workspace.id, subject)).fetchone():
-            raise Refused(403, "subject-suppressed", "Forbidden",
-                          "This subject asked not to be enriched (erasure or objection).")
         row = conn.execute(
             "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash, lead,"
             " metadata, idempotency_key, billing_period)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS ("
+            "  SELECT 1 FROM suppressions WHERE workspace_id = %s AND subject_hash = %s)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
             (uuid.uuid4(), workspace.id, template.name, plan.queue, subject, Jsonb(lead),
-             Jsonb(metadata), key, period),
+             Jsonb(metadata), key, period, workspace.id, subject),
         ).fetchone()
-        if row is None:  # the same lead and template today: that job, no second unit
+        if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
-                "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s",
-                (workspace.id, key)).fetchone()
+                "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
+                " AND NOT EXISTS (SELECT 1 FROM suppressions"
+                "                 WHERE workspace_id = %s AND subject_hash = %s)",
+                (workspace.id, key, workspace.id, subject)).fetchone()
+            if existing is None:
+                raise Refused(403, "subject-suppressed", "Forbidden",
+                              "This subject asked not to be enriched (erasure or objection).")
             return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
-        if not reserve_unit(conn, workspace.id, period, plan.hard_cap):
+        if not reserve_unit(conn, workspace.id, period, plan.hard_cap, row):
             raise cap_refusal(conn, workspace.id, plan, period)
-        conn.execute("INSERT INTO job_outbox (job_id, queue) VALUES (%s, %s)",
-                     (row["id"], row["queue"]))
     return Admitted(row)
 
 
@@ -177,3 +186,22 @@ def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash:
         "     response = excluded.response, created_at = now()"
         " WHERE api_idempotency.created_at <= now() - make_interval(hours => %s)",
         (workspace_id, key, body_hash, status, Jsonb(response), CLIENT_KEY_TTL_HOURS))
+
+
+def expire_caches(conn: Connection, batch: int = 5000) -> dict[str, int]:
+    """Forget idempotency data past its window, in small batches (no long locks): results stop
+    serving as cache after 7 days (their key is cleared; the result itself stays until the
+    retention purge), client Idempotency-Key answers after 24 h."""
+    results = keys = 0
+    while n := conn.execute(
+        "UPDATE enrichment_results SET idempotency_key = NULL WHERE job_id IN ("
+        " SELECT job_id FROM enrichment_results WHERE idempotency_key IS NOT NULL"
+        " AND expires_at < now() LIMIT %s)", (batch,)).rowcount:
+        results += n
+    while n := conn.execute(
+        "DELETE FROM api_idempotency WHERE (workspace_id, key) IN ("
+        " SELECT workspace_id, key FROM api_idempotency"
+        " WHERE created_at <= now() - make_interval(hours => %s) LIMIT %s)",
+        (CLIENT_KEY_TTL_HOURS, batch)).rowcount:
+        keys += n
+    return {"result_cache_expired": results, "client_keys_deleted": keys}

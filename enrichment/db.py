@@ -18,14 +18,16 @@ MIGRATION_LOCK = 0x6C65_6164  # "lead"
 
 
 def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> ConnectionPool:
-    """A pool whose connections return dict rows. `timeout` bounds the wait for a connection,
-    so a saturated or unreachable database becomes an error (503) instead of a hung request."""
+    """A pool of autocommit connections returning dict rows: a single statement costs one
+    round trip; statements that must hold together use `with conn.transaction():`.
+    `timeout` bounds the wait for a connection, so a saturated or unreachable database becomes
+    an error (503) instead of a hung request."""
     return ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
         timeout=timeout,
-        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
         open=True,
         name="enrichment",
     )

@@ -48,7 +48,7 @@ def relay_outbox(
     """Publish outbox rows left behind (older than the grace period). Concurrent relays skip
     each other's rows. Returns how many were published."""
     published = 0
-    with pool.connection() as conn:
+    with pool.connection() as conn, conn.transaction():
         rows = conn.execute(
             "SELECT job_id, queue FROM job_outbox"
             " WHERE created_at < now() - make_interval(secs => %s)"
@@ -65,7 +65,7 @@ def relay_outbox(
 def requeue_expired(pool: ConnectionPool, max_attempts: int) -> tuple[int, int]:
     """Sweep jobs stuck in `processing` past their lease (their worker died): back to `queued`
     through the outbox, or `dead` once they have used their attempts. Returns (requeued, dead)."""
-    with pool.connection() as conn:
+    with pool.connection() as conn, conn.transaction():
         dead = conn.execute(
             "UPDATE enrichment_jobs SET status = 'dead', completed_at = now(), lease_token = NULL,"
             " error = coalesce(error, 'lease expired after ' || attempts || ' attempts')"

@@ -49,11 +49,13 @@ def create_workspace(
     if region not in ("us", "eu"):
         raise ValueError("region must be 'us' or 'eu'")
     ws = Workspace(uuid.uuid4(), name, plan, region, True)
-    conn.execute(
-        "INSERT INTO workspaces (id, name, plan, region) VALUES (%s, %s, %s, %s)",
-        (ws.id, ws.name, ws.plan, ws.region),
-    )
-    return ws, create_api_key(conn, ws.id)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO workspaces (id, name, plan, region) VALUES (%s, %s, %s, %s)",
+            (ws.id, ws.name, ws.plan, ws.region),
+        )
+        key = create_api_key(conn, ws.id)
+    return ws, key
 
 
 def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> None:

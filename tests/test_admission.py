@@ -104,6 +104,14 @@ def test_hundred_parallel_submissions_with_ten_units_left_admit_exactly_ten(db, 
     assert count(db, "SELECT reserved AS n FROM usage_counters") == 375
 
 
+def test_first_admissions_of_a_period_race_without_refusals(db, make_workspace):
+    ws, _ = make_workspace(plan="core")
+    results = in_parallel(40, lambda i, conn: admit(
+        conn, ws, plan="core", template="company_profile", lead={"domain": f"l{i}.com"}))
+    assert all(not r.replayed for r in results)
+    assert count(db, "SELECT reserved AS n FROM usage_counters") == 40
+
+
 def test_cap_refusal_says_the_cap_and_when_it_resets(db, make_workspace):
     ws, _ = make_workspace(plan="core")
     with db.db.connection() as conn:
@@ -187,3 +195,27 @@ def test_period_helpers():
     assert admission.period_start(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == date(2026, 12, 1)
     assert admission.next_period_start(date(2026, 12, 1)) == date(2027, 1, 1)
     assert admission.next_period_start(date(2026, 1, 1)) == date(2026, 2, 1)
+
+
+def test_expire_caches_forgets_only_what_is_past_its_window(db, make_workspace, simulator):
+    ws, _ = make_workspace()
+    with connect() as conn:
+        old, new = (admit(conn, ws, lead={"email": f"{n}@acme.com"}, now=datetime.now(UTC)).job
+                    for n in ("old", "new"))
+    for job in (old, new):
+        assert pipeline.run_job(db, str(job["id"])) == "succeeded"
+    with db.db.connection() as conn:
+        conn.execute("UPDATE enrichment_results SET expires_at = now() - interval '1 s'"
+                     " WHERE job_id = %s", (old["id"],))
+        for key, age in (("stale", "25 hours"), ("fresh", "1 hour")):
+            conn.execute("INSERT INTO api_idempotency VALUES (%s, %s, 'h', 202, '{}',"
+                         " now() - %s::interval)", (ws.id, key, age))
+        assert admission.expire_caches(conn) == {"result_cache_expired": 1,
+                                                 "client_keys_deleted": 1}
+        assert admission.expire_caches(conn) == {"result_cache_expired": 0,
+                                                 "client_keys_deleted": 0}
+        rows = conn.execute("SELECT job_id, idempotency_key FROM enrichment_results").fetchall()
+        keys = [r["key"] for r in conn.execute("SELECT key FROM api_idempotency")]
+    assert {r["job_id"]: r["idempotency_key"] is None for r in rows} == {old["id"]: True,
+                                                                         new["id"]: False}
+    assert keys == ["fresh"]

@@ -41,5 +41,4 @@ app.conf.update(
     enable_utc=True,
     beat_schedule=SCHEDULE,
     worker_send_task_events=True,  # for Flower
-    task_send_sent_event=True,
 )

@@ -9,7 +9,7 @@ import logging
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from enrichment import jobs, pipeline
+from enrichment import admission, jobs, pipeline
 from enrichment.config import Settings
 from enrichment.services import UNAVAILABLE, Services, build_services
 
@@ -63,3 +63,9 @@ def relay_outbox() -> dict:
     if requeued or dead or published:
         log.info("outbox relay: requeued=%d dead=%d published=%d", requeued, dead, published)
     return {"requeued": requeued, "dead": dead, "published": published}
+
+
+@app.task(name="enrichment.expire_caches", base=EnrichmentTask)
+def expire_caches() -> dict:
+    with services().db.connection() as conn:
+        return admission.expire_caches(conn)
