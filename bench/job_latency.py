@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import datetime
 
 import requests
 
@@ -25,18 +26,17 @@ def run(n: int = 20, latency_ms: int = 300) -> None:
         totals = []
         for i in range(n):
             body = LEAD | {"lead": LEAD["lead"] | {"email": f"lead{i}@acme.com"}}
-            start = time.perf_counter()
             job = requests.post(f"{api}/api/v1/enrichment", json=body, headers=headers,
                                 timeout=5).json()
-            while True:
-                status = requests.get(f"{api}/api/v1/enrichment/{job['job_id']}",
-                                      headers=headers, timeout=5).json()["status"]
-                if status in ("succeeded", "failed", "dead"):
-                    break
-                time.sleep(0.01)
-            totals.append(time.perf_counter() - start)
-            assert status == "succeeded", status
-    rows = [["submit → succeeded (s)", statistics.median(totals),
+            while job["status"] not in ("succeeded", "failed", "dead"):
+                time.sleep(0.2)  # within the plan's read limit
+                job = requests.get(f"{api}/api/v1/enrichment/{job['job_id']}",
+                                   headers=headers, timeout=5).json()
+            assert job["status"] == "succeeded", job
+            # The job's own clock: row created (in the submit transaction) → result committed.
+            totals.append((datetime.fromisoformat(job["completed_at"])
+                           - datetime.fromisoformat(job["created_at"])).total_seconds())
+    rows = [["created → succeeded (s)", statistics.median(totals),
              sorted(totals)[int(0.95 * (n - 1))], min(totals)],
             ["simulator latency per call (s)", latency_ms / 1000 * 2, "", ""]]
     table(f"Job latency, person_basic, {n} sequential jobs (2 provider calls each)",

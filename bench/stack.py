@@ -119,12 +119,12 @@ def _ping_worker(env: dict) -> bool:
     return out.returncode == 0
 
 
-def create_workspace(plan: str = "pro", region: str = "us") -> str:
+def create_workspace(plan: str = "pro", region: str = "us", plans_file: str = "") -> str:
     """A workspace in the bench database; returns its API key."""
     from enrichment.config import Settings
     from enrichment.workspaces import create_workspace as create
 
-    plans = Settings.from_env({"PLANS_FILE": os.environ.get("PLANS_FILE", "")}).plans
+    plans = Settings.from_env({"PLANS_FILE": plans_file}).plans
     with psycopg.connect(BENCH_DB) as conn:
         _, key = create(conn, plans, "bench", plan, region)
     return key

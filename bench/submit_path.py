@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing
-import os
 import statistics
 import time
 from pathlib import Path
@@ -59,8 +58,7 @@ def run() -> None:
         stack.env.update(PERPLEXITY_API_KEY="x", SOCIAL_LINKS_API_KEY="x")
         bare = stack.gunicorn("bench.bare_app:app", workers=WORKERS)
         api = stack.gunicorn("api.wsgi:app", workers=WORKERS)
-        os.environ["PLANS_FILE"] = str(plans)
-        key = create_workspace("bench")
+        key = create_workspace("bench", plans_file=str(plans))
         load(bare, "/bare", key)  # warm-up
         load(api, "/api/v1/enrichment", key)
         b = load(bare, "/bare", key)
