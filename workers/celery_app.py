@@ -9,11 +9,15 @@ from kombu import Queue
 from beat_schedule import SCHEDULE
 from enrichment.config import Settings
 
+from .scheduling import weighted_cycle
+
 settings = Settings.from_env()
 
 MAINTENANCE_QUEUE = "maintenance"
 TIER_QUEUES = settings.plans.queues  # e.g. ["elite", "pro", "core"]
 QUEUES = [MAINTENANCE_QUEUE, *TIER_QUEUES]
+# The order in which a worker takes its next message: stride scheduling by tier weight.
+TierCycle = weighted_cycle(settings.plans.queue_weights)
 
 app = Celery("enrichment", include=["workers.tasks"])
 app.conf.update(
@@ -21,6 +25,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # Short socket timeouts so a frozen Redis fails fast instead of hanging the API.
     broker_transport_options={
+        "queue_order_strategy": "workers.celery_app:TierCycle",
         "visibility_timeout": 3600,  # above the longest job (lease + time limits)
         "socket_timeout": 5,
         "socket_connect_timeout": 3,
@@ -31,6 +36,8 @@ app.conf.update(
     },
     task_queues=[Queue(name) for name in QUEUES],
     task_default_queue=MAINTENANCE_QUEUE,
+    # Redelivered if a worker dies mid-job; one message fetched per free slot, so the tier order
+    # decides every fetch. No message priorities: they would override the weighting.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

@@ -69,3 +69,11 @@ def relay_outbox() -> dict:
 def expire_caches() -> dict:
     with services().db.connection() as conn:
         return admission.expire_caches(conn)
+
+
+@app.task(name="enrichment.noop")
+def noop(record_key: str | None = None, tag: str | None = None) -> None:
+    """Does nothing (the benchmark baseline); with a key, records `tag` in a Redis list
+    (tests use it to see the order in which a worker took messages)."""
+    if record_key:
+        services().redis.rpush(record_key, tag or "")
