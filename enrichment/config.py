@@ -105,6 +105,7 @@ class Settings:
     provider_connect_timeout: float = 3.05
     provider_read_timeout: float = 25.0
     provider_max_attempts: int = 5
+    provider_round_seconds: float = 30.0  # the seed's timeout for one job's provider round
     # Prices used when a provider does not report its own cost (USD).
     perplexity_usd_per_1k_tokens: Decimal = Decimal("0.001")
     perplexity_usd_per_search: Decimal = Decimal("0.005")
@@ -151,6 +152,8 @@ class Settings:
             provider_safety_factor=factor,
             provider_read_timeout=_float(env, "PROVIDER_READ_TIMEOUT", cls.provider_read_timeout),
             provider_max_attempts=_int(env, "PROVIDER_MAX_ATTEMPTS", cls.provider_max_attempts),
+            provider_round_seconds=_float(
+                env, "PROVIDER_ROUND_SECONDS", cls.provider_round_seconds),
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,

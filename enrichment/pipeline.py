@@ -13,6 +13,7 @@ connection is held while providers are called.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,7 +121,10 @@ def run_job(svc: Services, job_id: str) -> str:
         nonlocal retries
         retries += 1
 
-    policy = svc.call_policy(on_retry=on_retry)
+    policy = svc.call_policy(
+        on_retry=on_retry,
+        deadline=time.monotonic() + svc.settings.provider_round_seconds,
+    )
     lead = job["lead"]
     usage = Usage(max_tokens=max_tokens, max_searches=max_searches)
     research = social = None

@@ -16,6 +16,7 @@ from .config import Settings
 from .db import connect_pool
 from .events import Events, LogEvents
 from .jobs import Publisher
+from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
@@ -35,6 +36,7 @@ class Services:
     social: SocialProvider
     events: Events
     rate_limiter: RateLimiter
+    provider_limiter: ProviderLimiter
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -54,11 +56,14 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
     redis_client = redis.Redis.from_url(
         s.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
     )
+    provider_limiter = ProviderLimiter(redis_client, {
+        "perplexity": s.perplexity_rps, "social_links": s.social_links_rps})
     return Services(
         settings=s,
         db=connect_pool(s.database_url, max_size=s.db_pool_max),
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
+        provider_limiter=provider_limiter,
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),
@@ -67,7 +72,10 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         publisher=publisher,
         base_policy=CallPolicy(
             max_attempts=s.provider_max_attempts,
+            budget_seconds=s.provider_round_seconds,
             connect_timeout=s.provider_connect_timeout,
             read_timeout=s.provider_read_timeout,
+            throttle=provider_limiter.acquire,
+            penalize=provider_limiter.penalize,
         ),
     )

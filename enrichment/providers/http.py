@@ -69,28 +69,29 @@ def parse_retry_after(value: str | None) -> float | None:
 _backoff = wait_random_exponential(multiplier=0.5, max=8.0)  # "full jitter"
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return min(retry_after, MAX_RETRY_AFTER)
-    return _backoff(state)
-
-
 @dataclass
 class CallPolicy:
     """How hard one provider round tries: attempts, total time, per-request timeouts.
 
-    `throttle(provider)` runs before every attempt (the global provider limiter plugs in
-    here); `on_retry(provider, exc)` is told about each failed attempt that will be retried.
+    `throttle(provider, max_wait)` runs before every attempt and `penalize(provider,
+    retry_after)` after a 429 (the global provider limiter plugs in here); `on_retry(provider,
+    exc)` is told about each failed attempt that will be retried. `deadline` (monotonic) ends
+    the whole provider round: no call or retry starts past it.
     """
 
     max_attempts: int = 5
     budget_seconds: float = 30.0
     connect_timeout: float = 3.05
     read_timeout: float = 25.0
-    throttle: Callable[[str], None] | None = None
+    deadline: float | None = None
+    throttle: Callable[[str, float], float] | None = None
+    penalize: Callable[[str, float], None] | None = None
     on_retry: Callable[[str, BaseException], None] | None = None
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return self.budget_seconds
+        return min(self.budget_seconds, self.deadline - time.monotonic())
 
 
 def call_json(
@@ -103,9 +104,13 @@ def call_json(
 ) -> dict:
     """Send one request (with retries) and return its JSON object body."""
 
+    budget = policy.remaining()
+    if budget <= 0:
+        raise ProviderError(provider, "provider round out of time", retryable=True)
+
     def attempt() -> dict:
         if policy.throttle is not None:
-            policy.throttle(provider)
+            policy.throttle(provider, max(0.0, policy.remaining()))
         try:
             resp = session.request(
                 method, url, timeout=(policy.connect_timeout, policy.read_timeout), **kwargs
@@ -113,12 +118,15 @@ def call_json(
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise ProviderError(provider, f"{type(exc).__name__}", retryable=True) from exc
         if resp.status_code >= 400:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if resp.status_code == 429 and policy.penalize is not None:
+                policy.penalize(provider, retry_after or 1.0)
             raise ProviderError(
                 provider,
                 f"HTTP {resp.status_code}",
                 status=resp.status_code,
                 retryable=resp.status_code in RETRYABLE_STATUS,
-                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                retry_after=retry_after,
             )
         try:
             body = resp.json()
@@ -136,10 +144,19 @@ def call_json(
         if policy.on_retry is not None and exc is not None:
             policy.on_retry(provider, exc)
 
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if getattr(exc, "status", None) == 429 and policy.penalize is not None:
+            return 0.0  # the shared limiter already holds every caller back
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER, max(0.0, policy.remaining()))
+        return _backoff(state)
+
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
-        wait=_wait,
-        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.budget_seconds),
+        wait=wait,
+        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(budget),
         before_sleep=before_sleep,
         sleep=time.sleep,
         reraise=True,

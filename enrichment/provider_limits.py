@@ -1,0 +1,49 @@
+"""Global provider rate limits: the 80% rule across every worker (DESIGN §4).
+
+Celery's own `rate_limit` is per worker and cannot hold a limit shared by many processes and
+machines; this one lives in Redis (`lua/provider_slot.lua`). A caller reserves the next slot
+and sleeps until it — holding no database connection — then calls the provider.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+import redis
+
+from .providers import ProviderError
+
+
+class ProviderLimiter:
+    def __init__(self, client: redis.Redis, rates: dict[str, float], prefix: str = "provider",
+                 sleep=time.sleep):
+        source = (resources.files("enrichment") / "lua" / "provider_slot.lua").read_text()
+        self.script = client.register_script(source)
+        self.intervals = {name: 1.0 / rate for name, rate in rates.items() if rate > 0}
+        self.prefix = prefix
+        self.sleep = sleep
+
+    def _key(self, provider: str) -> str:
+        return f"{self.prefix}:{provider}:tat"
+
+    def acquire(self, provider: str, max_wait: float = 30.0) -> float:
+        """Wait for this caller's slot; returns the seconds waited. A slot further away than
+        `max_wait` is not taken: ProviderError (retryable) instead."""
+        interval = self.intervals.get(provider)
+        if interval is None:
+            return 0.0
+        reserved, wait = self.script(keys=[self._key(provider)], args=[interval, max_wait, 0])
+        wait = float(wait)
+        if not reserved:
+            raise ProviderError(provider, f"next request slot is {wait:.1f}s away",
+                                retryable=True, retry_after=min(wait, max_wait))
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def penalize(self, provider: str, retry_after: float) -> None:
+        """The provider said 429: every worker holds off for `retry_after` seconds."""
+        if provider in self.intervals and retry_after > 0:
+            self.script(keys=[self._key(provider)], args=[self.intervals[provider], 0,
+                                                          retry_after])
