@@ -81,7 +81,8 @@ RESERVE = (
     "  WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
     "   + (SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s)"
     "  RETURNING reserved),"
-    " outbox AS (INSERT INTO job_outbox (job_id, queue) SELECT %(job)s, %(queue)s FROM unit)"
+    " outbox AS (INSERT INTO job_outbox (job_id, queue) SELECT %(job)s, %(queue)s FROM unit"
+    "  ON CONFLICT (job_id) DO NOTHING)"
     " SELECT reserved FROM unit"
 )
 

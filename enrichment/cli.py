@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 
 import click
 import psycopg
 from psycopg.rows import dict_row
 
-from . import db, workspaces
+from . import db, dlq, workspaces
 from .config import Settings
 
 
@@ -108,6 +109,49 @@ def apikey_revoke(settings: Settings, key_or_prefix: str):
         if not workspaces.revoke_api_key(conn, prefix):
             raise click.ClickException("no live key with that prefix")
     click.echo(f"revoked key {prefix}")
+
+
+@main.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: jobs whose providers failed for good."""
+
+
+@dlq_group.command("list")
+@click.option("--all", "include_replayed", is_flag=True, help="Include replayed ones.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def dlq_list(settings: Settings, include_replayed: bool, as_json: bool):
+    """List dead letters, oldest first."""
+    with _connect(settings) as conn:
+        rows = dlq.list_dead_letters(conn, include_replayed)
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    if not rows:
+        click.echo("no dead letters")
+    for r in rows:
+        replayed = f"  replayed {r['replayed_at']:%Y-%m-%d %H:%M}" if r["replayed_at"] else ""
+        click.echo(f"{r['job_id']}  {r['created_at']:%Y-%m-%d %H:%M:%S}  {r['status']:<6}  "
+                   f"{r['template']:<15}  attempts={r['attempts']}  {r['error']}{replayed}")
+
+
+@dlq_group.command("replay")
+@click.argument("job_id", type=click.UUID, required=False)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+@click.pass_obj
+def dlq_replay(settings: Settings, job_id: uuid.UUID | None, replay_all: bool):
+    """Re-queue a dead-lettered job (or all of them); the beat relay publishes them within a
+    minute. Replaying a job twice does nothing the second time."""
+    if bool(job_id) == replay_all:
+        raise click.UsageError("give a JOB_ID or --all")
+    with _connect(settings) as conn:
+        conn.autocommit = True
+        ids = [job_id] if job_id else [r["job_id"] for r in dlq.list_dead_letters(conn, limit=None)]
+        outcomes = [dlq.replay(conn, settings.plans, i, datetime.now(UTC)) for i in ids]
+    for i, outcome in zip(ids, outcomes, strict=True):
+        click.echo(f"{i}  {outcome}")
+    if job_id and outcomes[0] != "replayed":
+        raise click.ClickException(f"job {job_id} was not replayed ({outcomes[0]})")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The life of one job, from claim to result (DESIGN §1).
 
-    claim (guarded: a duplicate delivery does nothing)
-    → caps from the plan → providers (retries and backoff inside the round)
-    → fields, citations, completeness → result + usage + status in ONE transaction
-    → event
+    workspace slot (or park the job as deferred: see slots.py)
+    → claim (guarded: a duplicate delivery does nothing)
+    → caps from the plan → providers (global provider limit, retries and backoff inside a
+      30 s round) → fields, citations, completeness
+    → result + usage + status (+ dead letter) in ONE transaction → event
+    → release the slot, wake the workspace's next deferred job
 
 A provider that keeps failing ends the job `dead` (transient errors, retries used up) or
 `failed` (a final 4xx); either way the job gets a usage row with 0 units. No database
@@ -21,6 +23,7 @@ from decimal import Decimal
 
 from psycopg.types.json import Jsonb
 
+from . import slots
 from .admission import release_unit
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .providers import ProviderError, ResearchResult, SocialResult
@@ -100,9 +103,60 @@ def claim(svc: Services, job_id: str) -> dict | None:
         ).fetchone()
 
 
+def peek(svc: Services, job_id: str) -> dict | None:
+    """The job's workspace and plan, if the job can be claimed now."""
+    with svc.db.connection() as conn:
+        return conn.execute(
+            "SELECT j.workspace_id, w.plan FROM enrichment_jobs j"
+            " JOIN workspaces w ON w.id = j.workspace_id WHERE j.id = %s"
+            " AND (j.status = 'queued' OR (j.status = 'processing' AND j.lease_until < now()))",
+            (job_id,)).fetchone()
+
+
 def run_job(svc: Services, job_id: str) -> str:
-    """Run one job to its end. Returns the job's final status, or 'skipped' when the claim
-    fails (duplicate delivery) or 'lost' when the lease was taken over meanwhile."""
+    """Run one job to its end, within its workspace's concurrency. Returns the job's final
+    status; 'deferred' when the workspace has no free slot (the job waits, parked, for a
+    wake-up); 'skipped' for a duplicate delivery; 'lost' when the lease was taken over."""
+    job = peek(svc, job_id)
+    if job is None:
+        return "skipped"
+    workspace_id = job["workspace_id"]
+    limit = concurrency(svc, job["plan"])
+    holder = svc.slots.acquire(workspace_id, job_id, limit)
+    if holder is None:
+        if not slots.defer(svc.db, job_id):
+            return "skipped"
+        # A slot may have been released between our acquire and defer, its wake-up finding
+        # nothing to wake: look once more before leaving the job parked.
+        holder = svc.slots.acquire(workspace_id, job_id, limit)
+        if holder is None:
+            return "deferred"
+        if not slots.undefer(svc.db, job_id):  # a wake-up re-sent it: that delivery runs it
+            svc.slots.release(workspace_id, holder, limit)
+            return "deferred"
+    try:
+        return _run_claimed(svc, job_id)
+    finally:
+        if svc.slots.release(workspace_id, holder, limit) > 0:
+            slots.wake(svc.db, svc.publisher, workspace_id)
+
+
+def concurrency(svc: Services, plan_name: str) -> int:
+    return svc.settings.plans[plan_name].workspace_concurrency or (
+        svc.settings.workspace_concurrency)
+
+
+def wake_stranded(svc: Services) -> int:
+    """Sweeper: wake deferred jobs whose workspace has free slots (a lost wake-up, or a slot
+    freed by an expired lease). Returns how many were woken."""
+    woken = 0
+    for row in slots.deferred_workspaces(svc.db):
+        free = svc.slots.free(row["workspace_id"], concurrency(svc, row["plan"]))
+        woken += slots.wake(svc.db, svc.publisher, row["workspace_id"], free)
+    return woken
+
+
+def _run_claimed(svc: Services, job_id: str) -> str:
     job = claim(svc, job_id)
     if job is None:
         log.info("job %s not claimable (duplicate delivery or already finished)", job_id)
@@ -140,7 +194,7 @@ def run_job(svc: Services, job_id: str) -> str:
     except ProviderError as exc:
         status = "dead" if exc.retryable else "failed"
         usage.cost_estimate_usd = estimate_cost(svc, research, usage.social_requests)
-        if not _finish(svc, job, status, usage, retries, error=str(exc)):
+        if not _finish(svc, job, status, usage, retries, error=str(exc), dead_letter=True):
             return "lost"
         svc.events.capture("api_error", str(job["workspace_id"]), {
             "job_id": job_id, "plan": plan.name, "template": template.name,
@@ -163,7 +217,8 @@ def run_job(svc: Services, job_id: str) -> str:
 
 
 def _finish(svc: Services, job: dict, status: str, usage: Usage, retries: int, *,
-            error: str | None = None, result: tuple | None = None) -> bool:
+            error: str | None = None, result: tuple | None = None,
+            dead_letter: bool = False) -> bool:
     """Write the outcome in one transaction, fenced by the lease token: if another worker took
     the job over (our lease expired), nothing is written and False is returned."""
     with svc.db.connection() as conn, conn.transaction():
@@ -187,6 +242,13 @@ def _finish(svc: Services, job: dict, status: str, usage: Usage, retries: int, *
             )
         else:
             release_unit(conn, job["workspace_id"], job["billing_period"])
+        if dead_letter:
+            conn.execute(
+                "INSERT INTO dead_letters (job_id, workspace_id, status, error, attempts)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET"
+                " status = excluded.status, error = excluded.error,"
+                " attempts = excluded.attempts, created_at = now(), replayed_at = NULL",
+                (job["id"], job["workspace_id"], status, error, job["attempts"] + retries))
         conn.execute(
             "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
             " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"

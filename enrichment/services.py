@@ -21,6 +21,7 @@ from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
 from .ratelimit import RateLimiter
+from .slots import WorkspaceSlots
 
 # Errors that mean "a backing service is unreachable right now": the API answers 503 with
 # Retry-After, tasks retry.
@@ -37,6 +38,7 @@ class Services:
     events: Events
     rate_limiter: RateLimiter
     provider_limiter: ProviderLimiter
+    slots: WorkspaceSlots
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -64,6 +66,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
         provider_limiter=provider_limiter,
+        slots=WorkspaceSlots(redis_client, s.job_lease_seconds),
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),

@@ -41,7 +41,7 @@ from .helpers import eventually  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment_results",
           "usage_counters", "credit_ledger", "suppressions", "api_idempotency",
-          "enrichment_usage")
+          "enrichment_usage", "dead_letters")
 
 
 def recreate_database(url: str) -> None:

@@ -59,10 +59,12 @@ def run_job(job_id: str) -> str:
 def relay_outbox() -> dict:
     svc = services()
     requeued, dead = jobs.requeue_expired(svc.db, LEASE_MAX_ATTEMPTS)
+    woken = pipeline.wake_stranded(svc)
     published = jobs.relay_outbox(svc.db, svc.publisher, svc.settings.outbox_relay_after_seconds)
-    if requeued or dead or published:
-        log.info("outbox relay: requeued=%d dead=%d published=%d", requeued, dead, published)
-    return {"requeued": requeued, "dead": dead, "published": published}
+    if requeued or dead or woken or published:
+        log.info("outbox relay: requeued=%d dead=%d woken=%d published=%d",
+                 requeued, dead, woken, published)
+    return {"requeued": requeued, "dead": dead, "woken": woken, "published": published}
 
 
 @app.task(name="enrichment.expire_caches", base=EnrichmentTask)

@@ -1,0 +1,106 @@
+"""Execution with real worker processes: per-workspace slots under a backlog, and a worker
+killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from enrichment import admission, jobs
+from enrichment.templates import TEMPLATES
+
+from .conftest import ROOT, TEST_BROKER_URL
+from .helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts)
+
+
+def test_backlog_of_one_workspace_runs_one_at_a_time_and_does_not_delay_another(
+        client, make_workspace, worker, wait_job, simulator, db):
+    simulator.config.latency_ms = 150
+    _, key_a = make_workspace(name="Backlog")
+    _, key_b = make_workspace(name="Single")
+    a, b = {"Authorization": f"Bearer {key_a}"}, {"Authorization": f"Bearer {key_b}"}
+    batch = client.post("/api/v1/enrichment/batch", headers=a, json={
+        "template": "person_social", "leads": [{"email": f"a{i}@acme.com"} for i in range(20)]})
+    backlog = [r["job"]["job_id"] for r in batch.get_json()["results"]]
+    single = client.post("/api/v1/enrichment", headers=b, json={
+        "template": "person_social", "lead": {"email": "b@globex.com"}}).get_json()["job_id"]
+    done_a = [wait_job(client, a, j, timeout=90) for j in backlog]
+    done_b = wait_job(client, b, single, timeout=30)
+    assert all(j["status"] == "succeeded" for j in [*done_a, done_b])
+    runs = sorted((parse(j["started_at"]), parse(j["completed_at"])) for j in done_a)
+    for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+        assert start >= end  # never two of the backlog's jobs at once (slot of 1)
+    finished_a = sorted(end for _, end in runs)
+    assert parse(done_b["completed_at"]) < finished_a[3]  # not queued behind the backlog
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs WHERE deferred"
+                            ).fetchone()["n"] == 0
+
+
+def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, simulator,
+                                                          worker, tmp_path):
+    from workers.celery_app import app
+
+    simulator.config.latency_ms = 4000  # the job is mid-flight when the worker dies
+    broker = TEST_BROKER_URL.rsplit("/", 1)[0] + "/10"
+    redis.Redis.from_url(broker).flushdb()
+    ws, _ = make_workspace()
+    with db.db.connection() as conn:
+        job_id = admission.admit(conn, workspace=ws, plan=db.settings.plans["pro"],
+                                 template=TEMPLATES["person_social"],
+                                 lead={"email": "k@acme.com"}, metadata={},
+                                 now=datetime.now(UTC)).job["id"]
+    log = open(tmp_path / "doomed.log", "wb")  # noqa: SIM115
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
+         "maintenance,elite,pro,core", "-c", "1", "--without-mingle", "--without-gossip",
+         "-n", f"doomed-{os.getpid()}@%h"],
+        cwd=ROOT, env={**os.environ, "CELERY_BROKER_URL": broker, "JOB_LEASE_SECONDS": "3"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with app.connection_for_write(broker) as conn:
+            app.send_task("enrichment.run_job", args=[str(job_id)], queue="pro",
+                          connection=conn)
+
+        def processing() -> bool:
+            with db.db.connection() as conn:
+                return conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
+                                    (job_id,)).fetchone()["status"] == "processing"
+
+        eventually(processing, 30)
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)  # the whole machine, as it were
+        doomed.wait()
+        log.close()
+    simulator.config.latency_ms = 0
+
+    def swept() -> bool:  # the beat sweeper, run by hand once the 3 s lease has run out
+        return jobs.requeue_expired(db.db, max_attempts=5)[0] == 1
+
+    eventually(swept, 20, interval=0.5)
+    assert jobs.relay_outbox(db.db, db.publisher, older_than_seconds=0) == 1
+
+    def finished() -> bool:
+        with db.db.connection() as conn:
+            return conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
+                                (job_id,)).fetchone()["status"] == "succeeded"
+
+    eventually(finished, 30)
+    with db.db.connection() as conn:
+        usage = conn.execute("SELECT units FROM enrichment_usage WHERE job_id = %s",
+                             (job_id,)).fetchall()
+        attempts = conn.execute("SELECT attempts FROM enrichment_jobs WHERE id = %s",
+                                (job_id,)).fetchone()["attempts"]
+    assert usage == [{"units": 1}] and attempts == 2
