@@ -34,6 +34,7 @@ from .workspaces import person_level_allowed
 log = logging.getLogger(__name__)
 
 RESULT_CACHE_TTL = timedelta(days=7)
+MAX_ATTEMPTS = 5  # runs of one job (crashes, expired leases) before it is dead
 COST_PLACES = Decimal("0.000001")
 
 
@@ -161,6 +162,39 @@ def _run_claimed(svc: Services, job_id: str) -> str:
     if job is None:
         log.info("job %s not claimable (duplicate delivery or already finished)", job_id)
         return "skipped"
+    try:
+        return _run(svc, job_id, job)
+    except BaseException:
+        _hand_back(svc, job)
+        raise
+
+
+def _hand_back(svc: Services, job: dict) -> None:
+    """Something unexpected stopped the run (a Redis or database blip, a time limit): put the
+    job back in line at once, through the outbox, instead of leaving it to its lease — or
+    bury it when it has used its attempts. Best effort: if this fails too, the sweeper acts
+    when the lease runs out."""
+    try:
+        with svc.db.connection() as conn, conn.transaction():
+            back = conn.execute(
+                "UPDATE enrichment_jobs SET lease_token = NULL, lease_until = NULL,"
+                " status = CASE WHEN attempts >= %s THEN 'dead' ELSE 'queued' END,"
+                " completed_at = CASE WHEN attempts >= %s THEN now() END,"
+                " error = CASE WHEN attempts >= %s THEN 'interrupted ' || attempts || ' times'"
+                "   END"
+                " WHERE id = %s AND status = 'processing' AND lease_token = %s RETURNING status",
+                (MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_ATTEMPTS, job["id"], job["lease_token"]),
+            ).fetchone()
+            if back and back["status"] == "queued":
+                conn.execute("INSERT INTO job_outbox (job_id, queue) VALUES (%s, %s)"
+                             " ON CONFLICT DO NOTHING", (job["id"], job["queue"]))
+            elif back:
+                release_unit(conn, job["workspace_id"], job["billing_period"])
+    except Exception:
+        log.exception("could not hand job %s back; the sweeper will", job["id"])
+
+
+def _run(svc: Services, job_id: str, job: dict) -> str:
     plan = svc.settings.plans[job["plan"]]
     template = TEMPLATES[job["template"]]
     max_tokens, max_searches = caps(plan, template)

@@ -3,6 +3,7 @@ killed mid-job."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ def test_backlog_of_one_workspace_runs_one_at_a_time_and_does_not_delay_another(
     done_b = wait_job(client, b, single, timeout=30)
     assert all(j["status"] == "succeeded" for j in [*done_a, done_b])
     runs = sorted((parse(j["started_at"]), parse(j["completed_at"])) for j in done_a)
-    for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(runs):
         assert start >= end  # never two of the backlog's jobs at once (slot of 1)
     finished_a = sorted(end for _, end in runs)
     assert parse(done_b["completed_at"]) < finished_a[3]  # not queued behind the backlog

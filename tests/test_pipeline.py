@@ -145,3 +145,35 @@ def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
                      " attempts = 5 WHERE id = %s", (job_id,))
     assert jobs.requeue_expired(db.db, max_attempts=5) == (0, 1)
     assert job_row(db, job_id)["status"] == "dead"
+
+
+def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch):
+    import redis
+
+    job_id, _ = new_job()
+
+    def blip(*a, **k):
+        raise redis.ConnectionError("blip")
+
+    monkeypatch.setattr(db.social, "lookup", blip)
+    with pytest.raises(redis.ConnectionError):
+        pipeline.run_job(db, job_id)
+    with db.db.connection() as conn:
+        row = conn.execute("SELECT status, lease_token FROM enrichment_jobs").fetchone()
+        assert row == {"status": "queued", "lease_token": None}
+        assert conn.execute("SELECT count(*) AS n FROM job_outbox").fetchone()["n"] == 1
+    monkeypatch.undo()
+    assert pipeline.run_job(db, job_id) == "succeeded"  # the task's retry runs it
+
+
+def test_a_job_that_keeps_crashing_is_buried(db, new_job, monkeypatch):
+    job_id, _ = new_job()
+    monkeypatch.setattr(db.social, "lookup", lambda *a, **k: 1 / 0)
+    for _ in range(pipeline.MAX_ATTEMPTS):
+        with pytest.raises(ZeroDivisionError):
+            pipeline.run_job(db, job_id)
+    row = job_row(db, job_id)
+    assert row["status"] == "dead" and "interrupted 5 times" in row["error"]
+    assert pipeline.run_job(db, job_id) == "skipped"
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 0

@@ -19,7 +19,6 @@ from .publisher import CeleryPublisher
 log = logging.getLogger(__name__)
 
 _services: Services | None = None
-LEASE_MAX_ATTEMPTS = 5
 
 
 def services() -> Services:
@@ -58,7 +57,7 @@ def run_job(job_id: str) -> str:
 @app.task(name="enrichment.relay_outbox", base=EnrichmentTask)
 def relay_outbox() -> dict:
     svc = services()
-    requeued, dead = jobs.requeue_expired(svc.db, LEASE_MAX_ATTEMPTS)
+    requeued, dead = jobs.requeue_expired(svc.db, pipeline.MAX_ATTEMPTS)
     woken = pipeline.wake_stranded(svc)
     published = jobs.relay_outbox(svc.db, svc.publisher, svc.settings.outbox_relay_after_seconds)
     if requeued or dead or woken or published:
