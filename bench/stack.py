@@ -57,6 +57,10 @@ class Stack(contextlib.ExitStack):
                     "REDIS_URL": "redis://127.0.0.1:6379/12",
                     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/13", **(env or {})}
         self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
+        import redis
+
+        for url in (self.env["REDIS_URL"], self.env["CELERY_BROKER_URL"]):
+            redis.Redis.from_url(url).flushdb()
 
     def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115
@@ -87,9 +91,6 @@ class Stack(contextlib.ExitStack):
         return url
 
     def worker(self, concurrency: int = 4, name: str = "worker") -> None:
-        import redis
-
-        redis.Redis.from_url(self.env["CELERY_BROKER_URL"]).flushdb()
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "worker", "-Q", "maintenance,elite,pro,core", "-c",
                                  str(concurrency), "--without-mingle", "--without-gossip",

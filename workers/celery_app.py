@@ -4,7 +4,7 @@ file (heaviest first) and `maintenance` for beat jobs."""
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from beat_schedule import SCHEDULE
 from enrichment.config import Settings
@@ -34,7 +34,10 @@ app.conf.update(
     task_publish_retry_policy={
         "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
     },
-    task_queues=[Queue(name) for name in QUEUES],
+    # Each queue its own direct exchange and routing key: a message goes to exactly one queue.
+    task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+    task_default_exchange=MAINTENANCE_QUEUE,
+    task_default_routing_key=MAINTENANCE_QUEUE,
     task_default_queue=MAINTENANCE_QUEUE,
     # Redelivered if a worker dies mid-job; one message fetched per free slot, so the tier order
     # decides every fetch. No message priorities: they would override the weighting.
