@@ -8,7 +8,7 @@ from enrichment.config import Settings
 from enrichment.jobs import Publisher
 from enrichment.services import Services, build_services
 
-from . import enrichment, health, problems
+from . import billing, enrichment, health, problems
 
 
 def create_app(
@@ -25,4 +25,6 @@ def create_app(
     problems.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(enrichment.bp)
+    app.register_blueprint(billing.bp)
+    app.register_blueprint(billing.webhooks)
     return app

@@ -1,9 +1,16 @@
-"""Bearer API-key authentication for /api/v1."""
+"""Bearer API-key authentication and per-workspace rate limits for /api/v1 blueprints.
+
+Every request is authenticated, then rate limited: submissions against the plan's RPS/RPM,
+everything else against 10x that, so polling never eats submission quota. The decision's
+headers go on every answer, errors included. If Redis cannot be reached the request is refused
+with 503 + Retry-After (fail closed: a paid API must not run unmetered).
+"""
 
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import Blueprint, current_app, g, request
 
+from enrichment.ratelimit import READ, SUBMIT, Policy
 from enrichment.workspaces import Workspace, authenticate
 
 from .problems import Problem
@@ -26,3 +33,34 @@ def require_workspace() -> Workspace:
                       {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
     g.workspace = workspace
     return workspace
+
+
+def rate_limit(workspace: Workspace, kind: str) -> None:
+    svc = services()
+    plan = svc.settings.plans[workspace.plan]
+    decision = svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
+    g.rate_decision = decision
+    if not decision.allowed:
+        svc.events.capture("enrichment_throttled", str(workspace.id), {
+            "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
+        raise Problem(429, "Too Many Requests",
+                      f"Rate limit of the {plan.name} plan reached ({kind}: {decision.limit} "
+                      f"per {decision.window} s); retry after {decision.retry_after_header} s.",
+                      "rate-limited")
+
+
+def guard(bp: Blueprint, submissions: frozenset[str] | set[str] = frozenset()) -> None:
+    """Authenticate and rate limit every request of `bp`; endpoints in `submissions` count
+    against the submission limit, the rest against the read limit."""
+
+    @bp.before_request
+    def _authenticate_and_limit():
+        workspace = require_workspace()
+        rate_limit(workspace, SUBMIT if request.endpoint in submissions else READ)
+
+    @bp.after_request
+    def _rate_headers(response):
+        decision = g.get("rate_decision")
+        if decision is not None:
+            response.headers.update(decision.headers())
+        return response

@@ -1,10 +1,5 @@
-"""/api/v1: submit leads (one or a batch), read a job, list templates.
-
-Every request here is authenticated, then rate limited: submissions against the plan's
-RPS/RPM, everything else against 10x that, so polling never eats submission quota. The
-decision's headers go on every answer, errors included. If Redis cannot be reached the
-request is refused with 503 + Retry-After (fail closed: a paid API must not run unmetered).
-"""
+"""/api/v1: submit leads (one or a batch), read a job and the period's usage, list
+templates."""
 
 from __future__ import annotations
 
@@ -15,44 +10,20 @@ import uuid
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import admission, jobs
-from enrichment.ratelimit import READ, SUBMIT, Policy
+from enrichment import admission, jobs, metering
 from enrichment.templates import TEMPLATES
 
-from .auth import require_workspace, services
+from .auth import guard, services
 from .problems import Problem, flatten_errors, problem_body
 from .schemas import BatchSchema, SubmitSchema
 
 bp = Blueprint("enrichment", __name__, url_prefix="/api/v1")
 submit_schema = SubmitSchema()
 batch_schema = BatchSchema()
-SUBMIT_ENDPOINTS = {"enrichment.submit", "enrichment.submit_batch"}
 CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 
 
-@bp.before_request
-def _authenticate_and_limit():
-    workspace = require_workspace()
-    svc = services()
-    kind = SUBMIT if request.endpoint in SUBMIT_ENDPOINTS else READ
-    plan = svc.settings.plans[workspace.plan]
-    decision = svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
-    g.rate_decision = decision
-    if not decision.allowed:
-        svc.events.capture("enrichment_throttled", str(workspace.id), {
-            "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
-        raise Problem(429, "Too Many Requests",
-                      f"Rate limit of the {plan.name} plan reached ({kind}: {decision.limit} "
-                      f"per {decision.window} s); retry after {decision.retry_after_header} s.",
-                      "rate-limited")
-
-
-@bp.after_request
-def _rate_headers(response):
-    decision = g.get("rate_decision")
-    if decision is not None:
-        response.headers.update(decision.headers())
-    return response
+guard(bp, submissions={"enrichment.submit", "enrichment.submit_batch"})
 
 
 def json_body() -> dict:
@@ -194,6 +165,14 @@ def submit_batch():
         return 207, {"results": results}, None
 
     return with_client_key(handle)
+
+
+@bp.get("/enrichment/usage")
+def usage():
+    svc = services()
+    with svc.db.connection() as conn:
+        workspace = {"id": g.workspace.id, "plan": g.workspace.plan}
+        return jsonify(metering.usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
 
 
 @bp.get("/enrichment/<uuid:job_id>")

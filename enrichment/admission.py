@@ -67,9 +67,11 @@ def check_region(workspace: Workspace, template: Template) -> None:
                       "company-level templates are available.")
 
 
-def credits(conn: Connection, workspace_id: uuid.UUID) -> int:
+def credits(conn: Connection, workspace_id: uuid.UUID, period: date) -> int:
+    """Credit units bought in this billing period (a pack tops up the period it is bought in)."""
     row = conn.execute("SELECT coalesce(sum(units), 0) AS n FROM credit_ledger"
-                       " WHERE workspace_id = %s", (workspace_id,)).fetchone()
+                       " WHERE workspace_id = %s AND created_at >= %s",
+                       (workspace_id, period)).fetchone()
     return int(row["n"])
 
 
@@ -79,7 +81,8 @@ RESERVE = (
     "WITH unit AS ("
     "  UPDATE usage_counters SET reserved = reserved + 1"
     "  WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
-    "   + (SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s)"
+    "   + (SELECT coalesce(sum(units), 0) FROM credit_ledger"
+    "      WHERE workspace_id = %(ws)s AND created_at >= %(period)s)"
     "  RETURNING reserved),"
     " outbox AS (INSERT INTO job_outbox (job_id, queue) SELECT %(job)s, %(queue)s FROM unit"
     "  ON CONFLICT (job_id) DO NOTHING)"
@@ -111,7 +114,7 @@ def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None)
 
 
 def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: date) -> Refused:
-    cap = plan.hard_cap + credits(conn, workspace_id)
+    cap = plan.hard_cap + credits(conn, workspace_id, period)
     resets = datetime.combine(next_period_start(period), datetime.min.time(), UTC)
     resets_at = resets.isoformat().replace("+00:00", "Z")
     return Refused(402, "hard-cap-reached", "Payment Required",

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import click
 import psycopg
 from psycopg.rows import dict_row
 
-from . import db, dlq, workspaces
+from . import db, dlq, metering, payments, workspaces
+from .billing import BillingNotConfigured, build_billing
 from .config import Settings
 
 
 def _connect(settings: Settings) -> psycopg.Connection:
-    return psycopg.connect(settings.database_url, row_factory=dict_row, connect_timeout=5)
+    return psycopg.connect(settings.database_url, row_factory=dict_row, connect_timeout=5,
+                           options="-c timezone=UTC")
 
 
 @click.group()
@@ -60,6 +62,10 @@ def workspace_create(settings: Settings, name: str, plan: str, region: str, as_j
         raise click.BadParameter(f"known plans: {known}", param_hint="--plan")
     with _connect(settings) as conn:
         ws, key = workspaces.create_workspace(conn, settings.plans, name, plan, region)
+        conn.commit()
+        billing = build_billing(settings.stripe_api_key, settings.stripe_api_base)
+        if billing.sends:  # the Stripe customer and subscription come with the workspace
+            payments.attach(conn, billing, ws.id)
     if as_json:
         click.echo(json.dumps({"workspace_id": str(ws.id), "api_key": key}))
     else:
@@ -152,6 +158,80 @@ def dlq_replay(settings: Settings, job_id: uuid.UUID | None, replay_all: bool):
         click.echo(f"{i}  {outcome}")
     if job_id and outcomes[0] != "replayed":
         raise click.ClickException(f"job {job_id} was not replayed ({outcomes[0]})")
+
+
+@main.group("billing")
+def billing_group() -> None:
+    """Stripe catalog, customers, the overage report, reconciliation."""
+
+
+def _billing(settings: Settings):
+    return build_billing(settings.stripe_api_key, settings.stripe_api_base)
+
+
+@billing_group.command("sync-catalog")
+@click.pass_obj
+def billing_sync_catalog(settings: Settings):
+    """Create the meter, products and prices in Stripe (idempotent, by lookup keys)."""
+    billing = _billing(settings)
+    if not billing.sends:
+        raise click.ClickException("STRIPE_API_KEY is not set: billing runs ledger-only")
+    catalog = billing.sync_catalog(settings.plans)
+    with _connect(settings) as conn:
+        payments.save_catalog(conn, catalog)
+    for key, stripe_id in sorted(catalog.items()):
+        click.echo(f"{key:32} {stripe_id}")
+
+
+@billing_group.command("attach")
+@click.argument("workspace_id", type=click.UUID)
+@click.pass_obj
+def billing_attach(settings: Settings, workspace_id: uuid.UUID):
+    """Create the workspace's Stripe customer and subscription (once)."""
+    try:
+        with _connect(settings) as conn:
+            customer = payments.attach(conn, _billing(settings), workspace_id)
+    except (LookupError, BillingNotConfigured) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"workspace {workspace_id} → Stripe customer {customer}")
+
+
+def _closed_day(value: str | None) -> date:
+    today = datetime.now(UTC).date()
+    return date.fromisoformat(value) if value else today - timedelta(days=1)
+
+
+@billing_group.command("report")
+@click.option("--date", "day", help="Last closed UTC day to report (default: yesterday).")
+@click.pass_obj
+def billing_report(settings: Settings, day: str | None):
+    """Run the nightly overage report now, for closed UTC days up to --date. Idempotent."""
+    from .db import connect_pool
+    from .events import LogEvents
+
+    through = _closed_day(day)
+    with connect_pool(settings.database_url, max_size=2) as pool:
+        try:
+            done = metering.report(pool, settings.plans, _billing(settings), LogEvents(),
+                                   through, datetime.now(UTC).date())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"through": through.isoformat(), **done}))
+
+
+@billing_group.command("reconcile")
+@click.option("--date", "day", help="Last closed UTC day to check (default: yesterday).")
+@click.pass_obj
+def billing_reconcile(settings: Settings, day: str | None):
+    """Compare metered usage, usage_reports and Stripe's meter; exit 1 on any discrepancy."""
+    with _connect(settings) as conn:
+        problems = payments.reconcile(conn, settings.plans, _billing(settings),
+                                      _closed_day(day))
+    for p in problems:
+        click.echo(json.dumps(p))
+    if problems:
+        raise click.ClickException(f"{len(problems)} discrepancies")
+    click.echo("billing reconciled: no discrepancy")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class Plan:
     rpm: int
     included: int
     overage_usd: Decimal
+    base_usd: Decimal = Decimal(0)
     max_tokens: int | None = None
     max_searches: int | None = None
     workspace_concurrency: int | None = None
@@ -38,9 +39,17 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class CreditPack:
+    name: str
+    units: int
+    price_usd: Decimal
+
+
+@dataclass(frozen=True)
 class Plans:
     plans: Mapping[str, Plan]
     queue_weights: Mapping[str, int]
+    packs: Mapping[str, CreditPack] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Plan:
         return self.plans[name]
@@ -73,11 +82,14 @@ def load_plans(path: str | Path = DEFAULT_PLANS_FILE) -> Plans:
             rpm=int(p["rpm"]),
             included=int(p["included"]),
             overage_usd=Decimal(str(p["overage_usd"])),
+            base_usd=Decimal(str(p.get("base_usd", "0"))),
             max_tokens=p.get("max_tokens"),
             max_searches=p.get("max_searches"),
             workspace_concurrency=p.get("workspace_concurrency"),
         )
-    return Plans(plans=plans, queue_weights=weights)
+    packs = {str(name): CreditPack(str(name), int(p["units"]), Decimal(str(p["price_usd"])))
+             for name, p in raw.get("packs", {}).items()}
+    return Plans(plans=plans, queue_weights=weights, packs=packs)
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:

@@ -27,7 +27,8 @@ def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> Connecti
         min_size=1,
         max_size=max_size,
         timeout=timeout,
-        kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
+        kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True,
+                "options": "-c timezone=UTC"},
         open=True,
         name="enrichment",
     )

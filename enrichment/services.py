@@ -12,6 +12,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .billing import Billing, build_billing
 from .config import Settings
 from .db import connect_pool
 from .events import Events, LogEvents
@@ -39,6 +40,7 @@ class Services:
     rate_limiter: RateLimiter
     provider_limiter: ProviderLimiter
     slots: WorkspaceSlots
+    billing: Billing
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -67,6 +69,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         rate_limiter=RateLimiter(redis_client),
         provider_limiter=provider_limiter,
         slots=WorkspaceSlots(redis_client, s.job_lease_seconds),
+        billing=build_billing(s.stripe_api_key, s.stripe_api_base),
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),

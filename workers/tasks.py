@@ -5,11 +5,12 @@ the job lost), with exponential backoff."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from enrichment import admission, jobs, pipeline
+from enrichment import admission, jobs, metering, payments, pipeline
 from enrichment.config import Settings
 from enrichment.services import UNAVAILABLE, Services, build_services
 
@@ -78,3 +79,23 @@ def noop(record_key: str | None = None, tag: str | None = None) -> None:
     (tests use it to see the order in which a worker took messages)."""
     if record_key:
         services().redis.rpush(record_key, tag or "")
+
+
+@app.task(name="enrichment.report_overage", base=EnrichmentTask)
+def report_overage() -> dict:
+    """The nightly overage report: every closed UTC day up to yesterday."""
+    svc = services()
+    today = datetime.now(UTC).date()
+    return metering.report(svc.db, svc.settings.plans, svc.billing, svc.events,
+                           today - timedelta(days=1), today)
+
+
+@app.task(name="enrichment.reconcile_billing", base=EnrichmentTask)
+def reconcile_billing() -> list:
+    svc = services()
+    with svc.db.connection() as conn:
+        problems = payments.reconcile(conn, svc.settings.plans, svc.billing,
+                                      datetime.now(UTC).date() - timedelta(days=1))
+    for problem in problems:
+        log.error("billing discrepancy: %s", problem)
+    return problems

@@ -1,0 +1,126 @@
+"""/api/v1/billing (credit packs, invoices) and the Stripe webhook."""
+
+from __future__ import annotations
+
+import logging
+
+import stripe
+from flask import Blueprint, g, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from enrichment import payments
+from enrichment.billing import BillingNotConfigured
+
+from .auth import guard, services
+from .enrichment import json_body, validation_problem
+from .problems import Problem
+
+log = logging.getLogger(__name__)
+bp = Blueprint("billing", __name__, url_prefix="/api/v1/billing")
+guard(bp)
+webhooks = Blueprint("stripe_webhook", __name__, url_prefix="/api/v1/stripe")
+
+
+class CreditPackSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    pack = fields.String(required=True)
+
+
+def not_configured(exc: BillingNotConfigured) -> Problem:
+    return Problem(501, "Not Implemented", f"{exc}.", "billing-not-configured")
+
+
+def stripe_problem(exc: stripe.StripeError) -> Problem:
+    log.warning("Stripe call failed: %s", exc)
+    return Problem(502, "Bad Gateway", "The payment provider did not answer as expected; "
+                   "retry later.", "payment-provider-error", {"Retry-After": "30"})
+
+
+@bp.post("/credit-packs")
+def buy_credit_pack():
+    svc = services()
+    packs = svc.settings.plans.packs
+    try:
+        data = CreditPackSchema().load(json_body())
+        if data["pack"] not in packs:
+            raise ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]})
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    try:
+        with svc.db.connection() as conn:
+            checkout = payments.start_checkout(conn, svc.billing, svc.settings.plans,
+                                               g.workspace.id, data["pack"], request.host_url)
+    except BillingNotConfigured as exc:
+        raise not_configured(exc) from None
+    except stripe.StripeError as exc:
+        raise stripe_problem(exc) from None
+    pack = packs[data["pack"]]
+    resp = jsonify({"checkout_url": checkout.url, "checkout_session_id": checkout.session_id,
+                    "pack": pack.name, "units": pack.units})
+    resp.status_code = 201
+    return resp
+
+
+def _customer() -> str | None:
+    with services().db.connection() as conn:
+        return conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
+                            (g.workspace.id,)).fetchone()["stripe_customer_id"]
+
+
+def _lines(invoice: dict) -> list[dict]:
+    return [{"description": line.get("description"), "quantity": line.get("quantity"),
+             "amount_cents": line.get("amount")}
+            for line in (invoice.get("lines") or {}).get("data", [])]
+
+
+def _invoice_body(invoice: dict) -> dict:
+    return {"id": invoice.get("id"), "status": invoice.get("status"),
+            "currency": invoice.get("currency"), "amount_due_cents": invoice.get("amount_due"),
+            "amount_paid_cents": invoice.get("amount_paid"),
+            "period_start": invoice.get("period_start"), "period_end": invoice.get("period_end"),
+            "lines": _lines(invoice)}
+
+
+@bp.get("/invoices")
+def list_invoices():
+    customer = _customer()
+    try:
+        found = services().billing.invoices(customer) if customer else []
+    except stripe.StripeError as exc:
+        raise stripe_problem(exc) from None
+    return jsonify({"invoices": [_invoice_body(i) for i in found]})
+
+
+@bp.get("/invoices/upcoming")
+def upcoming_invoice():
+    customer = _customer()
+    if customer is None:
+        raise Problem(404, "Not Found", "This workspace has no billing account yet.",
+                      "no-billing-account")
+    try:
+        return jsonify(_invoice_body(services().billing.upcoming_invoice(customer)))
+    except BillingNotConfigured as exc:
+        raise not_configured(exc) from None
+    except stripe.StripeError as exc:
+        raise stripe_problem(exc) from None
+
+
+@webhooks.post("/webhook")
+def stripe_webhook():
+    svc = services()
+    secret = svc.settings.stripe_webhook_secret
+    if not secret:
+        raise Problem(501, "Not Implemented", "STRIPE_WEBHOOK_SECRET is not set.",
+                      "billing-not-configured")
+    payload = request.get_data(cache=False)  # the raw body: the signature covers its bytes
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, request.headers.get("Stripe-Signature"), secret)
+    except (ValueError, stripe.SignatureVerificationError) as exc:
+        raise Problem(400, "Bad Request", f"Webhook rejected: {exc}"[:300],
+                      "bad-webhook-signature") from None
+    with svc.db.connection() as conn:
+        outcome = payments.handle_event(conn, svc.settings.plans, svc.events, event.to_dict())
+    return jsonify({"received": True, "outcome": outcome})
