@@ -148,6 +148,8 @@ def freeze(conn: Connection, plans: Plans, through: date) -> int:
             # One freezer per period at a time: the second waits, then finds the days frozen.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('freeze'), %s)",
                          (period.toordinal(),))
+            # Aggregating a period of every workspace: sort and hash in memory, not on disk.
+            conn.execute("SET LOCAL work_mem = '64MB'")
             reports = compute_reports(conn, plans, period, through)
             with conn.cursor().copy(
                     "COPY usage_reports (workspace_id, day, period, used_to_date, allowance,"
