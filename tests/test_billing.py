@@ -318,3 +318,29 @@ def test_billing_endpoints_without_stripe(client, auth):
     assert client.get("/api/v1/billing/invoices", headers=headers).get_json() == {
         "invoices": []}
     assert client.get("/api/v1/billing/invoices/upcoming", headers=headers).status_code == 404
+
+
+def test_billing_cli(db, fake, make_workspace):
+    from click.testing import CliRunner
+
+    from enrichment.cli import main
+
+    runner = CliRunner(env={"STRIPE_API_KEY": "sk_test_cli", "STRIPE_API_BASE": fake.url})
+    first = runner.invoke(main, ["billing", "sync-catalog"], catch_exceptions=False)
+    second = runner.invoke(main, ["billing", "sync-catalog"], catch_exceptions=False)
+    assert first.exit_code == 0 and "enrichment_core_overage" in first.output
+    assert first.output == second.output
+    created = runner.invoke(main, ["workspace", "create", "--name", "Cli", "--plan", "core",
+                                   "--json"], catch_exceptions=False)
+    ws_id = json.loads(created.output.strip().splitlines()[-1])["workspace_id"]
+    with db.db.connection() as conn:  # created with its Stripe customer
+        assert conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
+                            (ws_id,)).fetchone()["stripe_customer_id"].startswith("cus_")
+    today = datetime.now(UTC).date().isoformat()
+    refused = runner.invoke(main, ["billing", "report", "--date", today])
+    assert refused.exit_code == 1 and "has not ended" in refused.output
+    done = runner.invoke(main, ["billing", "report"], catch_exceptions=False)
+    assert done.exit_code == 0 and json.loads(done.output.strip().splitlines()[-1])["through"]
+    assert runner.invoke(main, ["billing", "reconcile"]).exit_code == 0
+    ledger = CliRunner(env={"STRIPE_API_KEY": ""}).invoke(main, ["billing", "sync-catalog"])
+    assert ledger.exit_code == 1 and "ledger-only" in ledger.output
