@@ -17,6 +17,12 @@ SCHEDULE = {
         "schedule": crontab(minute=7),  # hourly
         "options": {"queue": "maintenance", "expires": 3000},
     },
+    # Retention: raw data after 90 days, jobs, results and per-job usage after 365.
+    "retention-purge": {
+        "task": "enrichment.retention_purge",
+        "schedule": crontab(hour=3, minute=15),
+        "options": {"queue": "maintenance"},
+    },
     # Billing: overage of closed UTC days frozen and sent once; then checked against Stripe.
     "overage-report": {
         "task": "enrichment.report_overage",

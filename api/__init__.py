@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import logging
+import time
+
+from flask import Flask, g, request
 
 from enrichment.config import Settings
 from enrichment.jobs import Publisher
 from enrichment.services import Services, build_services
 
-from . import billing, enrichment, health, problems
+from . import billing, enrichment, health, privacy, problems
 
 
 def create_app(
@@ -27,4 +30,24 @@ def create_app(
     app.register_blueprint(enrichment.bp)
     app.register_blueprint(billing.bp)
     app.register_blueprint(billing.webhooks)
+    app.register_blueprint(privacy.bp)
+    _log_requests(app)
     return app
+
+
+def _log_requests(app: Flask) -> None:
+    """One line per request with the route's name, never its path or query: identifiers
+    (emails, LinkedIn URLs) travel in those, and logs carry no personal data."""
+    log = logging.getLogger("api.access")
+
+    @app.before_request
+    def _start():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _log(response):
+        elapsed = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+        workspace = g.get("workspace")
+        log.info("%s %s %s %.1fms workspace=%s", request.method, request.endpoint or "-",
+                 response.status_code, elapsed, workspace.id if workspace else "-")
+        return response

@@ -11,7 +11,7 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from . import db, dlq, metering, payments, workspaces
+from . import db, dlq, metering, payments, privacy, workspaces
 from .billing import BillingNotConfigured, build_billing
 from .config import Settings
 
@@ -86,6 +86,23 @@ def workspace_set_plan(settings: Settings, workspace_id: uuid.UUID, plan: str):
     click.echo(f"workspace {workspace_id} is now on {plan}")
 
 
+@workspace_group.command("set-region")
+@click.argument("workspace_id", type=click.UUID)
+@click.argument("region", type=click.Choice(["us", "eu"]))
+@click.option("--person-level/--no-person-level", default=None,
+              help="Allow person-level templates (never in the EU).")
+@click.pass_obj
+def workspace_set_region(settings: Settings, workspace_id: uuid.UUID, region: str,
+                         person_level: bool | None):
+    """Move a workspace to a region (EU: person-level enrichment off)."""
+    try:
+        with _connect(settings) as conn:
+            workspaces.set_region(conn, workspace_id, region, person_level)
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"workspace {workspace_id} is now in region {region}")
+
+
 @main.group("apikey")
 def apikey_group() -> None:
     """API keys."""
@@ -158,6 +175,23 @@ def dlq_replay(settings: Settings, job_id: uuid.UUID | None, replay_all: bool):
         click.echo(f"{i}  {outcome}")
     if job_id and outcomes[0] != "replayed":
         raise click.ClickException(f"job {job_id} was not replayed ({outcomes[0]})")
+
+
+@main.group("retention")
+def retention_group() -> None:
+    """Retention of personal data."""
+
+
+@retention_group.command("purge")
+@click.pass_obj
+def retention_purge(settings: Settings):
+    """Run the retention purge now (idempotent): raw data after RETENTION_RAW_DAYS, jobs,
+    results and per-job usage after RETENTION_SUMMARY_DAYS."""
+    with _connect(settings) as conn:
+        conn.autocommit = True
+        removed = privacy.purge(conn, datetime.now(UTC), settings.retention_raw_days,
+                                settings.retention_summary_days)
+    click.echo(json.dumps(removed))
 
 
 @main.group("billing")

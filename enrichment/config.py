@@ -133,6 +133,8 @@ class Settings:
     outbox_relay_after_seconds: int = 30
     max_body_bytes: int = 1024 * 1024
     db_pool_max: int = 10
+    retention_raw_days: int = 90
+    retention_summary_days: int = 365
     plans: Plans = field(default_factory=load_plans)
 
     @classmethod
@@ -178,6 +180,9 @@ class Settings:
                 env, "OUTBOX_RELAY_AFTER_SECONDS", cls.outbox_relay_after_seconds
             ),
             db_pool_max=_int(env, "DB_POOL_MAX", cls.db_pool_max),
+            retention_raw_days=_int(env, "RETENTION_RAW_DAYS", cls.retention_raw_days),
+            retention_summary_days=_int(
+                env, "RETENTION_SUMMARY_DAYS", cls.retention_summary_days),
             plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
         )
 

@@ -98,7 +98,7 @@ def get_job(conn: Connection, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dic
     return conn.execute(JOB_QUERY, (workspace_id, job_id)).fetchone()
 
 
-def _iso(ts) -> str | None:
+def iso(ts) -> str | None:
     return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
 
 
@@ -131,7 +131,7 @@ def job_body(row: dict) -> dict:
         "error": row["error"],
         "result": result,
         "usage": usage,
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "completed_at": _iso(row["completed_at"]),
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "completed_at": iso(row["completed_at"]),
     }

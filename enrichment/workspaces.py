@@ -66,6 +66,18 @@ def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str)
         raise LookupError(f"no workspace {workspace_id}")
 
 
+def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
+               person_level_enabled: bool | None = None) -> None:
+    if region not in ("us", "eu"):
+        raise ValueError("region must be 'us' or 'eu'")
+    cur = conn.execute(
+        "UPDATE workspaces SET region = %s,"
+        " person_level_enabled = coalesce(%s, person_level_enabled) WHERE id = %s",
+        (region, person_level_enabled, workspace_id))
+    if cur.rowcount != 1:
+        raise LookupError(f"no workspace {workspace_id}")
+
+
 def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:
     prefix = secrets.token_hex(PREFIX_BYTES)
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"

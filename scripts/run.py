@@ -80,8 +80,8 @@ def main() -> int:
             "--social-rps", env.get("SOCIAL_LINKS_PLAN_RPS", "10"),
         ]
     celery = [BIN / "celery", "-A", "workers.celery_app"]
-    commands["api"] = [BIN / "gunicorn", "-b", f"0.0.0.0:{API_PORT}", "-w", "2",
-                       "--access-logfile", "-", "api.wsgi:app"]
+    # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
+    commands["api"] = [BIN / "gunicorn", "-b", f"0.0.0.0:{API_PORT}", "-w", "2", "api.wsgi:app"]
     commands["worker"] = [*celery, "worker", "-Q", "maintenance,elite,pro,core",
                           "-c", env.get("WORKER_CONCURRENCY", "8"), "--loglevel", "INFO"]
     commands["beat"] = [*celery, "beat", "--loglevel", "INFO",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from enrichment import admission, jobs, metering, payments, pipeline
+from enrichment import admission, jobs, metering, payments, pipeline, privacy
 from enrichment.config import Settings
 from enrichment.services import UNAVAILABLE, Services, build_services
 
@@ -99,3 +99,13 @@ def reconcile_billing() -> list:
     for problem in problems:
         log.error("billing discrepancy: %s", problem)
     return problems
+
+
+@app.task(name="enrichment.retention_purge", base=EnrichmentTask)
+def retention_purge() -> dict:
+    svc = services()
+    with svc.db.connection() as conn:
+        removed = privacy.purge(conn, datetime.now(UTC), svc.settings.retention_raw_days,
+                                svc.settings.retention_summary_days)
+    log.info("retention purge removed %s", removed)
+    return removed

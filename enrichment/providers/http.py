@@ -24,6 +24,9 @@ from tenacity import (
 )
 
 log = logging.getLogger(__name__)
+# At DEBUG urllib3 logs every request line, and provider requests carry the lead (Social
+# Links takes the person's name in its query string): personal data must not reach logs.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0

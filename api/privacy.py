@@ -1,0 +1,74 @@
+"""/api/v1/privacy: export, erasure (+ suppression), consent and objection; and the
+workspace's own settings (region, person-level enrichment)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from enrichment import privacy
+from enrichment.workspaces import person_level_allowed
+
+from .auth import guard, services
+from .enrichment import json_body, validation_problem
+from .problems import Problem
+
+bp = Blueprint("privacy", __name__, url_prefix="/api/v1")
+guard(bp)
+IDENTIFIER = validate.Length(min=1, max=500)
+
+
+class ConsentSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    identifier = fields.String(required=True, validate=IDENTIFIER)
+    purpose = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    basis = fields.String(required=True,
+                          validate=validate.OneOf(["consent", "legitimate_interest"]))
+    granted = fields.Boolean(required=True)
+    source = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+def identifier_arg(value: str | None) -> str:
+    if value is None or not value.strip() or len(value) > 500:
+        raise Problem(422, "Unprocessable Content", "Give the subject's identifier (email, "
+                      "LinkedIn URL or domain), at most 500 characters.", "validation-error",
+                      errors=[{"field": "identifier", "message": "Missing or too long."}])
+    return value
+
+
+@bp.get("/privacy/export")
+def export_subject():
+    identifier = identifier_arg(request.args.get("identifier"))
+    with services().db.connection() as conn:
+        return jsonify(privacy.export(conn, g.workspace.id, identifier))
+
+
+@bp.delete("/privacy/subjects/<path:identifier>")
+def erase_subject(identifier: str):
+    with services().db.connection() as conn:
+        privacy.erase(conn, g.workspace.id, identifier_arg(identifier))
+    return "", 204
+
+
+@bp.post("/privacy/consents")
+def record_consent():
+    try:
+        data = ConsentSchema().load(json_body())
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    with services().db.connection() as conn:
+        body = privacy.record_consent(conn, g.workspace.id, privacy.Consent(**data))
+    resp = jsonify(body)
+    resp.status_code = 201
+    return resp
+
+
+@bp.get("/workspace")
+def workspace_settings():
+    ws = g.workspace
+    return jsonify({"workspace_id": str(ws.id), "name": ws.name, "plan": ws.plan,
+                    "region": ws.region, "person_level_enabled": ws.person_level_enabled,
+                    "person_level_allowed": person_level_allowed(ws.region,
+                                                                 ws.person_level_enabled)})

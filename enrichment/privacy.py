@@ -1,0 +1,133 @@
+"""Data-subject rights and retention (GDPR/CCPA).
+
+Minimisation: a result keeps only the derived fields, citation links and completeness — never
+raw provider payloads or prompts; logs and events carry ids, never a lead's personal data.
+A subject is known by the SHA-256 of its normalised identifier. Every function is scoped to
+one workspace: B can neither see nor erase A's subjects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from psycopg import Connection
+
+from . import jobs
+from .admission import release_unit
+from .leads import normalise, subject_hash
+
+TERMINAL = ("succeeded", "failed", "dead")
+
+
+def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
+    """Everything this workspace holds about the subject."""
+    subject = subject_hash(identifier)
+    job_ids = [r["id"] for r in conn.execute(
+        "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND subject_hash = %s"
+        " ORDER BY created_at", (workspace_id, subject))]
+    found = [jobs.job_body(jobs.get_job(conn, workspace_id, job_id)) for job_id in job_ids]
+    consents = conn.execute(
+        "SELECT id, purpose, basis, granted, source, created_at FROM consents"
+        " WHERE workspace_id = %s AND subject_hash = %s ORDER BY created_at",
+        (workspace_id, subject)).fetchall()
+    suppression = conn.execute(
+        "SELECT reason, created_at FROM suppressions WHERE workspace_id = %s"
+        " AND subject_hash = %s", (workspace_id, subject)).fetchone()
+    return {
+        "identifier": normalise(identifier),
+        "subject_hash": subject,
+        "jobs": found,
+        "consents": [consent_body(c) for c in consents],
+        "suppression": ({"reason": suppression["reason"],
+                         "since": jobs.iso(suppression["created_at"])} if suppression else None),
+    }
+
+
+def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
+    """Erase the subject from this workspace and suppress future enrichment of it.
+
+    Jobs go (their results, outbox rows and dead letters with them), with stored client
+    Idempotency-Key answers that contain them; units reserved by queued or running jobs are
+    given back. A worker still running one finds its fenced final write rejected, so nothing
+    is left behind. Usage rows stay: they hold no personal data (workspace, job id, units) and
+    keep invoices explainable."""
+    subject = subject_hash(identifier)
+    with conn.transaction():
+        gone = conn.execute(
+            "DELETE FROM enrichment_jobs WHERE workspace_id = %s AND subject_hash = %s"
+            " RETURNING id, status, billing_period", (workspace_id, subject)).fetchall()
+        for job in gone:
+            if job["status"] in ("queued", "processing"):
+                release_unit(conn, workspace_id, job["billing_period"])
+        if gone:
+            conn.execute("DELETE FROM api_idempotency WHERE workspace_id = %s"
+                         " AND response::text LIKE ANY(%s)",
+                         (workspace_id, [f"%{job['id']}%" for job in gone]))
+        conn.execute(
+            "INSERT INTO suppressions (workspace_id, subject_hash, reason) VALUES (%s, %s,"
+            " 'erasure') ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
+            (workspace_id, subject))
+    return {"jobs": len(gone)}
+
+
+@dataclass
+class Consent:
+    identifier: str
+    purpose: str
+    basis: str
+    granted: bool
+    source: str
+
+
+def consent_body(row: dict) -> dict:
+    return {"id": str(row["id"]), "purpose": row["purpose"], "basis": row["basis"],
+            "granted": row["granted"], "source": row["source"],
+            "recorded_at": jobs.iso(row["created_at"])}
+
+
+def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) -> dict:
+    """Record consent or an objection. An objection suppresses the subject (without deleting
+    this record); a later grant lifts an objection — never an erasure."""
+    subject = subject_hash(consent.identifier)
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO consents (id, workspace_id, subject_hash, purpose, basis, granted,"
+            " source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            (uuid.uuid4(), workspace_id, subject, consent.purpose, consent.basis,
+             consent.granted, consent.source)).fetchone()
+        if consent.granted:
+            conn.execute("DELETE FROM suppressions WHERE workspace_id = %s AND subject_hash = %s"
+                         " AND reason = 'objection'", (workspace_id, subject))
+        else:
+            conn.execute("INSERT INTO suppressions (workspace_id, subject_hash, reason)"
+                         " VALUES (%s, %s, 'objection') ON CONFLICT DO NOTHING",
+                         (workspace_id, subject))
+    return {"identifier": normalise(consent.identifier), **consent_body(row)}
+
+
+def purge(conn: Connection, now: datetime, raw_days: int = 90, summary_days: int = 365,
+          batch: int = 1000) -> dict[str, int]:
+    """The retention purge, for finished jobs only, in small batches (no long locks);
+    idempotent. Raw data (lead input, error details) goes after `raw_days`; jobs with their
+    results, and per-job usage rows, after `summary_days` (billing keeps its per-day
+    aggregates in usage_reports)."""
+    raw_cutoff, summary_cutoff = now - timedelta(days=raw_days), now - timedelta(days=summary_days)
+    removed = {"raw": 0, "jobs": 0, "usage_rows": 0}
+    while n := conn.execute(
+            "UPDATE enrichment_jobs SET lead = '{}', error = NULL, raw_purged_at = %s"
+            " WHERE id IN (SELECT id FROM enrichment_jobs WHERE status = ANY(%s)"
+            "  AND completed_at < %s AND raw_purged_at IS NULL LIMIT %s)",
+            (now, list(TERMINAL), raw_cutoff, batch)).rowcount:
+        removed["raw"] += n
+    while n := conn.execute(
+            "DELETE FROM enrichment_jobs WHERE id IN (SELECT id FROM enrichment_jobs"
+            " WHERE status = ANY(%s) AND completed_at < %s LIMIT %s)",
+            (list(TERMINAL), summary_cutoff, batch)).rowcount:
+        removed["jobs"] += n
+    while n := conn.execute(
+            "DELETE FROM enrichment_usage WHERE id IN (SELECT id FROM enrichment_usage"
+            " WHERE created_at < %s LIMIT %s)", (summary_cutoff, batch)).rowcount:
+        removed["usage_rows"] += n
+    return removed
