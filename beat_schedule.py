@@ -11,6 +11,12 @@ SCHEDULE = {
         "schedule": crontab(),  # every minute
         "options": {"queue": "maintenance", "expires": 55},
     },
+    # The seed's alert rules over a sliding window (alerts.toml).
+    "alert-evaluation": {
+        "task": "enrichment.evaluate_alerts",
+        "schedule": crontab(),  # every minute
+        "options": {"queue": "maintenance", "expires": 55},
+    },
     # Idempotency windows: result cache 7 days, client Idempotency-Key answers 24 h.
     "expire-caches": {
         "task": "enrichment.expire_caches",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 
+from enrichment.metrics import API_REQUESTS
 from enrichment.ratelimit import READ, SUBMIT, Policy
 from enrichment.workspaces import Workspace, authenticate
 
@@ -40,6 +41,7 @@ def rate_limit(workspace: Workspace, kind: str) -> None:
     plan = svc.settings.plans[workspace.plan]
     decision = svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
     g.rate_decision = decision
+    API_REQUESTS.labels(plan.name, kind, "admitted" if decision.allowed else "rejected").inc()
     if not decision.allowed:
         svc.events.capture("enrichment_throttled", str(workspace.id), {
             "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})

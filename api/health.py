@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import redis
+from flask import Blueprint, Response, jsonify
 
+from enrichment.metrics import QueueDepth, exposition
 from enrichment.services import UNAVAILABLE
 
 from .auth import services
@@ -37,3 +39,15 @@ def readyz():
     if not ready:
         resp.headers["Retry-After"] = "5"
     return resp
+
+
+@bp.get("/metrics")
+def metrics():
+    svc = services()
+    broker = svc.settings.broker_url
+    extra = []
+    if broker.startswith(("redis://", "rediss://")):
+        extra.append(QueueDepth(redis.Redis.from_url(broker, socket_timeout=1),
+                                svc.settings.plans.queues))
+    body, content_type = exposition(*extra)
+    return Response(body, content_type=content_type)

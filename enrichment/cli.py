@@ -11,7 +11,7 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from . import db, dlq, metering, payments, privacy, workspaces
+from . import alerts, db, dlq, metering, payments, privacy, workspaces
 from .billing import BillingNotConfigured, build_billing
 from .config import Settings
 
@@ -192,6 +192,21 @@ def retention_purge(settings: Settings):
         removed = privacy.purge(conn, datetime.now(UTC), settings.retention_raw_days,
                                 settings.retention_summary_days)
     click.echo(json.dumps(removed))
+
+
+@main.command("alerts")
+@click.pass_obj
+def alerts_command(settings: Settings):
+    """Print the current state of every alert rule."""
+    with _connect(settings) as conn:
+        states = {r["rule"]: r for r in alerts.current(conn)}
+    for rule in alerts.load_rules():
+        row = states.get(rule.name)
+        state = row["state"] if row else "unknown"
+        value = "-" if not row or row["value"] is None else f"{row['value']:.3f}"
+        since = f"since {row['since']:%Y-%m-%d %H:%M}Z" if row else ""
+        click.echo(f"{rule.name:24} {state:8} value={value:>10}  {rule.op} {rule.threshold:<6}"
+                   f" {since}  {rule.description}")
 
 
 @main.group("billing")

@@ -16,6 +16,7 @@ EVENTS = frozenset({
     "enrichment_quality_issue",
     "credit_pack_purchased",
     "api_error",
+    "enrichment_alert",  # an alert rule fired or resolved (distinct_id "system")
 })
 
 
@@ -35,3 +36,29 @@ class LogEvents:
 
     def flush(self) -> None:
         pass
+
+
+class PostHogEvents:
+    """Events through the `posthog` SDK: captured into its background queue, so sending never
+    blocks or fails a request or a job; flushed at shutdown."""
+
+    def __init__(self, api_key: str, host: str | None = None):
+        import posthog
+
+        self.client = posthog.Posthog(api_key, host=host, capture_mode="v0", sync_mode=False,
+                                      max_retries=3, timeout=5)
+
+    def capture(self, event: str, workspace_id: str, properties: dict) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}")
+        try:
+            self.client.capture(event, distinct_id=workspace_id, properties=properties)
+        except Exception:  # analytics must never break the product
+            log.exception("event %s not queued", event)
+
+    def flush(self) -> None:
+        self.client.flush()
+
+
+def build_events(api_key: str | None, host: str | None) -> Events:
+    return PostHogEvents(api_key, host) if api_key else LogEvents()

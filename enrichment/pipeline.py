@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from . import slots
 from .admission import release_unit
 from .config import PERPLEXITY_MAX_TOKENS, Plan
+from .metrics import COMPLETENESS, DEAD_LETTERS, JOBS_FINISHED, QUEUE_WAIT
 from .providers import ProviderError, ResearchResult, SocialResult
 from .services import Services
 from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
@@ -34,6 +35,7 @@ from .workspaces import person_level_allowed
 log = logging.getLogger(__name__)
 
 RESULT_CACHE_TTL = timedelta(days=7)
+QUALITY_THRESHOLD = 0.8  # the seed's alert line for completeness
 MAX_ATTEMPTS = 5  # runs of one job (crashes, expired leases) before it is dead
 COST_PLACES = Decimal("0.000001")
 
@@ -195,6 +197,9 @@ def _hand_back(svc: Services, job: dict) -> None:
 
 
 def _run(svc: Services, job_id: str, job: dict) -> str:
+    if job["attempts"] == 1:  # first start: how long it waited in line
+        QUEUE_WAIT.labels(job["queue"]).observe(
+            (job["started_at"] - job["created_at"]).total_seconds())
     plan = svc.settings.plans[job["plan"]]
     template = TEMPLATES[job["template"]]
     max_tokens, max_searches = caps(plan, template)
@@ -230,6 +235,8 @@ def _run(svc: Services, job_id: str, job: dict) -> str:
         usage.cost_estimate_usd = estimate_cost(svc, research, usage.social_requests)
         if not _finish(svc, job, status, usage, retries, error=str(exc), dead_letter=True):
             return "lost"
+        JOBS_FINISHED.labels(status).inc()
+        DEAD_LETTERS.labels(status).inc()
         svc.events.capture("api_error", str(job["workspace_id"]), {
             "job_id": job_id, "plan": plan.name, "template": template.name,
             "provider": exc.provider, "status_code": exc.status, "final_status": status,
@@ -242,11 +249,20 @@ def _run(svc: Services, job_id: str, job: dict) -> str:
     if not _finish(svc, job, "succeeded", usage, retries,
                    result=(fields, citations, completeness)):
         return "lost"
-    svc.events.capture("enrichment_succeeded", str(job["workspace_id"]), {
+    JOBS_FINISHED.labels("succeeded").inc()
+    COMPLETENESS.labels(template.name).observe(completeness)
+    workspace_id = str(job["workspace_id"])
+    svc.events.capture("enrichment_succeeded", workspace_id, {
         "job_id": job_id, "plan": plan.name, "template": template.name,
         "completeness": completeness, "tokens": usage.tokens, "searches": usage.searches,
         "attempts": job["attempts"] + retries,
     })
+    if completeness < QUALITY_THRESHOLD:
+        svc.events.capture("enrichment_quality_issue", workspace_id, {
+            "job_id": job_id, "plan": plan.name, "template": template.name,
+            "completeness": completeness, "threshold": QUALITY_THRESHOLD,
+            "missing_fields": sorted(name for name in template.fields if not fields.get(name)),
+        })
     return "succeeded"
 
 

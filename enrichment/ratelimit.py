@@ -4,12 +4,19 @@ Lua call on the Redis server's clock (`lua/rate_limit.lua`)."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from importlib import resources
 
 import redis
 
 from .config import Plan
+
+
+def minute_key(at: float | None = None) -> str:
+    """This minute's counters hash (requests, rejections, provider outcomes) for alerts."""
+    return f"stats:{int((at if at is not None else time.time()) // 60)}"
+
 
 SUBMIT = "submit"
 READ = "read"
@@ -71,7 +78,7 @@ class RateLimiter:
         # One hash tag per subject keeps both keys on one Redis Cluster slot.
         base = f"{self.prefix}:{{{subject}}}:{policy.name}"
         allowed, remaining, retry_after, reset_after, now = self.script(
-            keys=[base, f"{base}:log"],
+            keys=[base, f"{base}:log", minute_key()],
             args=[policy.rate, policy.burst, policy.limit, policy.window],
         )
         return Decision(bool(allowed), policy.limit, policy.window, int(remaining),

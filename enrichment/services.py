@@ -4,6 +4,7 @@ provider clients, events. Both `api.create_app()` and the worker's start-up call
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,13 +16,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .billing import Billing, build_billing
 from .config import Settings
 from .db import connect_pool
-from .events import Events, LogEvents
+from .events import Events, build_events
 from .jobs import Publisher
+from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, minute_key
 from .slots import WorkspaceSlots
 
 # Errors that mean "a backing service is unreachable right now": the API answers 503 with
@@ -74,9 +76,10 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),
         social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key),
-        events=LogEvents(),
+        events=build_events(s.posthog_api_key, s.posthog_host),
         publisher=publisher,
         base_policy=CallPolicy(
+            record=_provider_outcome_recorder(redis_client),
             max_attempts=s.provider_max_attempts,
             budget_seconds=s.provider_round_seconds,
             connect_timeout=s.provider_connect_timeout,
@@ -85,3 +88,14 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
             penalize=provider_limiter.penalize,
         ),
     )
+
+
+def _provider_outcome_recorder(client: redis.Redis):
+    """Count every provider attempt: Prometheus, and this minute's Redis counters (alerts)."""
+
+    def record(provider: str, outcome: str) -> None:
+        PROVIDER_CALLS.labels(provider, outcome).inc()
+        with contextlib.suppress(redis.RedisError):  # a metric must never fail a provider call
+            client.hincrby(minute_key(), f"provider_{'ok' if outcome == 'ok' else 'fail'}", 1)
+
+    return record

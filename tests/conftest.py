@@ -41,6 +41,7 @@ from .helpers import eventually  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment_results",
           "usage_reports", "stripe_events", "invoices", "billing_catalog", "consents",
+          "alert_states", "alert_events",
           "usage_counters", "credit_ledger", "suppressions", "api_idempotency",
           "enrichment_usage", "dead_letters")
 

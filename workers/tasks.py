@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from enrichment import admission, jobs, metering, payments, pipeline, privacy
+from enrichment import admission, alerts, jobs, metering, payments, pipeline, privacy
 from enrichment.config import Settings
+from enrichment.metrics import BILLING_DISCREPANCIES
 from enrichment.services import UNAVAILABLE, Services, build_services
 
 from .celery_app import app
@@ -98,6 +99,8 @@ def reconcile_billing() -> list:
                                       datetime.now(UTC).date() - timedelta(days=1))
     for problem in problems:
         log.error("billing discrepancy: %s", problem)
+    BILLING_DISCREPANCIES.set(len(problems))
+    svc.redis.set(alerts.DISCREPANCIES_KEY, len(problems))
     return problems
 
 
@@ -109,3 +112,10 @@ def retention_purge() -> dict:
                                 svc.settings.retention_summary_days)
     log.info("retention purge removed %s", removed)
     return removed
+
+
+@app.task(name="enrichment.evaluate_alerts", base=EnrichmentTask)
+def evaluate_alerts() -> list:
+    svc = services()
+    with svc.db.connection() as conn:
+        return alerts.evaluate(conn, svc.redis, svc.events, datetime.now(UTC))

@@ -10,6 +10,7 @@ The bucket alone can exceed RPM in a minute (burst + 60*rate > RPM for some plan
 
 KEYS[1]  hash  {tokens, ts, seq}     the bucket
 KEYS[2]  zset  member -> admit time  the sliding log
+KEYS[3]  hash  (optional)            this minute's counters: requests, rejected (for alerts)
 ARGV     rate, burst, limit, window
 
 Returns {allowed (0/1), remaining, retry_after, t, now}; the last three as strings (floats).
@@ -68,6 +69,12 @@ elseif tokens >= burst then
   more = 0
 else
   more = (1 - (tokens - math.floor(tokens))) / rate
+end
+
+if KEYS[3] then
+  redis.call('HINCRBY', KEYS[3], 'requests', 1)
+  if allowed == 0 then redis.call('HINCRBY', KEYS[3], 'rejected', 1) end
+  redis.call('EXPIRE', KEYS[3], 7200)
 end
 
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now, 'seq', seq)

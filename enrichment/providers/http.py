@@ -89,6 +89,7 @@ class CallPolicy:
     deadline: float | None = None
     throttle: Callable[[str, float], float] | None = None
     penalize: Callable[[str, float], None] | None = None
+    record: Callable[[str, str], None] | None = None  # (provider, outcome) of every attempt
     on_retry: Callable[[str, BaseException], None] | None = None
 
     def remaining(self) -> float:
@@ -119,7 +120,13 @@ def call_json(
                 method, url, timeout=(policy.connect_timeout, policy.read_timeout), **kwargs
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
+            if policy.record is not None:
+                policy.record(provider, "connection_error")
             raise ProviderError(provider, f"{type(exc).__name__}", retryable=True) from exc
+        if policy.record is not None:
+            code = resp.status_code
+            policy.record(provider, "ok" if code < 400 else "429" if code == 429 else
+                          f"{code // 100}xx")
         if resp.status_code >= 400:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if resp.status_code == 429 and policy.penalize is not None:

@@ -1,0 +1,124 @@
+"""Alert evaluation (beat, every minute): the seed's five critical metrics over a sliding
+window, against the rules in `alerts.toml`. State changes (firing / resolved) are recorded in
+`alert_states` / `alert_events`, logged, and sent as an `enrichment_alert` event.
+
+Inputs: per-minute Redis counters (API requests and rejections, written by the rate-limit
+script; provider attempts by outcome), the jobs and results tables (queue wait, completeness),
+and the last reconciliation's discrepancy count.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import redis
+from psycopg import Connection
+
+from .events import Events
+from .ratelimit import minute_key
+
+log = logging.getLogger(__name__)
+DEFAULT_RULES = Path(__file__).with_name("alerts.toml")
+DISCREPANCIES_KEY = "billing:discrepancies"
+OPS = {">": operator.gt, "<": operator.lt}
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    source: str
+    op: str
+    threshold: float
+    target: float
+    window_minutes: int
+    min_samples: int
+
+
+def load_rules(path: str | Path = DEFAULT_RULES) -> list[Rule]:
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    return [Rule(name=name, **spec) for name, spec in raw["rules"].items()]
+
+
+def _minutes(client: redis.Redis, now: datetime, window: int) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    with client.pipeline() as pipe:
+        for m in range(window):
+            pipe.hgetall(minute_key(now.timestamp() - 60 * m))
+        for counters in pipe.execute():
+            for key, value in counters.items():
+                totals[key.decode()] = totals.get(key.decode(), 0) + int(value)
+    return totals
+
+
+def measure(rule: Rule, conn: Connection, client: redis.Redis,
+            now: datetime) -> tuple[float | None, int]:
+    """(value, samples) of the rule's source over its window."""
+    since = now - timedelta(minutes=rule.window_minutes)
+    if rule.source in ("rejection_rate", "provider_success_rate"):
+        c = _minutes(client, now, rule.window_minutes)
+        if rule.source == "rejection_rate":
+            n = c.get("requests", 0)
+            return (c.get("rejected", 0) / n if n else None), n
+        n = c.get("provider_ok", 0) + c.get("provider_fail", 0)
+        return (c.get("provider_ok", 0) / n if n else None), n
+    if rule.source == "queue_wait_avg":
+        row = conn.execute(
+            "SELECT avg(extract(epoch FROM started_at - created_at)) AS v, count(*) AS n"
+            " FROM enrichment_jobs WHERE started_at >= %s AND started_at < %s",
+            (since, now)).fetchone()
+    elif rule.source == "completeness_avg":
+        row = conn.execute(
+            "SELECT avg(completeness) AS v, count(*) AS n FROM enrichment_results"
+            " WHERE created_at >= %s AND created_at < %s", (since, now)).fetchone()
+    elif rule.source == "billing_discrepancies":
+        value = client.get(DISCREPANCIES_KEY)
+        return (float(value) if value is not None else None), 1 if value is not None else 0
+    else:
+        raise ValueError(f"unknown alert source {rule.source!r}")
+    return (float(row["v"]) if row["v"] is not None else None), int(row["n"])
+
+
+def evaluate(conn: Connection, client: redis.Redis, events: Events, now: datetime,
+             rules: list[Rule] | None = None) -> list[dict]:
+    """Evaluate every rule; record and announce the ones whose state changed."""
+    changes = []
+    for rule in rules or load_rules():
+        value, samples = measure(rule, conn, client, now)
+        firing = (value is not None and samples >= rule.min_samples
+                  and OPS[rule.op](value, rule.threshold))
+        state = "firing" if firing else "ok"
+        with conn.transaction():
+            before = conn.execute("SELECT state FROM alert_states WHERE rule = %s FOR UPDATE",
+                                  (rule.name,)).fetchone()
+            conn.execute(
+                "INSERT INTO alert_states (rule, state, value, since, evaluated_at)"
+                " VALUES (%(r)s, %(s)s, %(v)s, %(t)s, %(t)s) ON CONFLICT (rule) DO UPDATE SET"
+                " value = excluded.value, evaluated_at = excluded.evaluated_at,"
+                " since = CASE WHEN alert_states.state = excluded.state THEN alert_states.since"
+                "   ELSE excluded.since END, state = excluded.state",
+                {"r": rule.name, "s": state, "v": value, "t": now})
+            changed = (before["state"] if before else "ok") != state
+            if changed:
+                conn.execute("INSERT INTO alert_events (rule, state, value, at)"
+                             " VALUES (%s, %s, %s, %s)", (rule.name, state, value, now))
+        if changed:
+            change = {"rule": rule.name, "state": "firing" if firing else "resolved",
+                      "value": value, "threshold": rule.threshold, "op": rule.op}
+            (log.warning if firing else log.info)("alert %s %s: %s (%s %s %s)", rule.name,
+                                                  change["state"], rule.description, value,
+                                                  rule.op, rule.threshold)
+            events.capture("enrichment_alert", "system", change)
+            changes.append(change)
+    return changes
+
+
+def current(conn: Connection) -> list[dict]:
+    return conn.execute("SELECT rule, state, value, since, evaluated_at FROM alert_states"
+                        " ORDER BY rule").fetchall()
