@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ BIN = Path(sys.executable).parent
 API_PORT = int(os.environ.get("API_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("FLOWER_PORT", "5555"))
 SIM_PORT = int(os.environ.get("SIMULATOR_PORT", "8010"))
+POSTHOG_PORT = int(os.environ.get("POSTHOG_FAKE_PORT", "8020"))
 
 
 def port_busy(port: int) -> bool:
@@ -61,15 +63,26 @@ def main() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     simulate = not env.get("PERPLEXITY_API_KEY") and not env.get("SOCIAL_LINKS_API_KEY")
-    ports = [API_PORT, FLOWER_PORT] + ([SIM_PORT] if simulate else [])
+    local_posthog = not env.get("POSTHOG_API_KEY")
+    ports = [API_PORT, FLOWER_PORT] + ([SIM_PORT] if simulate else []) + (
+        [POSTHOG_PORT] if local_posthog else [])
     busy = [p for p in ports if port_busy(p)]
     if busy:
         print(f"port(s) {busy} already in use — is another `make run` still up?", file=sys.stderr)
         return 1
 
     subprocess.run([BIN / "enrichment", "db", "upgrade"], env=env, check=True)
+    # Every process writes its Prometheus samples here; the API's /metrics serves them all.
+    metrics_dir = RUN / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     commands: dict[str, list] = {}
+    if local_posthog:
+        env.update(POSTHOG_API_KEY="phc_local", POSTHOG_HOST=f"http://127.0.0.1:{POSTHOG_PORT}")
+        commands["posthog"] = [sys.executable, "-m", "simulators.posthog_fake",
+                               "--port", str(POSTHOG_PORT)]
     if simulate:
         base = f"http://127.0.0.1:{SIM_PORT}"
         env.update(PERPLEXITY_API_BASE=base, SOCIAL_LINKS_API_BASE=base,
@@ -116,12 +129,16 @@ def main() -> int:
             time.sleep(0.3)
         key = demo_key(env)
         sim = f"http://127.0.0.1:{SIM_PORT}" if simulate else "off (provider keys set)"
+        events = (f"http://127.0.0.1:{POSTHOG_PORT}/_test/events (local capture server)"
+                  if local_posthog else env.get("POSTHOG_HOST", "PostHog"))
         print(f"""
   API        http://127.0.0.1:{API_PORT}   (readiness: /readyz)
   Flower     http://127.0.0.1:{FLOWER_PORT}   (queues elite / pro / core)
   Worker     queues maintenance,elite,pro,core
   Beat       schedule in beat_schedule.py
   Simulator  {sim}
+  Metrics    http://127.0.0.1:{API_PORT}/metrics   (alerts: enrichment alerts)
+  Events     {events}
   Logs       {LOGS}/*.log
 
   Try it (demo workspace on plan 'pro'):

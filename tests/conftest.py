@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -29,6 +30,8 @@ os.environ.update(
 )
 for var in ("STRIPE_API_KEY", "POSTHOG_API_KEY", "PLANS_FILE"):
     os.environ.pop(var, None)
+# Every process of the run (this one, the worker subprocesses) writes its metrics here.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="enrichment-metrics-")
 
 from enrichment import db as db_module  # noqa: E402
 from enrichment.config import Settings  # noqa: E402

@@ -5,10 +5,11 @@ the job lost), with exponential backoff."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 from enrichment import admission, alerts, jobs, metering, payments, pipeline, privacy
 from enrichment.config import Settings
@@ -41,6 +42,24 @@ def _forget_parent_services(**_):
 def _close_services(**_):
     if _services is not None:
         _services.close()
+
+
+@worker_ready.connect
+def _serve_metrics(**_):
+    """WORKER_METRICS_PORT: this worker host's metrics (all its pool processes) over HTTP, for
+    hosts whose workers do not share PROMETHEUS_MULTIPROC_DIR with an API."""
+    port = os.environ.get("WORKER_METRICS_PORT")
+    if not port:
+        return
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(int(port), registry=registry)
 
 
 class EnrichmentTask(Task):
