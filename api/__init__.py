@@ -11,7 +11,7 @@ from enrichment.config import Settings
 from enrichment.jobs import Publisher
 from enrichment.services import Services, build_services
 
-from . import billing, enrichment, health, privacy, problems
+from . import billing, enrichment, health, openapi, privacy, problems
 
 
 def create_app(
@@ -31,6 +31,7 @@ def create_app(
     app.register_blueprint(billing.bp)
     app.register_blueprint(billing.webhooks)
     app.register_blueprint(privacy.bp)
+    app.register_blueprint(openapi.bp)
     _log_requests(app)
     return app
 

@@ -29,7 +29,8 @@ class CreditPackSchema(Schema):
 
 
 def not_configured(exc: BillingNotConfigured) -> Problem:
-    return Problem(501, "Not Implemented", f"{exc}.", "billing-not-configured")
+    """This deployment runs billing ledger-only: a refusal, not a server failure."""
+    return Problem(403, "Forbidden", f"{exc}.", "billing-not-configured")
 
 
 def stripe_problem(exc: stripe.StripeError) -> Problem:
@@ -111,7 +112,7 @@ def upcoming_invoice():
 def stripe_webhook():
     svc = services()
     secret = svc.settings.stripe_webhook_secret
-    if not secret:
+    if not secret:  # 5xx on purpose: Stripe retries until the secret is configured
         raise Problem(501, "Not Implemented", "STRIPE_WEBHOOK_SECRET is not set.",
                       "billing-not-configured")
     payload = request.get_data(cache=False)  # the raw body: the signature covers its bytes

@@ -39,7 +39,27 @@ def json_body() -> dict:
                       "malformed-json") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "The body must be a JSON object.", "malformed-json")
+    if not storable(body):
+        raise Problem(400, "Bad Request", "Strings may not contain NUL characters or unpaired "
+                      "surrogates (\\u0000, \\ud800…).", "malformed-json")
     return body
+
+
+def storable(value) -> bool:
+    """PostgreSQL stores neither NUL characters (text, jsonb) nor text that is not UTF-8."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(storable(k) and storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(v) for v in value)
+    return True
 
 
 def validation_problem(exc: ValidationError) -> Problem:

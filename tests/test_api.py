@@ -188,3 +188,16 @@ def test_database_down_is_503_problem_not_500(settings, migrated):
         "/api/v1/templates", headers={"Authorization": "Bearer lek_000000000000_x"})
     assert_problem(resp, 503)
     assert resp.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"template": "person_basic", "lead": {"email": "a@b.co", "name": "x\\u0000y"}}',
+    b'{"template": "person_basic", "lead": {"email": "a@b.co"}, "metadata": {"k": "\\u0000"}}',
+    b'{"template": "person_basic", "lead": {"email": "a@b.co", "name": "\\ud800"}}',
+])
+def test_nul_and_lone_surrogates_are_400_not_500(client, auth, body):
+    """Found by schemathesis: PostgreSQL stores neither (a 500 before)."""
+    _, headers = auth
+    resp = client.post("/api/v1/enrichment", data=body, headers=headers,
+                       content_type="application/json")
+    assert_problem(resp, 400)

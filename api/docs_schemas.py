@@ -1,0 +1,171 @@
+"""marshmallow schemas of the answers, for the OpenAPI document (requests use api/schemas.py)."""
+
+from __future__ import annotations
+
+from marshmallow import INCLUDE, Schema, fields
+
+
+class ProblemSchema(Schema):
+    """application/problem+json (RFC 9457); a 422 lists the failing fields."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    errors = fields.List(fields.Dict())
+
+
+class ResultSchema(Schema):
+    found = fields.Dict(required=True, data_key="fields")
+    citations = fields.List(fields.String(), required=True)
+    completeness = fields.Float(required=True)
+
+
+class JobUsageSchema(Schema):
+    units = fields.Integer(required=True)
+    tokens = fields.Integer(required=True)
+    searches = fields.Integer(required=True)
+    social_requests = fields.Integer(required=True)
+    cost_estimate_usd = fields.String(required=True)
+
+
+class JobSchema(Schema):
+    job_id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    template = fields.String(required=True)
+    queue = fields.String(required=True)
+    lead = fields.Dict(required=True)
+    metadata = fields.Dict(required=True)
+    attempts = fields.Integer(required=True)
+    error = fields.String(required=True, allow_none=True)
+    result = fields.Nested(ResultSchema, required=True, allow_none=True)
+    usage = fields.Nested(JobUsageSchema, required=True, allow_none=True)
+    created_at = fields.String(required=True)
+    started_at = fields.String(required=True, allow_none=True)
+    completed_at = fields.String(required=True, allow_none=True)
+
+
+class BatchEntrySchema(Schema):
+    index = fields.Integer(required=True)
+    status = fields.Integer(required=True)
+    job = fields.Nested(JobSchema)
+    problem = fields.Nested(ProblemSchema)
+    replayed = fields.Boolean()
+
+
+class BatchAnswerSchema(Schema):
+    results = fields.List(fields.Nested(BatchEntrySchema), required=True)
+
+
+class PeriodSchema(Schema):
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+
+
+class UsageSchema(Schema):
+    workspace_id = fields.UUID(required=True)
+    plan = fields.String(required=True)
+    period = fields.Nested(PeriodSchema, required=True)
+    included = fields.Integer(required=True)
+    credits = fields.Integer(required=True)
+    used = fields.Integer(required=True)
+    reserved = fields.Integer(required=True)
+    overage_units = fields.Integer(required=True)
+    overage_unit_price_usd = fields.String(required=True)
+    overage_cost_usd = fields.String(required=True)
+    hard_cap = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
+    tokens = fields.Integer(required=True)
+    searches = fields.Integer(required=True)
+    social_requests = fields.Integer(required=True)
+    cost_estimate_usd = fields.String(required=True)
+
+
+class TemplateSchema(Schema):
+    name = fields.String(required=True)
+    level = fields.String(required=True)
+    description = fields.String(required=True)
+    names = fields.List(fields.String(), required=True, data_key="fields")
+    providers = fields.List(fields.String(), required=True)
+    searches = fields.Integer(required=True)
+    requires_any = fields.List(fields.String(), required=True)
+
+
+class TemplatesSchema(Schema):
+    templates = fields.List(fields.Nested(TemplateSchema), required=True)
+
+
+class CheckoutSchema(Schema):
+    checkout_url = fields.String(required=True)
+    checkout_session_id = fields.String(required=True)
+    pack = fields.String(required=True)
+    units = fields.Integer(required=True)
+
+
+class InvoiceLineSchema(Schema):
+    description = fields.String(allow_none=True)
+    quantity = fields.Integer(allow_none=True)
+    amount_cents = fields.Integer(allow_none=True)
+
+
+class InvoiceSchema(Schema):
+    id = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    currency = fields.String(allow_none=True)
+    amount_due_cents = fields.Integer(allow_none=True)
+    amount_paid_cents = fields.Integer(allow_none=True)
+    period_start = fields.Integer(allow_none=True)
+    period_end = fields.Integer(allow_none=True)
+    lines = fields.List(fields.Nested(InvoiceLineSchema))
+
+
+class InvoicesSchema(Schema):
+    invoices = fields.List(fields.Nested(InvoiceSchema), required=True)
+
+
+class WebhookAnswerSchema(Schema):
+    received = fields.Boolean(required=True)
+    outcome = fields.String(required=True)
+
+
+class ConsentEntrySchema(Schema):
+    id = fields.UUID(required=True)
+    purpose = fields.String(required=True)
+    basis = fields.String(required=True)
+    granted = fields.Boolean(required=True)
+    source = fields.String(required=True)
+    recorded_at = fields.String(required=True)
+
+
+class ConsentRecordSchema(ConsentEntrySchema):
+    identifier = fields.String(required=True)
+
+
+class SuppressionSchema(Schema):
+    reason = fields.String(required=True)
+    since = fields.String(required=True)
+
+
+class ExportSchema(Schema):
+    identifier = fields.String(required=True)
+    subject_hash = fields.String(required=True)
+    jobs = fields.List(fields.Nested(JobSchema), required=True)
+    consents = fields.List(fields.Nested(ConsentEntrySchema), required=True)
+    suppression = fields.Nested(SuppressionSchema, required=True, allow_none=True)
+
+
+class WorkspaceSchema(Schema):
+    workspace_id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    plan = fields.String(required=True)
+    region = fields.String(required=True)
+    person_level_enabled = fields.Boolean(required=True)
+    person_level_allowed = fields.Boolean(required=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict()
