@@ -23,12 +23,21 @@ bp = Blueprint("openapi", __name__)
 
 AUTH = (401, 429, 503)  # any authenticated, rate-limited call
 BODY = (400, 413, 415, 422)  # any call with a JSON body
-ERRORS = {400: "Bad request (malformed JSON or header)", 401: "Missing, unknown or revoked "
-          "API key", 402: "Hard cap reached", 403: "Refused: regional rule, suppressed "
-          "subject, or billing not configured", 404: "Not found (or another workspace's)", 405: "Method not allowed",
-          413: "Body over 1 MiB", 415: "Not application/json", 422: "Invalid fields",
-          429: "Rate limited (see Retry-After)", 501: "Billing not configured",
-          502: "Payment provider error", 503: "A backing service is unreachable (Retry-After)"}
+ERRORS = {
+    400: "Bad request (malformed JSON or header)",
+    401: "Missing, unknown or revoked API key",
+    402: "Hard cap reached",
+    403: "Refused: regional rule, suppressed subject, or billing not configured",
+    404: "Not found (or another workspace's)",
+    405: "Method not allowed",
+    413: "Body over 1 MiB",
+    415: "Not application/json",
+    422: "Invalid fields",
+    429: "Rate limited (see Retry-After)",
+    501: "Webhook secret not configured (Stripe retries)",
+    502: "Payment provider error",
+    503: "A backing service is unreachable (Retry-After)",
+}
 
 OPERATIONS: dict[str, dict] = {
     "enrichment.submit": {
