@@ -59,7 +59,7 @@ class Stack(contextlib.ExitStack):
         self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
         import redis
 
-        for url in (self.env["REDIS_URL"], self.env["CELERY_BROKER_URL"]):
+        for url in {self.env["REDIS_URL"], self.env["CELERY_BROKER_URL"]}:
             redis.Redis.from_url(url).flushdb()
 
     def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
@@ -90,12 +90,13 @@ class Stack(contextlib.ExitStack):
                         PERPLEXITY_API_KEY="bench", SOCIAL_LINKS_API_KEY="bench")
         return url
 
-    def worker(self, concurrency: int = 4, name: str = "worker") -> None:
+    def worker(self, concurrency: int = 4, name: str = "worker") -> subprocess.Popen:
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "worker", "-Q", "maintenance,elite,pro,core", "-c",
                                  str(concurrency), "--without-mingle", "--without-gossip",
                                  "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
+        return proc
 
     def gunicorn(self, app: str = "api.wsgi:app", workers: int = 2, threads: int = 1) -> str:
         port = free_port()

@@ -131,6 +131,7 @@ class Settings:
     workspace_concurrency: int = 1
     job_lease_seconds: int = 300
     outbox_relay_after_seconds: int = 30
+    lost_message_seconds: int = 900  # queued this long with no outbox row: publish again
     max_body_bytes: int = 1024 * 1024
     db_pool_max: int = 10
     retention_raw_days: int = 90
@@ -180,6 +181,7 @@ class Settings:
                 env, "OUTBOX_RELAY_AFTER_SECONDS", cls.outbox_relay_after_seconds
             ),
             db_pool_max=_int(env, "DB_POOL_MAX", cls.db_pool_max),
+            lost_message_seconds=_int(env, "LOST_MESSAGE_SECONDS", cls.lost_message_seconds),
             retention_raw_days=_int(env, "RETENTION_RAW_DAYS", cls.retention_raw_days),
             retention_summary_days=_int(
                 env, "RETENTION_SUMMARY_DAYS", cls.retention_summary_days),

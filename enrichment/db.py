@@ -27,6 +27,8 @@ def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> Connecti
         min_size=1,
         max_size=max_size,
         timeout=timeout,
+        # A connection broken by a database restart is replaced on checkout, not handed out.
+        check=ConnectionPool.check_connection,
         kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True,
                 "options": "-c timezone=UTC"},
         open=True,

@@ -83,6 +83,20 @@ def requeue_expired(pool: ConnectionPool, max_attempts: int) -> tuple[int, int]:
     return requeued, dead
 
 
+def requeue_lost(pool: ConnectionPool, older_than_seconds: int) -> int:
+    """Jobs still queued long after they were published, with no outbox row and not parked:
+    their message may have been lost by the broker (a crash within its fsync window). Send
+    them again; if the message was only slow, the duplicate is a no-op claim."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "INSERT INTO job_outbox (job_id, queue, created_at)"
+            " SELECT j.id, j.queue, '-infinity' FROM enrichment_jobs j"
+            " WHERE j.status = 'queued' AND NOT j.deferred"
+            " AND coalesce(j.started_at, j.created_at) < now() - make_interval(secs => %s)"
+            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"
+            " ON CONFLICT DO NOTHING", (older_than_seconds,)).rowcount
+
+
 JOB_QUERY = """
 SELECT j.*, r.fields, r.citations, r.completeness,
        u.units, u.tokens, u.searches, u.social_requests, u.cost_estimate_usd

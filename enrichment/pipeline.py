@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from psycopg.types.json import Jsonb
 
-from . import slots
+from . import jobs, slots
 from .admission import release_unit
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .metrics import COMPLETENESS, DEAD_LETTERS, JOBS_FINISHED, QUEUE_WAIT
@@ -147,6 +147,17 @@ def run_job(svc: Services, job_id: str) -> str:
 def concurrency(svc: Services, plan_name: str) -> int:
     return svc.settings.plans[plan_name].workspace_concurrency or (
         svc.settings.workspace_concurrency)
+
+
+def sweep(svc: Services) -> dict[str, int]:
+    """The relay's minute: re-queue jobs whose worker died (expired lease) or whose message
+    the broker may have lost, wake parked jobs whose wake-up was lost, publish what the
+    outbox holds."""
+    requeued, dead = jobs.requeue_expired(svc.db, MAX_ATTEMPTS)
+    requeued += jobs.requeue_lost(svc.db, svc.settings.lost_message_seconds)
+    woken = wake_stranded(svc)
+    published = jobs.relay_outbox(svc.db, svc.publisher, svc.settings.outbox_relay_after_seconds)
+    return {"requeued": requeued, "dead": dead, "woken": woken, "published": published}
 
 
 def wake_stranded(svc: Services) -> int:

@@ -60,7 +60,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
     s = settings
     # Short socket timeouts: a frozen Redis must turn into an error, not a hung request.
     redis_client = redis.Redis.from_url(
-        s.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+        s.redis_url, socket_timeout=1, socket_connect_timeout=1, health_check_interval=30
     )
     provider_limiter = ProviderLimiter(redis_client, {
         "perplexity": s.perplexity_rps, "social_links": s.social_links_rps})

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
-from enrichment import admission, alerts, jobs, metering, payments, pipeline, privacy
+from enrichment import admission, alerts, metering, payments, pipeline, privacy
 from enrichment.config import Settings
 from enrichment.metrics import BILLING_DISCREPANCIES
 from enrichment.services import UNAVAILABLE, Services, build_services
@@ -77,14 +77,10 @@ def run_job(job_id: str) -> str:
 
 @app.task(name="enrichment.relay_outbox", base=EnrichmentTask)
 def relay_outbox() -> dict:
-    svc = services()
-    requeued, dead = jobs.requeue_expired(svc.db, pipeline.MAX_ATTEMPTS)
-    woken = pipeline.wake_stranded(svc)
-    published = jobs.relay_outbox(svc.db, svc.publisher, svc.settings.outbox_relay_after_seconds)
-    if requeued or dead or woken or published:
-        log.info("outbox relay: requeued=%d dead=%d woken=%d published=%d",
-                 requeued, dead, woken, published)
-    return {"requeued": requeued, "dead": dead, "woken": woken, "published": published}
+    done = pipeline.sweep(services())
+    if any(done.values()):
+        log.info("outbox relay: %s", done)
+    return done
 
 
 @app.task(name="enrichment.expire_caches", base=EnrichmentTask)

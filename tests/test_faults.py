@@ -1,0 +1,298 @@
+"""Proof under faults, with real processes on this machine: a Redis server of our own (AOF,
+appendfsync everysec) on a free port, the real PostgreSQL, Celery workers and gunicorn as
+subprocesses, the provider simulator. Run alone with `pytest -m faults`; prints a summary.
+
+Each scenario counts, for the jobs the API accepted: completed, dead, lost (never finished)
+and double-billed (more than one usage row, or more than one unit)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+import requests
+from click.testing import CliRunner
+
+from bench.stack import Stack
+from enrichment import pipeline
+from enrichment.config import Settings
+from enrichment.services import build_services
+
+from .conftest import TEST_DATABASE_URL
+from .helpers import eventually
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+SUMMARY: list[list] = []
+PG_VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if os.path.isdir("/etc/postgresql") \
+    else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """Our own redis-server: AOF everysec, in its own directory, on a free port."""
+
+    def __init__(self, tmp_path):
+        self.port, self.dir = free_port(), tmp_path
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def ours() -> bool:  # up, and really this server (another process may hold a port)
+            try:
+                return client.config_get("dir")["dir"] == str(self.dir)
+            except redis.RedisError:
+                assert self.proc.poll() is None, "redis-server did not start"
+                return False
+
+        eventually(ours, 10)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary(request):
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    header = ["scenario", "accepted", "completed", "dead", "lost", "double-billed"]
+    rows = [header, *SUMMARY]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    reporter.write_line("")
+    reporter.write_line("Faults: what happened to the jobs the API accepted")
+    for n, row in enumerate(rows):
+        reporter.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
+                                                                               strict=True)))
+        if n == 0:
+            reporter.write_line("  " + "  ".join("-" * w for w in widths))
+
+
+def stack_for(own_redis, **env) -> Stack:
+    return Stack({"DATABASE_URL": TEST_DATABASE_URL, "REDIS_URL": f"{own_redis.url}/0",
+                  "CELERY_BROKER_URL": f"{own_redis.url}/1", "JOB_LEASE_SECONDS": "3",
+                  "LOST_MESSAGE_SECONDS": "3", **env})
+
+
+class BrokerPublisher:
+    def __init__(self, broker: str):
+        from workers.celery_app import app
+
+        self.app, self.broker = app, broker
+
+    def publish(self, job_id: str, queue: str) -> None:
+        with self.app.connection_for_write(self.broker) as conn:
+            self.app.send_task("enrichment.run_job", args=[job_id], queue=queue,
+                               connection=conn)
+
+
+def sweep(db, stack: Stack) -> None:
+    """What the beat relay does each minute, now, against the scenario's Redis and broker."""
+    if "svc" not in stack.__dict__:
+        settings = Settings.from_env(stack.env | {"OUTBOX_RELAY_AFTER_SECONDS": "0"})
+        stack.svc = build_services(settings, BrokerPublisher(stack.env["CELERY_BROKER_URL"]))
+        stack.callback(stack.svc.close)
+    pipeline.sweep(stack.svc)
+
+
+def submit(api: str, key: str, n: int, tag: str) -> list[str]:
+    resp = requests.post(f"{api}/api/v1/enrichment/batch", timeout=10,
+                         headers={"Authorization": f"Bearer {key}"},
+                         json={"template": "person_social",
+                               "leads": [{"email": f"{tag}{i}@faults.example"} for i in
+                                         range(n)]})
+    assert resp.status_code == 207, resp.text
+    return [r["job"]["job_id"] for r in resp.json()["results"] if r["status"] == 202]
+
+
+def outcome(db, job_ids: list[str]) -> dict:
+    with db.db.connection() as conn:
+        rows = conn.execute(
+            "SELECT j.id::text, j.status, count(u.id) AS usage_rows,"
+            " coalesce(sum(u.units), 0) AS units FROM enrichment_jobs j"
+            " LEFT JOIN enrichment_usage u ON u.job_id = j.id"
+            " WHERE j.id::text = ANY(%s) GROUP BY j.id", (job_ids,)).fetchall()
+    return {
+        "accepted": len(job_ids),
+        "completed": sum(r["status"] == "succeeded" for r in rows),
+        "dead": sum(r["status"] in ("dead", "failed") for r in rows),
+        "lost": len(job_ids) - sum(r["status"] in ("succeeded", "dead", "failed")
+                                   for r in rows),
+        "double-billed": sum(r["usage_rows"] > 1 or r["units"] > 1 for r in rows),
+    }
+
+
+def settle(db, stack: Stack, job_ids: list[str], timeout: float = 90) -> dict:
+    def done() -> bool:
+        sweep(db, stack)
+        return outcome(db, job_ids)["lost"] == 0
+
+    with contextlib.suppress(AssertionError):  # what is left is reported as lost
+        eventually(done, timeout, interval=1.0)
+    return outcome(db, job_ids)
+
+
+def record(name: str, result: dict) -> None:
+    SUMMARY.append([name, *(result[k] for k in ("accepted", "completed", "dead", "lost",
+                                                "double-billed"))])
+    assert result["lost"] == 0 and result["double-billed"] == 0, result
+
+
+def key_for(make_workspace) -> str:
+    return make_workspace(plan="scale")[1]
+
+
+def test_worker_killed_mid_jobs(db, make_workspace, simulator, own_redis):
+    simulator.config.latency_ms = 800
+    with stack_for(own_redis) as stack:
+        doomed = stack.worker(concurrency=2, name="doomed")
+        api = stack.gunicorn()
+        ids = submit(api, key_for(make_workspace), 12, "kill")
+
+        def in_flight() -> bool:
+            with db.db.connection() as conn:
+                return conn.execute("SELECT count(*) AS n FROM enrichment_jobs"
+                                    " WHERE status = 'processing'").fetchone()["n"] >= 1
+
+        eventually(in_flight, 30)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        simulator.config.latency_ms = 0
+        stack.worker(concurrency=2, name="survivor")
+        record("worker kill -9 mid-job", settle(db, stack, ids))
+
+
+def test_redis_killed_and_restarted(db, make_workspace, simulator, own_redis):
+    simulator.config.latency_ms = 300
+    with stack_for(own_redis) as stack:
+        worker = stack.worker(concurrency=2)
+        api = stack.gunicorn()
+        ids = submit(api, key_for(make_workspace), 20, "redis")
+        time.sleep(1.5)  # some running, some still queued in Redis
+        own_redis.kill()
+        own_redis.start()  # replays its AOF
+        simulator.config.latency_ms = 0
+        # Celery may exit on a broken broker connection with late acks ("Unrecoverable
+        # error" in kombu's reconnect); its supervisor restarts it, as compose/systemd do.
+        eventually(lambda: worker.poll() is not None or _consuming(stack), 15)
+        restarted = worker.poll() is not None
+        if restarted:
+            stack.worker(concurrency=2, name="restarted")
+        name = "redis kill -9, restart" + (" (worker restarted)" if restarted else "")
+        record(name, settle(db, stack, ids))
+
+
+def _consuming(stack: Stack) -> bool:
+    from bench.stack import _ping_worker
+
+    return _ping_worker(stack.env)
+
+
+def test_redis_frozen(db, make_workspace, simulator, own_redis):
+    with stack_for(own_redis) as stack:
+        stack.worker(concurrency=2)
+        api = stack.gunicorn()
+        key = key_for(make_workspace)
+        ids = submit(api, key, 5, "before")
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            resp = requests.post(f"{api}/api/v1/enrichment", timeout=10,
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 json={"template": "person_social",
+                                       "lead": {"email": "frozen@faults.example"}})
+            elapsed = time.monotonic() - started
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        assert elapsed < 2.0, elapsed  # answered, never hung
+        assert resp.status_code in (202, 503), resp.status_code
+        if resp.status_code == 503:
+            assert int(resp.headers["Retry-After"]) >= 1
+        else:
+            ids.append(resp.json()["job_id"])
+        record(f"redis SIGSTOP (submit: {resp.status_code} in {elapsed:.1f}s)",
+               settle(db, stack, ids))
+
+
+@pytest.mark.skipif(PG_VERSION is None, reason="no local PostgreSQL cluster to stop")
+def test_postgres_stopped_and_started(db, make_workspace, simulator, own_redis):
+    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main"]
+    with stack_for(own_redis) as stack:
+        stack.worker(concurrency=2)
+        api = stack.gunicorn()
+        key = key_for(make_workspace)
+        simulator.config.latency_ms = 1500  # jobs still running when the database goes
+        ids = submit(api, key, 6, "pg")
+        statuses = []
+        try:
+            subprocess.run([*ctl, "stop", "-m", "immediate"], check=True, timeout=60)
+            for path in ("/api/v1/enrichment", "/api/v1/templates"):
+                resp = requests.request(
+                    "POST" if path.endswith("enrichment") else "GET", f"{api}{path}",
+                    timeout=30, headers={"Authorization": f"Bearer {key}"},
+                    json={"template": "person_social", "lead": {"email": "down@x.example"}})
+                statuses.append(resp.status_code)
+                assert resp.status_code == 503 and resp.headers.get("Retry-After"), resp.text
+                assert resp.headers["Content-Type"] == "application/problem+json"
+        finally:
+            subprocess.run([*ctl, "start"], check=True, timeout=60)
+        simulator.config.latency_ms = 0
+        eventually(lambda: requests.get(f"{api}/readyz", timeout=5).status_code == 200, 30)
+        record(f"postgres stopped (API: {statuses})", settle(db, stack, ids))
+
+
+def test_provider_outage_then_dead_letter_replay(db, make_workspace, simulator, own_redis):
+    from enrichment.cli import main
+
+    simulator.config.outage_status = 503
+    with stack_for(own_redis, PROVIDER_ROUND_SECONDS="2",
+                   PROVIDER_MAX_ATTEMPTS="3") as stack:
+        stack.worker(concurrency=4)
+        api = stack.gunicorn()
+        ids = submit(api, key_for(make_workspace), 8, "outage")
+        during = settle(db, stack, ids)
+        assert during["dead"] == len(ids), during
+        simulator.config.outage_status = 0
+        replay = CliRunner(env={"DATABASE_URL": TEST_DATABASE_URL}).invoke(
+            main, ["dlq", "replay", "--all"], catch_exceptions=False)
+        assert replay.output.count("replayed") == len(ids)
+        after = settle(db, stack, ids)
+    record(f"provider outage ({during['dead']} dead) → dlq replay --all", after)
+    assert after["completed"] == len(ids)
