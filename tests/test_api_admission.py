@@ -99,7 +99,8 @@ def test_client_idempotency_key(client, auth, published):
     assert assert_problem(other, 422)["type"].endswith("idempotency-key-reused")
 
 
-@pytest.mark.parametrize("key", ["", "a b", "x" * 256, "caf\u00e9"])
+@pytest.mark.parametrize("key", ["", "a b", "x" * 256, "caf\u00e9", "k\tSet-Cookie: a=b",
+                                 "k\x7f", "k\x00"])
 def test_malformed_idempotency_key_is_400(client, auth, key):
     _, headers = auth
     resp = client.post("/api/v1/enrichment", json=LEAD,
