@@ -12,7 +12,7 @@ from enrichment import payments
 from enrichment.billing import BillingNotConfigured
 
 from .auth import guard, services
-from .enrichment import json_body, validation_problem
+from .enrichment import json_body, load, validation_problem
 from .problems import Problem
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,10 @@ def stripe_problem(exc: stripe.StripeError) -> Problem:
 def buy_credit_pack():
     svc = services()
     packs = svc.settings.plans.packs
-    try:
-        data = CreditPackSchema().load(json_body())
-        if data["pack"] not in packs:
-            raise ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]})
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
+    data = load(CreditPackSchema(), json_body())
+    if data["pack"] not in packs:  # the packs come from configuration
+        raise validation_problem(
+            ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]}))
     try:
         with svc.db.connection() as conn:
             checkout = payments.start_checkout(conn, svc.billing, svc.settings.plans,

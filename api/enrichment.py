@@ -67,6 +67,14 @@ def validation_problem(exc: ValidationError) -> Problem:
                    "validation-error", errors=flatten_errors(exc.messages))
 
 
+def load(schema, body: dict) -> dict:
+    """The body as `schema` loads it, or a 422 listing the failing fields."""
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+
+
 def refusal_problem(exc: admission.Refused) -> Problem:
     return Problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
 
@@ -144,10 +152,7 @@ def admit_one(lead: dict, template_name: str, metadata: dict) -> admission.Admit
 @bp.post("/enrichment")
 def submit():
     def handle(body: dict):
-        try:
-            data = submit_schema.load(body)
-        except ValidationError as exc:
-            raise validation_problem(exc) from None
+        data = load(submit_schema, body)
         try:
             admitted = admit_one(data["lead"], data["template"], data["metadata"])
         except admission.Refused as exc:
@@ -161,10 +166,7 @@ def submit():
 @bp.post("/enrichment/batch")
 def submit_batch():
     def handle(body: dict):
-        try:
-            data = batch_schema.load(body)
-        except ValidationError as exc:
-            raise validation_problem(exc) from None
+        data = load(batch_schema, body)
         results = []
         for index, lead in enumerate(data["leads"]):
             entry: dict = {"index": index}

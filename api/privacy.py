@@ -4,13 +4,13 @@ workspace's own settings (region, person-level enrichment)."""
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from enrichment import privacy
 from enrichment.workspaces import person_level_allowed
 
 from .auth import guard, services
-from .enrichment import json_body, validation_problem
+from .enrichment import json_body, load
 from .problems import Problem
 
 bp = Blueprint("privacy", __name__, url_prefix="/api/v1")
@@ -54,10 +54,7 @@ def erase_subject(identifier: str):
 
 @bp.post("/privacy/consents")
 def record_consent():
-    try:
-        data = ConsentSchema().load(json_body())
-    except ValidationError as exc:
-        raise validation_problem(exc) from None
+    data = load(ConsentSchema(), json_body())
     with services().db.connection() as conn:
         body = privacy.record_consent(conn, g.workspace.id, privacy.Consent(**data))
     resp = jsonify(body)

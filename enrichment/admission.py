@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from psycopg import Connection
@@ -41,7 +41,6 @@ class Refused(Exception):
 class Admitted:
     job: dict
     replayed: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def period_start(now: datetime) -> date:

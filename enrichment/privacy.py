@@ -16,9 +16,8 @@ from psycopg import Connection
 
 from . import jobs
 from .admission import release_unit
+from .jobs import TERMINAL
 from .leads import normalise, subject_hash
-
-TERMINAL = ("succeeded", "failed", "dead")
 
 
 def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:

@@ -10,6 +10,8 @@ import threading
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from .serving import ThreadedServer
+
 
 def create_posthog_fake() -> Flask:
     app = Flask(__name__)
@@ -43,20 +45,9 @@ def create_posthog_fake() -> Flask:
     return app
 
 
-class PostHogFakeServer:
+class PostHogFakeServer(ThreadedServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.app = create_posthog_fake()
-        self.server = make_server(host, port, self.app, threaded=True)
-        self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(5)
+        super().__init__(create_posthog_fake(), host, port)
 
     @property
     def events(self) -> list[dict]:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from .serving import ThreadedServer
+
 PERPLEXITY = "perplexity"
 SOCIAL = "social_links"
 
@@ -257,22 +259,11 @@ def _usage(prompt: str, text: str, max_tokens, searches: int) -> tuple[int, int,
     return input_tokens, output_tokens, cost
 
 
-class SimulatorServer:
-    """The simulator on a background thread (for tests and benchmarks). Port 0 = a free one."""
+class SimulatorServer(ThreadedServer):
+    """The simulator on a background thread (for tests and benchmarks)."""
 
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
-        self.app = create_simulator(config)
-        self.server = make_server(host, port, self.app, threaded=True)
-        self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(5)
+        super().__init__(create_simulator(config), host, port)
 
     @property
     def config(self) -> SimConfig:

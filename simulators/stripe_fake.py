@@ -32,6 +32,8 @@ import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from .serving import ThreadedServer
+
 BRACKET = re.compile(r"\[([^\]]*)\]")
 
 
@@ -347,22 +349,9 @@ def create_stripe_fake() -> Flask:
     return app
 
 
-class StripeFakeServer:
-    """The fake on a background thread (port 0 = a free one)."""
-
+class StripeFakeServer(ThreadedServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.app = create_stripe_fake()
-        self.server = make_server(host, port, self.app, threaded=True)
-        self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(5)
+        super().__init__(create_stripe_fake(), host, port)
 
     @property
     def config(self) -> dict:

@@ -132,6 +132,14 @@ def make_workspace(db):
 
 
 @pytest.fixture
+def captured_events(db, monkeypatch):
+    """The events the code under test emits, as (event, distinct_id, properties)."""
+    seen = []
+    monkeypatch.setattr(db.events, "capture", lambda e, ws, p: seen.append((e, ws, p)))
+    return seen
+
+
+@pytest.fixture
 def auth(make_workspace):
     ws, key = make_workspace()
     return ws, {"Authorization": f"Bearer {key}"}

@@ -20,12 +20,6 @@ def published(db, monkeypatch):
     return sent
 
 
-@pytest.fixture
-def events(db, monkeypatch):
-    seen = []
-    monkeypatch.setattr(db.events, "capture", lambda e, ws, props: seen.append((e, ws, props)))
-    return seen
-
 
 def headers_for(key, **extra):
     return {"Authorization": f"Bearer {key}", **extra}
@@ -45,7 +39,7 @@ def test_every_answer_carries_rate_limit_headers(client, make_workspace, publish
 
 
 def test_over_the_limit_is_429_with_retry_after_and_an_event(client, make_workspace, published,
-                                                            events):
+                                                            captured_events):
     ws, key = make_workspace(plan="core")  # burst 1
     first = client.post("/api/v1/enrichment", json=LEAD, headers=headers_for(key))
     assert first.status_code == 202
@@ -54,7 +48,7 @@ def test_over_the_limit_is_429_with_retry_after_and_an_event(client, make_worksp
     assert int(second.headers["Retry-After"]) >= 1
     assert second.headers["X-RateLimit-Remaining"] == "0"
     assert "core" in problem["detail"]
-    throttled = [e for e in events if e[0] == "enrichment_throttled"]
+    throttled = [e for e in captured_events if e[0] == "enrichment_throttled"]
     assert len(throttled) == 1 and throttled[0][1] == str(ws.id)
     assert "email" not in str(throttled[0][2])
     # Reads have their own budget: polling still works.
@@ -76,7 +70,7 @@ def test_redis_down_fails_closed_with_503(client, make_workspace, db, monkeypatc
     assert resp.headers["Retry-After"] == "5"
 
 
-def test_same_day_duplicate_is_replayed_with_header(client, auth, published, events):
+def test_same_day_duplicate_is_replayed_with_header(client, auth, published, captured_events):
     _, headers = auth
     first = client.post("/api/v1/enrichment", json=LEAD, headers=headers)
     again = client.post("/api/v1/enrichment", json=LEAD | {"metadata": {"x": 1}}, headers=headers)
@@ -84,7 +78,7 @@ def test_same_day_duplicate_is_replayed_with_header(client, auth, published, eve
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.get_json()["job_id"] == first.get_json()["job_id"]
     assert len(published) == 1
-    assert [e[0] for e in events].count("enrichment_requested") == 1
+    assert [e[0] for e in captured_events].count("enrichment_requested") == 1
 
 
 def test_client_idempotency_key(client, auth, published):

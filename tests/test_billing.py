@@ -37,12 +37,6 @@ def stripe_svc(db, fake):
     return svc
 
 
-@pytest.fixture
-def captured(db, monkeypatch):
-    seen = []
-    monkeypatch.setattr(db.events, "capture", lambda e, ws, p: seen.append((e, ws, p)))
-    return seen
-
 
 def attached(svc, make_workspace, plan="core"):
     ws, key = make_workspace(plan=plan)
@@ -111,7 +105,7 @@ def test_attach_creates_customer_with_workspace_id_and_subscription(stripe_svc, 
         "enrichment_pro_base", "enrichment_pro_overage"}
 
 
-def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace, captured):
+def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace, captured_events):
     ws, _ = attached(stripe_svc, make_workspace)  # core: 250 included
     use(stripe_svc, ws, OCT[0], 200)
     use(stripe_svc, ws, OCT[1], 100)
@@ -123,7 +117,7 @@ def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace,
     customer = events_for(fake, payments_customer(stripe_svc, ws))
     assert [(e["payload"]["value"], e["identifier"]) for e in customer] == [
         ("50", f"overage-{ws.id}-2026-10-02"), ("30", f"overage-{ws.id}-2026-10-04")]
-    billed = [e for e in captured if e[0] == "enrichment_overage_billed"]
+    billed = [e for e in captured_events if e[0] == "enrichment_overage_billed"]
     assert [(e[2]["units"], e[2]["amount_usd"]) for e in billed] == [(50, "6.00"), (30, "3.60")]
     # A re-run sends nothing new.
     assert report(stripe_svc, OCT[4]) == {"frozen": 0}
@@ -190,14 +184,14 @@ def test_crash_after_stripe_accepted_is_settled_without_double_reporting(stripe_
     assert len(events_for(fake, payments_customer(stripe_svc, ws))) == 1
 
 
-def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, captured):
+def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, captured_events):
     svc = replace(db, billing=LedgerBilling())
     ws, _ = make_workspace(plan="core")
     use(svc, ws, OCT[0], 255)
     before = len(fake.meter_events)
     assert report(svc, OCT[0]) == {"frozen": 1, "ledger": 1}
     assert rows(svc)[0]["status"] == "ledger" and len(fake.meter_events) == before
-    assert [e[2]["units"] for e in captured if e[0] == "enrichment_overage_billed"] == [5]
+    assert [e[2]["units"] for e in captured_events if e[0] == "enrichment_overage_billed"] == [5]
 
 
 def test_a_day_that_has_not_ended_is_refused(db):
@@ -230,7 +224,7 @@ def stripe_client(stripe_svc):
 
 
 def test_credit_pack_purchase_end_to_end(stripe_client, stripe_svc, fake, make_workspace,
-                                         captured):
+                                         captured_events):
     ws, key = attached(stripe_svc, make_workspace)
     headers = {"Authorization": f"Bearer {key}"}
     resp = stripe_client.post("/api/v1/billing/credit-packs", json={"pack": "500"},
@@ -247,7 +241,7 @@ def test_credit_pack_purchase_end_to_end(stripe_client, stripe_svc, fake, make_w
     assert first.get_json()["outcome"] == "handled" and again.get_json()["outcome"] == "duplicate"
     usage = stripe_client.get("/api/v1/enrichment/usage", headers=headers).get_json()
     assert usage["credits"] == 500 and usage["hard_cap"] == 375 + 500
-    assert [(e[1], e[2]) for e in captured if e[0] == "credit_pack_purchased"] == [
+    assert [(e[1], e[2]) for e in captured_events if e[0] == "credit_pack_purchased"] == [
         (str(ws.id), {"pack": "500", "units": 500})]
 
 

@@ -203,10 +203,3 @@ def test_alerts_cli_prints_every_rule(db):
     assert "unknown" not in out
 
 
-@pytest.fixture
-def captured_events(db, monkeypatch):
-    seen = []
-    monkeypatch.setattr(db.events, "capture", lambda e, ws, p: seen.append((e, ws, p)))
-    return seen
-
-
