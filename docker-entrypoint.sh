@@ -1,6 +1,10 @@
 #!/bin/sh
 # Selects the process this container runs.
 set -e
+# Multi-process metrics: every process of this container writes here; start it empty.
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
 role="${1:-api}"
 [ "$#" -gt 0 ] && shift
 case "$role" in
