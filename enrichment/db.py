@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from importlib import resources
 
 import psycopg
@@ -17,6 +19,22 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x6C65_6164  # "lead"
 
 
+RECHECK_IDLE_SECONDS = 1.0
+_returned_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _note_return(conn: psycopg.Connection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: psycopg.Connection) -> None:
+    """Verify a connection before handing it out (one empty query) only if it sat idle: a
+    database restart breaks idle connections, while one used a moment ago is almost surely
+    fine — and under load every connection is, so the check costs nothing there."""
+    if time.monotonic() - _returned_at.get(conn, 0.0) > RECHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
+
+
 def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> ConnectionPool:
     """A pool of autocommit connections returning dict rows: a single statement costs one
     round trip; statements that must hold together use `with conn.transaction():`.
@@ -28,7 +46,8 @@ def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> Connecti
         max_size=max_size,
         timeout=timeout,
         # A connection broken by a database restart is replaced on checkout, not handed out.
-        check=ConnectionPool.check_connection,
+        check=_check_if_idle,
+        reset=_note_return,
         kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True,
                 "options": "-c timezone=UTC"},
         open=True,
