@@ -275,7 +275,18 @@ def test_postgres_stopped_and_started(db, make_workspace, simulator, own_redis):
             subprocess.run([*ctl, "start"], check=True, timeout=60)
         simulator.config.latency_ms = 0
         eventually(lambda: requests.get(f"{api}/readyz", timeout=5).status_code == 200, 30)
+        eventually(lambda: _pool_recovered(db.db), 30)  # this test process's own pool too
         record(f"postgres stopped (API: {statuses})", settle(db, stack, ids))
+
+
+def _pool_recovered(pool) -> bool:
+    try:
+        pool.check()  # drop the connections the restart broke
+        with pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
 
 
 def test_provider_outage_then_dead_letter_replay(db, make_workspace, simulator, own_redis):
