@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from enrichment.metrics import QueueDepth, exposition
 from enrichment.services import UNAVAILABLE
@@ -41,13 +41,23 @@ def readyz():
     return resp
 
 
+def broker_client(svc) -> redis.Redis | None:
+    """The broker's Redis (for queue depths): the services' own client when it is the same
+    server, else one client kept for the app's life."""
+    broker = svc.settings.broker_url
+    if not broker.startswith(("redis://", "rediss://")):
+        return None
+    if broker == svc.settings.redis_url:
+        return svc.redis
+    if "broker_redis" not in current_app.extensions:
+        current_app.extensions["broker_redis"] = redis.Redis.from_url(broker, socket_timeout=1)
+    return current_app.extensions["broker_redis"]
+
+
 @bp.get("/metrics")
 def metrics():
     svc = services()
-    broker = svc.settings.broker_url
-    extra = []
-    if broker.startswith(("redis://", "rediss://")):
-        extra.append(QueueDepth(redis.Redis.from_url(broker, socket_timeout=1),
-                                svc.settings.plans.queues))
+    client = broker_client(svc)
+    extra = [QueueDepth(client, svc.settings.plans.queues)] if client is not None else []
     body, content_type = exposition(*extra)
     return Response(body, content_type=content_type)

@@ -41,6 +41,7 @@ def load() -> int:
 
 def run() -> None:
     from enrichment import metering
+    from enrichment.admission import day_start
     from enrichment.billing import LedgerBilling
     from enrichment.config import load_plans
     from enrichment.db import connect_pool
@@ -58,7 +59,7 @@ def run() -> None:
     rows = load()
     loaded = time.perf_counter() - t0
     plans, through = load_plans(), PERIOD + timedelta(days=29)
-    start, end = metering.day_start(PERIOD), metering.day_start(through + timedelta(days=1))
+    start, end = day_start(PERIOD), day_start(through + timedelta(days=1))
     with connect_pool(BENCH_DB, max_size=2) as pool:
         with pool.connection() as conn:
             t0 = time.perf_counter()

@@ -96,6 +96,9 @@ class Stack(contextlib.ExitStack):
                                  str(concurrency), "--without-mingle", "--without-gossip",
                                  "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
+        if proc.poll() is not None:
+            log = (self.logs / f"{name}.log").read_text()[-2000:]
+            raise RuntimeError(f"worker {name} exited at start:\n{log}")
         return proc
 
     def gunicorn(self, app: str = "api.wsgi:app", workers: int = 2, threads: int = 1) -> str:

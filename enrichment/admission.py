@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
@@ -41,6 +41,11 @@ class Refused(Exception):
 class Admitted:
     job: dict
     replayed: bool = False
+
+
+def day_start(d: date) -> datetime:
+    """00:00 UTC of a day."""
+    return datetime.combine(d, time.min, UTC)
 
 
 def period_start(now: datetime) -> date:
@@ -114,8 +119,7 @@ def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None)
 
 def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: date) -> Refused:
     cap = plan.hard_cap + credits(conn, workspace_id, period)
-    resets = datetime.combine(next_period_start(period), datetime.min.time(), UTC)
-    resets_at = resets.isoformat().replace("+00:00", "Z")
+    resets_at = jobs.iso(day_start(next_period_start(period)))
     return Refused(402, "hard-cap-reached", "Payment Required",
                    f"This workspace has reserved all {cap} units its plan allows in this "
                    f"billing period (included + 50%, plus credits). The cap resets at "

@@ -17,23 +17,19 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from .admission import next_period_start, period_start
+from .admission import day_start, next_period_start, period_start
 from .billing import Billing
 from .config import Plans
 from .events import Events
 
 log = logging.getLogger(__name__)
 MONEY = Decimal("0.01")
-
-
-def day_start(d: date) -> datetime:
-    return datetime.combine(d, time.min, UTC)
 
 
 def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime) -> dict:

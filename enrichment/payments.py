@@ -9,11 +9,11 @@ from datetime import date, timedelta
 
 from psycopg import Connection
 
-from .admission import next_period_start, period_start
+from .admission import day_start, next_period_start, period_start
 from .billing import Billing, Checkout
 from .config import Plans
 from .events import Events
-from .metering import compute_reports, day_start
+from .metering import compute_reports
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def wake(pool: ConnectionPool, publisher: Publisher, workspace_id: uuid.UUID,
     """Send the workspace's `count` oldest deferred jobs back to their tier queue."""
     if count <= 0:
         return 0
-    with pool.connection() as conn, conn.transaction():
+    with pool.connection() as conn:  # one statement: autocommit is its transaction
         woken = conn.execute(
             "WITH next AS (SELECT id FROM enrichment_jobs"
             "  WHERE workspace_id = %s AND status = 'queued' AND deferred"

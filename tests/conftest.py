@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
-import redis as redis_lib
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -146,31 +142,13 @@ def auth(make_workspace):
 
 
 @pytest.fixture(scope="session")
-def worker(simulator, migrated, tmp_path_factory):
+def worker(simulator, migrated):
     """A real Celery worker (prefork, 2 processes) consuming every queue."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    redis_lib.Redis.from_url(TEST_BROKER_URL).flushdb()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-             "-Q", "maintenance,elite,pro,core", "-c", "2", "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip", "-n", f"test-{os.getpid()}@%h"],
-            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        eventually(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60)
-        if proc.poll() is not None:
-            pytest.fail(f"worker did not start:\n{log.read_text()}")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    from bench.stack import Stack
+
+    with Stack({"DATABASE_URL": TEST_DATABASE_URL, "REDIS_URL": TEST_REDIS_URL,
+                "CELERY_BROKER_URL": TEST_BROKER_URL}) as stack:
+        yield stack.worker(concurrency=2, name="test")
 
 
 def wait_for_job(client, headers, job_id: str, timeout: float = 30.0) -> dict:

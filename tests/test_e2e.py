@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.stack import free_port
 from workers.publisher import CeleryPublisher
 
 from .helpers import eventually
@@ -78,11 +78,6 @@ def test_relay_publishes_a_job_whose_publish_was_lost(client, auth, worker, wait
     assert jobs.relay_outbox(db.db, db.publisher, older_than_seconds=0) == 1
     assert wait_job(client, headers, job_id)["status"] == "succeeded"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_over_real_http_with_gunicorn(make_workspace, worker, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -19,7 +18,7 @@ import redis
 import requests
 from click.testing import CliRunner
 
-from bench.stack import Stack
+from bench.stack import Stack, free_port
 from enrichment import pipeline
 from enrichment.config import Settings
 from enrichment.services import build_services
@@ -32,11 +31,6 @@ SUMMARY: list[list] = []
 PG_VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if os.path.isdir("/etc/postgresql") \
     else None
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
