@@ -8,7 +8,7 @@ import time
 from flask import Flask, g, request
 
 from enrichment.config import Settings
-from enrichment.jobs import Publisher
+from enrichment.jobstore import Publisher
 from enrichment.services import Services, build_services
 
 from . import billing, enrichment, health, openapi, privacy, problems

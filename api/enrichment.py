@@ -10,7 +10,7 @@ import uuid
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import admission, jobs, metering
+from enrichment import admission, jobs, jobstore, metering
 from enrichment.templates import TEMPLATES
 
 from .auth import guard, services
@@ -139,10 +139,11 @@ def admit_one(lead: dict, template_name: str, metadata: dict) -> admission.Admit
     with svc.db.connection() as conn:
         admitted = admission.admit(conn, workspace=workspace, plan=plan,
                                    template=TEMPLATES[template_name], lead=lead,
-                                   metadata=metadata, now=svc.clock())
+                                   metadata=metadata, now=svc.clock(),
+                                   slots=svc.settings.slots(plan.name))
     if not admitted.replayed:
         job = admitted.job
-        jobs.publish(svc.db, svc.publisher, job["id"], job["queue"])  # after commit
+        jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)  # after commit
         svc.events.capture("enrichment_requested", str(workspace.id), {
             "job_id": str(job["id"]), "plan": plan.name, "template": template_name,
             "queue": job["queue"]})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import redis
 from flask import Blueprint, Response, current_app, jsonify
 
-from enrichment.metrics import QueueDepth, exposition
+from enrichment import jobstore
+from enrichment.metrics import OldestRunnable, QueueDepth, exposition
 from enrichment.services import UNAVAILABLE
 
 from .auth import services
@@ -58,6 +61,9 @@ def broker_client(svc) -> redis.Redis | None:
 def metrics():
     svc = services()
     client = broker_client(svc)
-    extra = [QueueDepth(client, svc.settings.plans.queues)] if client is not None else []
+    queues = svc.settings.plans.queues
+    extra = [OldestRunnable(partial(jobstore.oldest_runnable, svc.db), queues)]
+    if client is not None:
+        extra.append(QueueDepth(client, queues))
     body, content_type = exposition(*extra)
     return Response(body, content_type=content_type)

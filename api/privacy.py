@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from marshmallow import RAISE, Schema, fields, validate
 
-from enrichment import privacy
+from enrichment import jobstore, privacy
 from enrichment.workspaces import person_level_allowed
 
 from .auth import guard, services
@@ -47,8 +47,11 @@ def export_subject():
 
 @bp.delete("/privacy/subjects/<path:identifier>")
 def erase_subject(identifier: str):
-    with services().db.connection() as conn:
-        privacy.erase(conn, g.workspace.id, identifier_arg(identifier))
+    svc = services()
+    with svc.db.connection() as conn:
+        runnable = privacy.erase(conn, g.workspace.id, identifier_arg(identifier),
+                                 svc.settings.slots(g.workspace.plan))
+    jobstore.publish_all(svc.db, svc.publisher, runnable)
     return "", 204
 
 

@@ -49,7 +49,8 @@ def admit_jobs(per_plan: dict[str, int], workspaces_per_plan: int, template: str
                     ws = spaces[plan][n % workspaces_per_plan]
                     lead = {"email": f"j{n}@{plan}.example.com", "domain": f"{plan}.example.com"}
                     jobs.append(admission.admit(
-                        conn, workspace=ws, plan=plans[plan], template=TEMPLATES[template],
+                        conn, slots=1, workspace=ws, plan=plans[plan],
+                        template=TEMPLATES[template],
                         lead=lead, metadata={}, now=datetime.now(UTC)).job)
     publisher = CeleryPublisher()
     for job in jobs:
@@ -160,7 +161,7 @@ def queue_wait(capacity: float, seconds: int = 20) -> list:
             t0 = time.perf_counter()
             for i, ws in enumerate(spaces):  # an open-loop arrival at a steady rate
                 time.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
-                job = admission.admit(conn, workspace=ws, plan=plans["pro"],
+                job = admission.admit(conn, slots=1, workspace=ws, plan=plans["pro"],
                                       template=TEMPLATES["person_social"],
                                       lead={"email": f"q{i}@x.com"}, metadata={},
                                       now=datetime.now(UTC)).job

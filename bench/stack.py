@@ -92,7 +92,7 @@ class Stack(contextlib.ExitStack):
 
     def worker(self, concurrency: int = 4, name: str = "worker") -> subprocess.Popen:
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
-                                 "worker", "-Q", "maintenance,elite,pro,core", "-c",
+                                 "worker", "-c",
                                  str(concurrency), "--without-mingle", "--without-gossip",
                                  "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")

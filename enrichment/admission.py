@@ -1,6 +1,8 @@
-"""Admission: what happens to a submission before a job is queued (DESIGN §3-5).
+"""Admission: what happens to a submission before a job is queued.
 
-    region rule → suppression → same-day idempotency → hard cap (unit reserved) → job + outbox
+    region rule → suppression → same-day idempotency → hard cap (unit reserved)
+    → job: runnable (a free workspace slot: queued + outbox row) or waiting behind the
+      workspace's own jobs
 
 all in ONE transaction. Units are reserved at admission: queued, running and succeeded jobs
 count toward the cap, and a job that ends failed/dead gives its unit back (pipeline). The
@@ -13,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from . import jobs
+from . import jobs, jobstore
 from .config import Plan
+from .jobstore import Runnable
 from .leads import subject_hash, subject_identifier
 from .templates import Template
 from .workspaces import Workspace, person_level_allowed
@@ -41,6 +44,7 @@ class Refused(Exception):
 class Admitted:
     job: dict
     replayed: bool = False
+    runnable: list[Runnable] = field(default_factory=list)  # publish these after commit
 
 
 def day_start(d: date) -> datetime:
@@ -79,27 +83,19 @@ def credits(conn: Connection, workspace_id: uuid.UUID, period: date) -> int:
     return int(row["n"])
 
 
-# Reserve one unit if the cap (plus credits) allows it and, in the same statement, write the
-# job's outbox row.
+# Reserve one unit if the cap (plus credits) allows it.
 RESERVE = (
-    "WITH unit AS ("
-    "  UPDATE usage_counters SET reserved = reserved + 1"
-    "  WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
-    "   + (SELECT coalesce(sum(units), 0) FROM credit_ledger"
-    "      WHERE workspace_id = %(ws)s AND created_at >= %(period)s)"
-    "  RETURNING reserved),"
-    " outbox AS (INSERT INTO job_outbox (job_id, queue) SELECT %(job)s, %(queue)s FROM unit"
-    "  ON CONFLICT (job_id) DO NOTHING)"
-    " SELECT reserved FROM unit"
+    "UPDATE usage_counters SET reserved = reserved + 1"
+    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
+    "  + (SELECT coalesce(sum(units), 0) FROM credit_ledger"
+    "     WHERE workspace_id = %(ws)s AND created_at >= %(period)s)"
+    " RETURNING reserved"
 )
 
 
-def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int,
-                 job: dict) -> bool:
-    """Reserve one unit of the period for `job` (and queue its outbox row) if the hard cap
-    (plus credits) allows it."""
-    args = {"ws": workspace_id, "period": period, "cap": cap, "job": job["id"],
-            "queue": job["queue"]}
+def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
+    """Reserve one unit of the period if the hard cap (plus credits) allows it."""
+    args = {"ws": workspace_id, "period": period, "cap": cap}
     if conn.execute(RESERVE, args).fetchone():
         return True
     # First admission of the period: create the row (or wait for whoever is creating it).
@@ -107,14 +103,6 @@ def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: i
         "INSERT INTO usage_counters (workspace_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
         (workspace_id, period))
     return conn.execute(RESERVE, args).fetchone() is not None
-
-
-def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
-    """Give back a reserved unit (the job ended failed or dead)."""
-    if period is not None:
-        conn.execute("UPDATE usage_counters SET reserved = reserved - 1"
-                     " WHERE workspace_id = %s AND period = %s AND reserved > 0",
-                     (workspace_id, period))
 
 
 def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: date) -> Refused:
@@ -128,24 +116,19 @@ def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: d
 
 
 def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Template,
-          lead: dict, metadata: dict, now: datetime) -> Admitted:
-    """Admit one lead: a new queued job (and its outbox row), or the same-day job it repeats.
-    Raises Refused. Commits its own transaction; the caller publishes after it returns."""
+          lead: dict, metadata: dict, now: datetime, slots: int) -> Admitted:
+    """Admit one lead: a new job (runnable if one of the workspace's `slots` is free, else
+    waiting behind its older jobs), or the same-day job it repeats. Raises Refused. Commits
+    its own transaction; the caller publishes `Admitted.runnable` after it returns."""
     check_region(workspace, template)
     identifier = subject_identifier(lead)
     subject = subject_hash(identifier)
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
     with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash, lead,"
-            " metadata, idempotency_key, billing_period)"
-            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS ("
-            "  SELECT 1 FROM suppressions WHERE workspace_id = %s AND subject_hash = %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *",
-            (uuid.uuid4(), workspace.id, template.name, plan.queue, subject, Jsonb(lead),
-             Jsonb(metadata), key, period, workspace.id, subject),
-        ).fetchone()
+        row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
+                              queue=plan.queue, subject=subject, lead=lead, metadata=metadata,
+                              key=key, period=period)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
                 "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
@@ -156,9 +139,10 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
                 raise Refused(403, "subject-suppressed", "Forbidden",
                               "This subject asked not to be enriched (erasure or objection).")
             return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
-        if not reserve_unit(conn, workspace.id, period, plan.hard_cap, row):
+        if not reserve_unit(conn, workspace.id, period, plan.hard_cap):
             raise cap_refusal(conn, workspace.id, plan, period)
-    return Admitted(row)
+        runnable = jobstore.fill(conn, workspace.id, slots)
+    return Admitted(row, runnable=runnable)
 
 
 # --- client Idempotency-Key header ---------------------------------------------------------

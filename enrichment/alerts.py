@@ -69,10 +69,17 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
         n = c.get("provider_ok", 0) + c.get("provider_fail", 0)
         return (c.get("provider_ok", 0) / n if n else None), n
     if rule.source == "queue_wait_avg":
+        # Runnable → started, for the jobs that started in the window and for the runnable
+        # ones still not started (so the alert fires when nothing starts at all). Time spent
+        # waiting behind a workspace's own jobs is not queue wait.
         row = conn.execute(
-            "SELECT avg(extract(epoch FROM started_at - created_at)) AS v, count(*) AS n"
-            " FROM enrichment_jobs WHERE started_at >= %s AND started_at < %s",
-            (since, now)).fetchone()
+            "SELECT avg(w) AS v, count(*) AS n FROM ("
+            " SELECT extract(epoch FROM started_at - coalesce(runnable_at, created_at)) AS w"
+            " FROM enrichment_jobs WHERE started_at >= %(since)s AND started_at < %(now)s"
+            " UNION ALL"
+            " SELECT extract(epoch FROM %(now)s - runnable_at) FROM enrichment_jobs"
+            " WHERE status = 'queued' AND started_at IS NULL AND runnable_at < %(now)s) waits",
+            {"since": since, "now": now}).fetchone()
     elif rule.source == "completeness_avg":
         row = conn.execute(
             "SELECT avg(completeness) AS v, count(*) AS n FROM enrichment_results"

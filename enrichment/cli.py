@@ -170,7 +170,7 @@ def dlq_replay(settings: Settings, job_id: uuid.UUID | None, replay_all: bool):
     with _connect(settings) as conn:
         conn.autocommit = True
         ids = [job_id] if job_id else [r["job_id"] for r in dlq.list_dead_letters(conn, limit=None)]
-        outcomes = [dlq.replay(conn, settings.plans, i, datetime.now(UTC)) for i in ids]
+        outcomes = [dlq.replay(conn, settings, i, datetime.now(UTC)) for i in ids]
     for i, outcome in zip(ids, outcomes, strict=True):
         click.echo(f"{i}  {outcome}")
     if job_id and outcomes[0] != "replayed":

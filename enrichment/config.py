@@ -118,6 +118,7 @@ class Settings:
     provider_read_timeout: float = 25.0
     provider_max_attempts: int = 5
     provider_round_seconds: float = 30.0  # the seed's timeout for one job's provider round
+    provider_max_retry_after: float = 60.0  # a provider's Retry-After is honoured up to this
     # Prices used when a provider does not report its own cost (USD).
     perplexity_usd_per_1k_tokens: Decimal = Decimal("0.001")
     perplexity_usd_per_search: Decimal = Decimal("0.005")
@@ -169,6 +170,8 @@ class Settings:
             provider_max_attempts=_int(env, "PROVIDER_MAX_ATTEMPTS", cls.provider_max_attempts),
             provider_round_seconds=_float(
                 env, "PROVIDER_ROUND_SECONDS", cls.provider_round_seconds),
+            provider_max_retry_after=_float(
+                env, "PROVIDER_MAX_RETRY_AFTER", cls.provider_max_retry_after),
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
@@ -187,6 +190,10 @@ class Settings:
                 env, "RETENTION_SUMMARY_DAYS", cls.retention_summary_days),
             plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
         )
+
+    def slots(self, plan_name: str) -> int:
+        """Jobs of one workspace on this plan that may run at once."""
+        return self.plans[plan_name].workspace_concurrency or self.workspace_concurrency
 
     @property
     def perplexity_rps(self) -> float:

@@ -1,5 +1,6 @@
 """Dead letters: jobs whose provider round failed for good (`failed`: a final 4xx; `dead`:
-retries used up). Replay re-queues them through the outbox; the beat relay publishes them."""
+retries used up, or a run killed again and again). Replay puts them back in their workspace's
+line; the beat relay publishes the ones that get a slot."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from datetime import datetime
 
 from psycopg import Connection, Rollback
 
+from . import jobstore
 from .admission import period_start, reserve_unit
-from .config import Plans
+from .config import Settings
 
 
 def list_dead_letters(conn: Connection, include_replayed: bool = False,
@@ -22,34 +24,42 @@ def list_dead_letters(conn: Connection, include_replayed: bool = False,
         (include_replayed, limit)).fetchall()
 
 
-def replay(conn: Connection, plans: Plans, job_id: uuid.UUID, now: datetime) -> str:
-    """Put one dead-lettered job back in its queue. Returns 'replayed', 'not-dead' (nothing to
-    do: already replayed, or not a dead letter) or 'over-cap' (its workspace has no unit left
-    this period)."""
+PENDING = (
+    "SELECT j.id, j.workspace_id, j.queue, w.plan FROM dead_letters d"
+    " JOIN enrichment_jobs j ON j.id = d.job_id AND j.workspace_id = d.workspace_id"
+    " JOIN workspaces w ON w.id = j.workspace_id"
+    " WHERE d.job_id = %s AND d.replayed_at IS NULL AND j.status IN ('failed', 'dead')"
+)
+
+
+def replay(conn: Connection, settings: Settings, job_id: uuid.UUID, now: datetime) -> str:
+    """Put one dead-lettered job back in its workspace's line. Returns 'replayed', 'not-dead'
+    (nothing to do: already replayed, or not a dead letter) or 'over-cap' (its workspace has
+    no unit left this period)."""
     outcome = "over-cap"
     with conn.transaction():
-        row = conn.execute(
-            "SELECT j.id, j.workspace_id, j.queue, w.plan FROM dead_letters d"
-            " JOIN enrichment_jobs j ON j.id = d.job_id AND j.workspace_id = d.workspace_id"
-            " JOIN workspaces w ON w.id = j.workspace_id"
-            " WHERE d.job_id = %s AND d.replayed_at IS NULL"
-            " AND j.status IN ('failed', 'dead') FOR UPDATE OF d, j",
-            (job_id,)).fetchone()
-        if row is None:
+        found = conn.execute(PENDING, (job_id,)).fetchone()
+        if found is None:
+            return "not-dead"
+        jobstore.lock_workspace(conn, found["workspace_id"])
+        row = conn.execute(PENDING + " FOR UPDATE OF d, j", (job_id,)).fetchone()
+        if row is None:  # replayed by someone else meanwhile
             return "not-dead"
         period = period_start(now)
         # The unit was given back when the job died; the rerun needs one again.
-        if not reserve_unit(conn, row["workspace_id"], period, plans[row["plan"]].hard_cap, row):
-            raise Rollback()  # the reservation also wrote the outbox row: nothing of it stays
+        cap = settings.plans[row["plan"]].hard_cap
+        if not reserve_unit(conn, row["workspace_id"], period, cap):
+            raise Rollback()
         conn.execute(
-            "UPDATE enrichment_jobs SET status = 'queued', error = NULL, completed_at = NULL,"
-            " lease_token = NULL, lease_until = NULL, deferred = false, billing_period = %s"
+            "UPDATE enrichment_jobs SET status = 'waiting', error = NULL, completed_at = NULL,"
+            " lease_token = NULL, lease_until = NULL, billing_period = %s"
             " WHERE id = %s", (period, job_id))
         # The dead run's 0-unit usage row goes: the rerun writes the job's one usage row.
         conn.execute("DELETE FROM enrichment_usage WHERE job_id = %s AND units = 0", (job_id,))
-        # Published by the next relay run, without its grace period.
-        conn.execute("UPDATE job_outbox SET created_at = '-infinity' WHERE job_id = %s",
-                     (job_id,))
         conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE job_id = %s", (job_id,))
+        runnable = jobstore.fill(conn, row["workspace_id"], settings.slots(row["plan"]))
+        # Published by the next relay run, without its grace period.
+        conn.execute("UPDATE job_outbox SET created_at = '-infinity' WHERE job_id = ANY(%s)",
+                     ([r.job_id for r in runnable],))
         outcome = "replayed"
     return outcome

@@ -22,8 +22,18 @@ from prometheus_client.core import GaugeMetricFamily
 
 API_REQUESTS = Counter("enrichment_api_requests", "Rate-limited API requests by outcome",
                        ["plan", "policy", "outcome"])
-QUEUE_WAIT = Histogram("enrichment_queue_wait_seconds", "Queued → started, per tier", ["tier"],
+QUEUE_WAIT = Histogram("enrichment_queue_wait_seconds",
+                       "Runnable (holding a workspace slot) → started, per tier", ["tier"],
                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+WORKSPACE_WAIT = Histogram("enrichment_workspace_wait_seconds",
+                           "Created → runnable: time waiting behind the workspace's own jobs",
+                           ["tier"], buckets=(0.05, 0.5, 5, 30, 60, 300, 900, 3600, 14400))
+JOB_MESSAGES = Counter("enrichment_job_messages_published",
+                       "Job messages sent to the broker, by path (direct after commit, relay)",
+                       ["path"])
+JOB_DELIVERIES = Counter("enrichment_job_deliveries",
+                         "Job messages taken by workers: claimed, or skipped (duplicate)",
+                         ["outcome"])
 PROVIDER_CALLS = Counter("enrichment_provider_calls", "Provider HTTP attempts by outcome",
                          ["provider", "outcome"])
 COMPLETENESS = Histogram("enrichment_result_completeness", "Share of a template's fields found",
@@ -53,6 +63,27 @@ class QueueDepth:
             return
         for queue, depth in zip(self.queues, depths, strict=True):
             family.add_metric([queue], depth)
+        yield family
+
+
+class OldestRunnable:
+    """Per tier, how long the oldest runnable job not yet started has been waiting (read from
+    PostgreSQL when scraped): the queue-wait histogram only moves when jobs start, this
+    shows a queue that nothing drains (workers down)."""
+
+    def __init__(self, read, queues: list[str]):
+        self.read, self.queues = read, queues
+
+    def collect(self):
+        family = GaugeMetricFamily("enrichment_oldest_runnable_seconds",
+                                   "Age of the oldest runnable, not yet started job, per tier",
+                                   labels=["tier"])
+        try:
+            ages = self.read()
+        except Exception:
+            return
+        for queue in self.queues:
+            family.add_metric([queue], ages.get(queue, 0.0))
         yield family
 
 

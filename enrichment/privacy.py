@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 from psycopg import Connection
 
-from . import jobs
-from .admission import release_unit
-from .jobs import TERMINAL
+from . import jobs, jobstore
+from .jobstore import TERMINAL
 from .leads import normalise, subject_hash
 
 
@@ -44,22 +43,25 @@ def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
     }
 
 
-def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
+def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
+          ) -> list[jobstore.Runnable]:
     """Erase the subject from this workspace and suppress future enrichment of it.
 
     Jobs go (their results, outbox rows and dead letters with them), with stored client
-    Idempotency-Key answers that contain them; units reserved by queued or running jobs are
-    given back. A worker still running one finds its fenced final write rejected, so nothing
-    is left behind. Usage rows stay: they hold no personal data (workspace, job id, units) and
+    Idempotency-Key answers that contain them; units reserved by unfinished jobs are given
+    back, and slots they held pass to the workspace's next waiting jobs (returned: publish
+    them). A worker still running one finds its fenced final write rejected, so nothing is
+    left behind. Usage rows stay: they hold no personal data (workspace, job id, units) and
     keep invoices explainable."""
     subject = subject_hash(identifier)
     with conn.transaction():
+        jobstore.lock_workspace(conn, workspace_id)
         gone = conn.execute(
             "DELETE FROM enrichment_jobs WHERE workspace_id = %s AND subject_hash = %s"
             " RETURNING id, status, billing_period", (workspace_id, subject)).fetchall()
         for job in gone:
-            if job["status"] in ("queued", "processing"):
-                release_unit(conn, workspace_id, job["billing_period"])
+            if job["status"] not in TERMINAL:
+                jobstore.release_unit(conn, workspace_id, job["billing_period"])
         if gone:
             conn.execute("DELETE FROM api_idempotency WHERE workspace_id = %s"
                          " AND response::text LIKE ANY(%s)",
@@ -68,7 +70,7 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
             "INSERT INTO suppressions (workspace_id, subject_hash, reason) VALUES (%s, %s,"
             " 'erasure') ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
             (workspace_id, subject))
-    return {"jobs": len(gone)}
+        return jobstore.fill(conn, workspace_id, slots)
 
 
 @dataclass

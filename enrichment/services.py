@@ -17,14 +17,13 @@ from .billing import Billing, build_billing
 from .config import Settings
 from .db import connect_pool
 from .events import Events, build_events
-from .jobs import Publisher
+from .jobstore import Publisher
 from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
 from .ratelimit import RateLimiter, minute_key
-from .slots import WorkspaceSlots
 
 # Errors that mean "a backing service is unreachable right now": the API answers 503 with
 # Retry-After, tasks retry.
@@ -41,7 +40,6 @@ class Services:
     events: Events
     rate_limiter: RateLimiter
     provider_limiter: ProviderLimiter
-    slots: WorkspaceSlots
     billing: Billing
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
@@ -70,7 +68,6 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
         provider_limiter=provider_limiter,
-        slots=WorkspaceSlots(redis_client, s.job_lease_seconds),
         billing=build_billing(s.stripe_api_key, s.stripe_api_base),
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
@@ -84,6 +81,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
             budget_seconds=s.provider_round_seconds,
             connect_timeout=s.provider_connect_timeout,
             read_timeout=s.provider_read_timeout,
+            max_retry_after=s.provider_max_retry_after,
             throttle=provider_limiter.acquire,
             penalize=provider_limiter.penalize,
         ),

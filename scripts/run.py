@@ -95,8 +95,8 @@ def main() -> int:
     celery = [BIN / "celery", "-A", "workers.celery_app"]
     # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
     commands["api"] = [BIN / "gunicorn", "-b", f"0.0.0.0:{API_PORT}", "-w", "2", "api.wsgi:app"]
-    commands["worker"] = [*celery, "worker", "-Q", "maintenance,elite,pro,core",
-                          "-c", env.get("WORKER_CONCURRENCY", "8"), "--loglevel", "INFO"]
+    commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8"),
+                          "--loglevel", "INFO"]
     commands["beat"] = [*celery, "beat", "--loglevel", "INFO",
                         "--schedule", str(RUN / "celerybeat-schedule")]
     commands["flower"] = [*celery, "flower", f"--port={FLOWER_PORT}"]
@@ -134,7 +134,7 @@ def main() -> int:
         print(f"""
   API        http://127.0.0.1:{API_PORT}   (readiness: /readyz)
   Flower     http://127.0.0.1:{FLOWER_PORT}   (queues elite / pro / core)
-  Worker     queues maintenance,elite,pro,core
+  Worker     every queue of workers/celery_app.py (maintenance + the plans' tiers)
   Beat       schedule in beat_schedule.py
   Simulator  {sim}
   Metrics    http://127.0.0.1:{API_PORT}/metrics   (alerts: enrichment alerts)

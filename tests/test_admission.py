@@ -25,7 +25,7 @@ LEAD = {"email": "Jane@Acme.com ", "name": "Jane Doe"}
 def admit(conn, ws, plan="pro", template="person_basic", lead=LEAD, now=NOW):
     from enrichment.config import load_plans
 
-    return admission.admit(conn, workspace=ws, plan=load_plans()[plan],
+    return admission.admit(conn, slots=1, workspace=ws, plan=load_plans()[plan],
                            template=TEMPLATES[template], lead=lead, metadata={}, now=now)
 
 

@@ -152,7 +152,10 @@ def test_batch_answers_207_with_an_entry_per_lead(client, make_workspace, db, pu
     assert results[0]["job"]["metadata"] == {"list": "q4"}
     assert results[2]["problem"]["errors"][0]["field"] == "lead.domain"
     assert results[4]["problem"]["status"] == 402
-    assert len(published) == 2
+    # Both new jobs are queued to the customer; only the first is in the broker, the second
+    # waits for the workspace's one slot.
+    assert [results[i]["job"]["status"] for i in (0, 3)] == ["queued", "queued"]
+    assert published == [results[0]["job"]["job_id"]]
     # One rate-limit token for the whole batch (core: burst 1, so the next request is 429).
     assert client.post("/api/v1/enrichment/batch", json={
         "template": "company_profile", "leads": [{"domain": "x.com"}]},

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from enrichment import admission, jobs
+from enrichment import admission, pipeline
 from enrichment.templates import TEMPLATES
 
 from .conftest import ROOT, TEST_BROKER_URL
@@ -46,8 +46,8 @@ def test_backlog_of_one_workspace_runs_one_at_a_time_and_does_not_delay_another(
     finished_a = sorted(end for _, end in runs)
     assert parse(done_b["completed_at"]) < finished_a[3]  # not queued behind the backlog
     with db.db.connection() as conn:
-        assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs WHERE deferred"
-                            ).fetchone()["n"] == 0
+        assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs"
+                            " WHERE status = 'waiting'").fetchone()["n"] == 0
 
 
 def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, simulator,
@@ -59,14 +59,14 @@ def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, s
     redis.Redis.from_url(broker).flushdb()
     ws, _ = make_workspace()
     with db.db.connection() as conn:
-        job_id = admission.admit(conn, workspace=ws, plan=db.settings.plans["pro"],
+        job_id = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                  template=TEMPLATES["person_social"],
                                  lead={"email": "k@acme.com"}, metadata={},
                                  now=datetime.now(UTC)).job["id"]
     log = open(tmp_path / "doomed.log", "wb")  # noqa: SIM115
     doomed = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
-         "maintenance,elite,pro,core", "-c", "1", "--without-mingle", "--without-gossip",
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+         "-c", "1", "--without-mingle", "--without-gossip",
          "-n", f"doomed-{os.getpid()}@%h"],
         cwd=ROOT, env={**os.environ, "CELERY_BROKER_URL": broker, "JOB_LEASE_SECONDS": "3"},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,10 +88,10 @@ def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, s
     simulator.config.latency_ms = 0
 
     def swept() -> bool:  # the beat sweeper, run by hand once the 3 s lease has run out
-        return jobs.requeue_expired(db.db, max_attempts=5)[0] == 1
+        done = pipeline.sweep(db)
+        return done["requeued"] == 1 and done["published"] == 1
 
     eventually(swept, 20, interval=0.5)
-    assert jobs.relay_outbox(db.db, db.publisher, older_than_seconds=0) == 1
 
     def finished() -> bool:
         with db.db.connection() as conn:

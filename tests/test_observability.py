@@ -116,7 +116,7 @@ def sample(text: str, name: str, **labels) -> float:
 
 
 def test_metrics_are_exposed_and_move(client, auth, db, simulator):
-    _, headers = auth
+    ws, headers = auth
     before = scrape(client)
     job_id = client.post("/api/v1/enrichment", headers=headers, json={
         "template": "person_basic", "lead": {"email": "m@acme.com"}}).get_json()["job_id"]
@@ -132,7 +132,8 @@ def test_metrics_are_exposed_and_move(client, auth, db, simulator):
     ]:
         assert sample(after, name, **labels) == sample(before, name, **labels) + 1, name
     assert re.search(r'enrichment_queue_depth\{tier="elite"\} \d', after)
-    assert "workspace" not in after and job_id not in after  # low cardinality
+    assert "workspace_id" not in after and job_id not in after  # low cardinality
+    assert str(ws.id) not in after
 
 
 @pytest.mark.e2e
@@ -169,25 +170,52 @@ def test_rejection_rate_alert_fires_and_resolves(db, captured_events):
         "firing", "resolved"]
 
 
-def test_completeness_and_queue_wait_alerts_from_the_tables(db, make_workspace, simulator):
+def admit_jobs(db, ws, n):
     from enrichment import admission
     from enrichment.templates import TEMPLATES
 
+    with db.db.connection() as conn:
+        return [str(admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+                                    template=TEMPLATES["company_profile"],
+                                    lead={"domain": f"c{i}.example.com"}, metadata={},
+                                    now=datetime.now(UTC)).job["id"]) for i in range(n)]
+
+
+def evaluate(db, *names, ahead: float = 1):
+    with db.db.connection() as conn:
+        now = datetime.now(UTC) + timedelta(seconds=ahead)
+        return {c["rule"]: c for c in alerts.evaluate(conn, db.redis, db.events, now,
+                                                     [rule(name) for name in names])}
+
+
+def test_completeness_and_queue_wait_alerts_from_the_tables(db, make_workspace, simulator):
     ws, _ = make_workspace()
     simulator.config.null_rate = 1.0
+    for job_id in admit_jobs(db, ws, 5):
+        with db.db.connection() as conn:  # runnable for a minute before a worker took it
+            conn.execute("UPDATE enrichment_jobs SET runnable_at = now() - interval '60 s'"
+                         " WHERE id = %s AND status = 'queued'", (job_id,))
+        assert pipeline.run_job(db, job_id) == "succeeded"
+    assert set(evaluate(db, "result_completeness", "queue_wait")) == {
+        "result_completeness", "queue_wait"}
+
+
+def test_waiting_behind_the_own_workspace_is_not_queue_wait(db, make_workspace):
+    ws, _ = make_workspace()
+    ids = admit_jobs(db, ws, 6)  # a big batch: one runnable, five waiting behind it
     with db.db.connection() as conn:
-        for i in range(5):
-            job = admission.admit(conn, workspace=ws, plan=db.settings.plans["pro"],
-                                  template=TEMPLATES["company_profile"],
-                                  lead={"domain": f"c{i}.example.com"}, metadata={},
-                                  now=datetime.now(UTC)).job
-            conn.execute("UPDATE enrichment_jobs SET created_at = now() - interval '60 s'"
-                         " WHERE id = %s", (job["id"],))
-            pipeline.run_job(db, str(job["id"]))
-        now = datetime.now(UTC) + timedelta(seconds=1)
-        changes = alerts.evaluate(conn, db.redis, db.events, now,
-                                  [rule("result_completeness"), rule("queue_wait")])
-    assert {c["rule"] for c in changes} == {"result_completeness", "queue_wait"}
+        conn.execute("UPDATE enrichment_jobs SET created_at = created_at - interval '1 hour'")
+    for job_id in ids:
+        assert pipeline.run_job(db, job_id) == "succeeded"  # each finish hands the slot on
+    assert evaluate(db, "queue_wait") == {}
+
+
+def test_queue_wait_fires_when_nothing_starts(db, make_workspace):
+    ws, _ = make_workspace()
+    admit_jobs(db, ws, 1)  # runnable, and no worker takes it
+    assert evaluate(db, "queue_wait", ahead=5) == {}
+    fired = evaluate(db, "queue_wait", ahead=45)
+    assert fired["queue_wait"]["state"] == "firing" and fired["queue_wait"]["value"] > 30
 
 
 def test_alerts_cli_prints_every_rule(db):

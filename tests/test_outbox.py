@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from enrichment import admission, jobs
+from enrichment import admission, jobstore
+from enrichment.jobstore import Runnable
 from enrichment.templates import TEMPLATES
 
 
@@ -23,7 +24,7 @@ class Recorder:
 
 def make_job(db, ws):
     with db.db.connection() as conn:
-        return admission.admit(conn, workspace=ws, plan=db.settings.plans["pro"],
+        return admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                template=TEMPLATES["company_profile"],
                                lead={"domain": "acme.com"}, metadata={},
                                now=datetime.now(UTC)).job
@@ -40,7 +41,7 @@ def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_work
         conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 375)",
                      (ws.id,))
         with pytest.raises(admission.Refused):
-            admission.admit(conn, workspace=ws, plan=db.settings.plans["core"],
+            admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["core"],
                             template=TEMPLATES["company_profile"], lead={"domain": "a.com"},
                             metadata={}, now=datetime.now(UTC))
         assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs").fetchone()["n"] == 0
@@ -51,11 +52,11 @@ def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_work
 def test_failed_publish_keeps_the_outbox_row_and_the_relay_sends_it(db, make_workspace):
     ws, _ = make_workspace()
     row = make_job(db, ws)
-    assert jobs.publish(db.db, Recorder(fail=True), row["id"], "pro") is False
+    assert jobstore.publish(db.db, Recorder(fail=True), Runnable(row["id"], "pro")) is False
     assert outbox(db) == [row["id"]]
     relay = Recorder()
-    assert jobs.relay_outbox(db.db, relay, older_than_seconds=3600) == 0  # still in grace
-    assert jobs.relay_outbox(db.db, relay, older_than_seconds=0) == 1
+    assert jobstore.relay_outbox(db.db, relay, older_than_seconds=3600) == 0  # still in grace
+    assert jobstore.relay_outbox(db.db, relay, older_than_seconds=0) == 1
     assert relay.sent == [(str(row["id"]), "pro")]
     assert outbox(db) == []
 
@@ -64,7 +65,7 @@ def test_successful_publish_clears_the_outbox(db, make_workspace):
     ws, _ = make_workspace()
     row = make_job(db, ws)
     sent = Recorder()
-    assert jobs.publish(db.db, sent, row["id"], "pro") is True
+    assert jobstore.publish(db.db, sent, Runnable(row["id"], "pro")) is True
     assert sent.sent == [(str(row["id"]), "pro")] and outbox(db) == []
 
 
@@ -72,5 +73,5 @@ def test_relay_publish_failure_keeps_rows(db, make_workspace):
     ws, _ = make_workspace()
     make_job(db, ws)
     with pytest.raises(ConnectionError):
-        jobs.relay_outbox(db.db, Recorder(fail=True), older_than_seconds=0)
+        jobstore.relay_outbox(db.db, Recorder(fail=True), older_than_seconds=0)
     assert len(outbox(db)) == 1

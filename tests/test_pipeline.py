@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from enrichment import admission, jobs, pipeline
+from enrichment import admission, dlq, jobs, jobstore, pipeline
 from enrichment.config import PERPLEXITY_MAX_TOKENS
 from enrichment.templates import TEMPLATES
 
@@ -20,7 +20,7 @@ def new_job(db, make_workspace):
     def make(template="person_basic", plan="pro", lead=LEAD):
         ws, _ = make_workspace(plan=plan)
         with db.db.connection() as conn:
-            admitted = admission.admit(conn, workspace=ws, plan=db.settings.plans[plan],
+            admitted = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[plan],
                                        template=TEMPLATES[template], lead=lead, metadata={},
                                        now=datetime.now(UTC))
         return str(admitted.job["id"]), ws
@@ -115,36 +115,52 @@ def test_final_4xx_ends_failed(db, new_job, simulator):
     assert usage_rows(db, job_id)[0]["units"] == 0
 
 
-def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
-    job_id, _ = new_job()
-    claimed = pipeline.claim(db, job_id)  # a worker claims it, then "dies"
-    assert claimed is not None
-    assert pipeline.claim(db, job_id) is None  # while the lease holds nobody else can
+def claim(db, job_id):
+    return jobstore.claim(db.db, job_id, db.settings.job_lease_seconds)
+
+
+def expire_lease(db, job_id, **extra):
+    sets = "".join(f", {k} = {v}" for k, v in extra.items())
     with db.db.connection() as conn:
         conn.execute("UPDATE enrichment_jobs SET lease_until = now() - interval '1 second'"
-                     " WHERE id = %s", (job_id,))
-    assert jobs.requeue_expired(db.db, max_attempts=5) == (1, 0)
+                     + sets + " WHERE id = %s", (job_id,))
+
+
+def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
+    job_id, _ = new_job()
+    claimed = claim(db, job_id)  # a worker claims it, then "dies"
+    assert claimed is not None
+    assert claim(db, job_id) is None  # while the lease holds nobody else can
+    expire_lease(db, job_id)
+    sent = []
+    db_sent = replace(db, publisher=type("P", (), {"publish": lambda s, j, q: sent.append(j)})())
+    assert pipeline.sweep(db_sent) == {"requeued": 1, "dead": 0, "resent": 0, "filled": 0,
+                                       "published": 1}
+    assert sent == [job_id]
     with db.db.connection() as conn:
         assert conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
                             (job_id,)).fetchone()["status"] == "queued"
-        assert conn.execute("SELECT count(*) AS n FROM job_outbox WHERE job_id = %s",
-                            (job_id,)).fetchone()["n"] == 1
     assert pipeline.run_job(db, job_id) == "succeeded"
     # The "dead" worker wakes up and tries to finish with its old lease: fenced off.
-    usage = pipeline.Usage(units=1)
-    assert pipeline._finish(db, claimed, "succeeded", usage, 0, result=({}, [], 0.0)) is False
+    with db.db.connection() as conn:
+        outcome = jobstore.Outcome(jobstore.JobStatus.SUCCEEDED, units=1, result=({}, [], 0.0))
+        assert jobstore.finish(conn, claimed, outcome, limit=1) is None
     assert len(usage_rows(db, job_id)) == 1
     assert job_row(db, job_id)["attempts"] == 2
 
 
 def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
     job_id, _ = new_job()
-    pipeline.claim(db, job_id)
-    with db.db.connection() as conn:
-        conn.execute("UPDATE enrichment_jobs SET lease_until = now() - interval '1 second',"
-                     " attempts = 5 WHERE id = %s", (job_id,))
-    assert jobs.requeue_expired(db.db, max_attempts=5) == (0, 1)
-    assert job_row(db, job_id)["status"] == "dead"
+    claim(db, job_id)
+    expire_lease(db, job_id, attempts=5)
+    assert pipeline.sweep(db)["dead"] == 1
+    row = job_row(db, job_id)
+    assert row["status"] == "dead" and "lease expired after 5 attempts" in row["error"]
+    with db.db.connection() as conn:  # like every dead path: unit back, a dead letter
+        assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 0
+        (letter,) = dlq.list_dead_letters(conn)
+        assert str(letter["job_id"]) == job_id and letter["status"] == "dead"
+    assert usage_rows(db, job_id)[0]["units"] == 0
 
 
 def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch):

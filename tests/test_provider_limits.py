@@ -111,7 +111,7 @@ def test_429_storm_backs_off_then_succeeds(db, make_workspace, simulator):
         ws, _ = make_workspace(name=f"S{i}")
         with db.db.connection() as conn:
             job_ids.append(str(admission.admit(
-                conn, workspace=ws, plan=db.settings.plans["pro"],
+                conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                 template=TEMPLATES["company_profile"], lead={"domain": f"s{i}.com"},
                 metadata={}, now=datetime.now(UTC)).job["id"]))
     with ThreadPoolExecutor(4) as pool:

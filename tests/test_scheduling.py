@@ -112,8 +112,8 @@ def test_a_real_worker_takes_tiers_3_2_1(migrated, tmp_path):
                               connection=conn)
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
-         "elite,pro,core", "-c", "1", "-P", "solo", "--without-mingle", "--without-gossip",
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+         "-c", "1", "-P", "solo", "--without-mingle", "--without-gossip",
          "-n", f"order-{os.getpid()}@%h"],
         cwd=ROOT, env={**os.environ, "CELERY_BROKER_URL": broker}, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,146 +1,166 @@
-"""Per-workspace slots: the Redis leases, deferral and wake-up through the pipeline."""
+"""Per-workspace slots in PostgreSQL: only runnable jobs reach the broker, a freed slot goes
+to the workspace's oldest waiting job in the same transaction, and the count is exact."""
 
 from __future__ import annotations
 
-import time
+import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from enrichment import admission, pipeline, slots
-from enrichment.slots import WorkspaceSlots
+from enrichment import admission, dlq, jobstore, pipeline, privacy
 from enrichment.templates import TEMPLATES
-
-
-@pytest.fixture
-def ws_slots(db):
-    return WorkspaceSlots(db.redis, lease_seconds=60, prefix=f"slots-{time.monotonic_ns()}")
-
-
-def test_at_most_limit_holders_and_release_frees(ws_slots):
-    a = ws_slots.acquire("ws", "job-a", 2)
-    b = ws_slots.acquire("ws", "job-b", 2)
-    assert a and b and a != b
-    assert ws_slots.acquire("ws", "job-c", 2) is None
-    assert ws_slots.acquire("other", "job-c", 2)  # per workspace
-    assert ws_slots.release("ws", a, 2) == 1
-    assert ws_slots.acquire("ws", "job-c", 2)
-    assert ws_slots.free("ws", 2) == 0
-
-
-def test_a_duplicate_attempt_cannot_release_anothers_slot(ws_slots):
-    first = ws_slots.acquire("ws", "job", 1)
-    assert first
-    assert ws_slots.release("ws", "job:someone-else", 1) == 0  # nothing freed
-    assert ws_slots.acquire("ws", "job", 1) is None
-
-
-def test_a_dead_workers_slot_expires(db):
-    short = WorkspaceSlots(db.redis, lease_seconds=1, prefix=f"slots-{time.monotonic_ns()}")
-    assert short.acquire("ws", "job-a", 1)
-    assert short.acquire("ws", "job-b", 1) is None
-    time.sleep(1.1)
-    assert short.acquire("ws", "job-b", 1)
-
-
-def submit(db, ws, n, template="person_social"):
-    ids = []
-    with db.db.connection() as conn:
-        for i in range(n):
-            ids.append(str(admission.admit(
-                conn, workspace=ws, plan=db.settings.plans[ws.plan],
-                template=TEMPLATES[template], lead={"email": f"l{i}@acme.com"}, metadata={},
-                now=datetime.now(UTC)).job["id"]))
-    return ids
-
-
-def status(db, job_id):
-    with db.db.connection() as conn:
-        return conn.execute("SELECT status, deferred FROM enrichment_jobs WHERE id = %s",
-                            (job_id,)).fetchone()
 
 
 class Sent:
     def __init__(self):
-        self.ids = []
+        self.ids: list[str] = []
 
     def publish(self, job_id, queue):
         self.ids.append(job_id)
 
 
 @pytest.fixture
-def sent(db, monkeypatch):
-    recorder = Sent()
-    monkeypatch.setattr(db, "publisher", recorder)
-    return recorder
+def svc(db):
+    """Services whose publisher records what is sent."""
+    return replace(db, publisher=Sent())
 
 
-def test_a_busy_workspace_parks_the_job_and_wakes_it_when_the_slot_frees(db, make_workspace,
-                                                                        sent):
+def submit(svc, ws, n, slots=1, tag="l"):
+    """Admit n leads the way the API does: publish what became runnable."""
+    ids = []
+    for i in range(n):
+        with svc.db.connection() as conn:
+            admitted = admission.admit(
+                conn, workspace=ws, plan=svc.settings.plans[ws.plan],
+                template=TEMPLATES["person_social"], lead={"email": f"{tag}{i}@acme.com"},
+                metadata={}, now=datetime.now(UTC), slots=slots)
+        jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)
+        ids.append(str(admitted.job["id"]))
+    return ids
+
+
+def statuses(svc, ids):
+    with svc.db.connection() as conn:
+        rows = conn.execute("SELECT id::text, status FROM enrichment_jobs WHERE id::text = ANY(%s)",
+                            (ids,)).fetchall()
+    by_id = {r["id"]: r["status"] for r in rows}
+    return [by_id.get(i) for i in ids]
+
+
+def outbox(svc):
+    with svc.db.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM job_outbox").fetchone()["n"]
+
+
+def test_only_the_runnable_job_is_published_the_rest_wait_in_postgres(svc, make_workspace):
     ws, _ = make_workspace()
-    first, second = submit(db, ws, 2)
-    holder = db.slots.acquire(ws.id, first, 1)  # the first job is running elsewhere
-    assert pipeline.run_job(db, second) == "deferred"
-    assert status(db, second) == {"status": "queued", "deferred": True}
-    assert sent.ids == []
-    # The first job ends: its slot goes back and the parked job is sent again.
-    db.slots.release(ws.id, holder, 1)
-    assert slots.wake(db.db, db.publisher, ws.id) == 1
-    assert sent.ids == [second] and status(db, second)["deferred"] is False
-    assert pipeline.run_job(db, second) == "succeeded"
+    ids = submit(svc, ws, 4)
+    assert statuses(svc, ids) == ["queued", "waiting", "waiting", "waiting"]
+    assert svc.publisher.ids == ids[:1] and outbox(svc) == 0
 
 
-def test_finishing_a_job_wakes_the_oldest_parked_one(db, make_workspace, sent):
+def test_a_finished_job_hands_its_slot_to_the_oldest_waiting_one(svc, make_workspace):
     ws, _ = make_workspace()
-    jobs = submit(db, ws, 4)
-    holder = db.slots.acquire(ws.id, "elsewhere", 1)
-    assert [pipeline.run_job(db, j) for j in jobs[1:]] == ["deferred"] * 3
-    db.slots.release(ws.id, holder, 1)
-    assert pipeline.run_job(db, jobs[0]) == "succeeded"
-    assert sent.ids == [jobs[1]]  # oldest first, one per freed slot
-    assert pipeline.run_job(db, jobs[1]) == "succeeded"
-    assert sent.ids == [jobs[1], jobs[2]]
+    ids = submit(svc, ws, 3)
+    for n, job_id in enumerate(ids):  # FIFO: each finish publishes exactly the next one
+        assert pipeline.run_job(svc, job_id) == "succeeded"
+        assert svc.publisher.ids == ids[:n + 2][:3]
+    assert statuses(svc, ids) == ["succeeded"] * 3 and outbox(svc) == 0
 
 
-def test_no_lost_wake_up_when_the_slot_frees_while_parking(db, make_workspace, sent,
-                                                          monkeypatch):
+def test_failed_and_dead_jobs_free_their_slot_too(svc, make_workspace, simulator):
     ws, _ = make_workspace()
-    (job,) = submit(db, ws, 1)
-    real = db.slots.acquire
-    calls = []
-
-    def busy_then_free(workspace_id, job_id, limit):  # freed just after our first look
-        calls.append(job_id)
-        return None if len(calls) == 1 else real(workspace_id, job_id, limit)
-
-    monkeypatch.setattr(db.slots, "acquire", busy_then_free)
-    assert pipeline.run_job(db, job) == "succeeded"
-    assert status(db, job) == {"status": "succeeded", "deferred": False}
+    ids = submit(svc, ws, 3)
+    simulator.config.outage_status = 403
+    assert pipeline.run_job(svc, ids[0]) == "failed"
+    simulator.config.outage_status = 503
+    assert pipeline.run_job(replace(svc, base_policy=replace(svc.base_policy, max_attempts=1)),
+                            ids[1]) == "dead"
+    assert statuses(svc, ids) == ["failed", "dead", "queued"]
+    assert svc.publisher.ids == ids
 
 
-def test_sweeper_wakes_stranded_jobs(db, make_workspace, sent):
-    ws, _ = make_workspace()
-    (job,) = submit(db, ws, 1)
-    with db.db.connection() as conn:  # parked, and its wake-up was lost
-        conn.execute("UPDATE enrichment_jobs SET deferred = true WHERE id = %s", (job,))
-    holder = db.slots.acquire(ws.id, "running", 1)
-    assert pipeline.wake_stranded(db) == 0  # no free slot yet
-    db.slots.release(ws.id, holder, 1)
-    assert pipeline.wake_stranded(db) == 1 and sent.ids == [job]
-
-
-def test_slots_follow_the_plan_override(db, make_workspace, sent, monkeypatch):
-    from dataclasses import replace
-
+def test_a_slot_count_per_plan(svc, make_workspace):
     ws, _ = make_workspace(plan="elite")
-    plans = db.settings.plans
-    elite = replace(plans["elite"], workspace_concurrency=2)
-    monkeypatch.setattr(db, "settings", replace(db.settings, plans=replace(
-        plans, plans={**plans.plans, "elite": elite})))
-    a, b, c = submit(db, ws, 3)
-    h1 = db.slots.acquire(ws.id, a, 2)
-    assert pipeline.run_job(db, b) == "succeeded"  # second slot
-    h2 = db.slots.acquire(ws.id, b, 2)
-    assert pipeline.run_job(db, c) == "deferred"
-    for h in (h1, h2):
-        db.slots.release(ws.id, h, 2)
+    ids = submit(svc, ws, 5, slots=2)
+    assert statuses(svc, ids) == ["queued", "queued", "waiting", "waiting", "waiting"]
+    assert svc.publisher.ids == ids[:2]
+
+
+def test_concurrent_admissions_never_exceed_the_slots(svc, make_workspace):
+    ws, _ = make_workspace(plan="elite")
+    errors = []
+
+    def one(i):
+        try:
+            submit(svc, ws, 1, slots=3, tag=f"t{i}-")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with svc.db.connection() as conn:
+        counts = {r["status"]: r["n"] for r in conn.execute(
+            "SELECT status, count(*) AS n FROM enrichment_jobs GROUP BY status")}
+    assert counts == {"queued": 3, "waiting": 21}
+    assert len(svc.publisher.ids) == 3
+
+
+def test_erasure_hands_the_slots_of_erased_jobs_on(svc, make_workspace):
+    ws, _ = make_workspace()
+    first = submit(svc, ws, 1, tag="gone")[0]
+    rest = submit(svc, ws, 2, tag="stay")
+    with svc.db.connection() as conn:
+        runnable = privacy.erase(conn, ws.id, "gone0@acme.com", slots=1)
+    assert [str(r.job_id) for r in runnable] == rest[:1]
+    assert statuses(svc, [first, *rest]) == [None, "queued", "waiting"]
+
+
+def test_replayed_dead_letter_waits_its_turn(svc, make_workspace, simulator):
+    ws, _ = make_workspace()
+    (dead,) = submit(svc, ws, 1, tag="dead")
+    simulator.config.outage_status = 403
+    assert pipeline.run_job(svc, dead) == "failed"
+    simulator.config.outage_status = 0
+    (running,) = submit(svc, ws, 1, tag="run")  # took the free slot
+    with svc.db.connection() as conn:
+        assert dlq.replay(conn, svc.settings, dead, datetime.now(UTC)) == "replayed"
+    assert statuses(svc, [dead, running]) == ["waiting", "queued"]
+    assert pipeline.run_job(svc, running) == "succeeded"
+    assert statuses(svc, [dead]) == ["queued"] and svc.publisher.ids[-1] == dead
+
+
+def test_sweeper_fills_slots_a_plan_change_opened(svc, make_workspace):
+    ws, _ = make_workspace(plan="elite")
+    ids = submit(svc, ws, 4, slots=1)
+    assert statuses(svc, ids).count("queued") == 1
+    elite = replace(svc.settings.plans["elite"], workspace_concurrency=3)
+    plans = replace(svc.settings.plans, plans={**svc.settings.plans.plans, "elite": elite})
+    wider = replace(svc, settings=replace(svc.settings, plans=plans))
+    assert pipeline.sweep(wider)["filled"] == 2
+    assert statuses(svc, ids) == ["queued", "queued", "queued", "waiting"]
+    assert pipeline.sweep(wider)["filled"] == 0
+
+
+def test_a_message_is_resent_only_when_its_last_publish_is_old(svc, make_workspace):
+    ws, _ = make_workspace()
+    (job,) = submit(svc, ws, 1)
+    old = replace(svc, settings=replace(svc.settings, lost_message_seconds=600))
+    with svc.db.connection() as conn:  # an old job, published a moment ago: not resent
+        conn.execute("UPDATE enrichment_jobs SET created_at = now() - interval '2 hours',"
+                     " runnable_at = now() - interval '1 hour'")
+    assert pipeline.sweep(old)["resent"] == 0
+    with svc.db.connection() as conn:  # last sent 20 minutes ago: the broker may have lost it
+        conn.execute("UPDATE enrichment_jobs SET published_at = now() - interval '20 minutes'")
+    assert pipeline.sweep(old) == {"requeued": 0, "dead": 0, "resent": 1, "filled": 0,
+                                   "published": 1}
+    assert svc.publisher.ids == [job, job]
+    assert pipeline.sweep(old)["resent"] == 0  # its publish is recent again
+    assert pipeline.run_job(svc, job) == "succeeded"
+    assert pipeline.run_job(svc, job) == "skipped"  # the duplicate is a no-op claim

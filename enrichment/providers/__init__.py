@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ..templates import Template
-from .http import CallPolicy, ProviderError
+from .http import CallPolicy, ProviderError, Spend
 
 
 @dataclass
@@ -53,4 +53,5 @@ __all__ = [
     "ResearchResult",
     "SocialProvider",
     "SocialResult",
+    "Spend",
 ]

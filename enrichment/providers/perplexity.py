@@ -98,8 +98,23 @@ class PerplexityClient:
         return self._chat(prompt, template, max_tokens, policy)
 
     def _agent(self, prompt, template, max_tokens, max_searches, policy) -> ResearchResult:
+        def check(body: dict) -> None:
+            # Every answer is metered, a failed run's tokens included: they were spent.
+            usage = body.get("usage") or {}
+            steps = [i for i in body.get("output") or []
+                     if isinstance(i, dict) and i.get("type") == "search_results"]
+            policy.spend.research(int(usage.get("total_tokens") or 0), len(steps),
+                                  _cost(usage))
+            # A failed run can come back as HTTP 200: the status field decides.
+            status = body.get("status")
+            if status != "completed":
+                error = body.get("error") or {}
+                message = error.get("message") if isinstance(error, dict) else None
+                raise ProviderError(NAME, f"run {status}: {message or 'no detail'}",
+                                    retryable=True)
+
         body = call_json(
-            self.session, NAME, "POST", f"{self.base}/v1/agent", policy,
+            self.session, NAME, "POST", f"{self.base}/v1/agent", policy, check=check,
             json={
                 "model": self.model,
                 "instructions": INSTRUCTIONS,
@@ -109,12 +124,6 @@ class PerplexityClient:
                 "tools": [{"type": "web_search"}],
             },
         )
-        # A failed run can come back as HTTP 200: the status field decides.
-        status = body.get("status")
-        if status != "completed":
-            error = body.get("error") or {}
-            message = error.get("message") if isinstance(error, dict) else None
-            raise ProviderError(NAME, f"run {status}: {message or 'no detail'}", retryable=True)
         text_parts, citations, searches = [], [], 0
         for item in body.get("output") or []:
             if not isinstance(item, dict):
@@ -136,8 +145,13 @@ class PerplexityClient:
         )
 
     def _chat(self, prompt, template, max_tokens, policy) -> ResearchResult:
+        def check(body: dict) -> None:
+            usage = body.get("usage") or {}
+            policy.spend.research(int(usage.get("total_tokens") or 0),
+                                  int(usage.get("num_search_queries") or 0), _cost(usage))
+
         body = call_json(
-            self.session, NAME, "POST", f"{self.base}/chat/completions", policy,
+            self.session, NAME, "POST", f"{self.base}/chat/completions", policy, check=check,
             json={
                 "model": self.model,
                 "messages": [

@@ -39,6 +39,7 @@ class SocialLinksClient:
             self.session, NAME, "GET", f"{self.base}/search-social-links", policy,
             params={"query": build_query(lead), "social_networks": ",".join(wanted)},
         )
+        policy.spend.social_requests += 1
         if body.get("status") != "OK":
             raise ProviderError(NAME, f"status {body.get('status')!r}")
         data = body.get("data") or {}

@@ -1,0 +1,352 @@
+"""The job state machine: every write that moves a job between states is here.
+
+    waiting ──(a slot frees)──> queued ──(claim)──> processing ──> succeeded | failed | dead
+       ▲                          ▲                     │
+       └── admitted, no free slot └── lease expired / handed back (keeps its slot)
+
+Slots. A workspace runs at most `limit` jobs at once (its plan's `workspace_concurrency`, or
+WORKSPACE_CONCURRENCY). Its `queued` and `processing` jobs hold its slots; only those have a
+message in a tier queue, so the weighted tier order is spent on work that can run. Every
+transaction that adds or removes a slot holder first locks the workspace row (FOR NO KEY
+UPDATE: foreign-key checks are not blocked), then counts holders in a later statement, which
+therefore sees every committed change: the count is exact across API processes and worker
+machines, and lives in PostgreSQL, so a Redis restart cannot lose or double a slot. When a
+holder ends, `fill` hands its slot to the workspace's oldest waiting job in the same
+transaction (FIFO per workspace); that job's outbox row is written there too and published
+after commit — one message per freed slot.
+
+Lock order, everywhere: the workspace row, then job rows, then the usage counter.
+
+Publishing. A queued job's message is sent after its transaction commits and its outbox row is
+then deleted; `published_at` records when it was last sent. The relay publishes outbox rows a
+crash left behind, and re-sends a queued job only when *its last publish* is older than
+LOST_MESSAGE_SECONDS (a broker that lost it) — never because the job itself is old.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from typing import Protocol
+
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from .metrics import JOB_MESSAGES
+
+log = logging.getLogger(__name__)
+
+
+class JobStatus(StrEnum):
+    WAITING = "waiting"  # behind its workspace's own jobs, no message in the broker
+    QUEUED = "queued"  # holds a slot; its message is in its tier queue
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+
+    @property
+    def public(self) -> str:
+        """The status the API shows: waiting is queued to the customer."""
+        return JobStatus.QUEUED.value if self is JobStatus.WAITING else self.value
+
+
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD)
+
+# The one claimable condition: runnable, or running under a lease that ran out (its worker died).
+CLAIMABLE = ("(j.status = 'queued' OR (j.status = 'processing' AND j.lease_until < now()))")
+
+
+class Publisher(Protocol):
+    """Sends the task that runs a job to its queue (Celery, in workers/)."""
+
+    def publish(self, job_id: str, queue: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runnable:
+    """A job that took a slot in a committed transaction: publish it."""
+
+    job_id: uuid.UUID
+    queue: str
+
+
+def lock_workspace(conn: Connection, workspace_id: uuid.UUID) -> None:
+    conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (workspace_id,))
+
+
+FILL = """
+WITH free AS (
+  SELECT greatest(%(limit)s - count(*), 0) AS n FROM enrichment_jobs
+  WHERE workspace_id = %(ws)s AND status IN ('queued', 'processing')),
+next AS (
+  SELECT id FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status = 'waiting'
+  ORDER BY created_at, id LIMIT (SELECT n FROM free)),
+promoted AS (
+  UPDATE enrichment_jobs j SET status = 'queued', runnable_at = now(), published_at = now()
+  FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue)
+INSERT INTO job_outbox (job_id, queue) SELECT id, queue FROM promoted
+ON CONFLICT (job_id) DO UPDATE SET created_at = excluded.created_at
+RETURNING job_id, queue
+"""
+
+
+def fill(conn: Connection, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
+    """Give the workspace's free slots to its oldest waiting jobs. The caller is inside a
+    transaction and has locked the workspace row in an earlier statement."""
+    rows = conn.execute(FILL, {"ws": workspace_id, "limit": limit}).fetchall()
+    return [Runnable(r["job_id"], r["queue"]) for r in rows]
+
+
+def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
+    """Give back the unit a job reserved at admission (it ended failed or dead)."""
+    if period is not None:
+        conn.execute("UPDATE usage_counters SET reserved = reserved - 1"
+                     " WHERE workspace_id = %s AND period = %s AND reserved > 0",
+                     (workspace_id, period))
+
+
+# --- admission -----------------------------------------------------------------------------
+
+INSERT = (
+    "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash, lead,"
+    " metadata, idempotency_key, billing_period, status)"
+    " SELECT %(id)s, w.id, %(template)s, %(queue)s, %(subject)s, %(lead)s, %(metadata)s,"
+    "  %(key)s, %(period)s, 'waiting' FROM workspaces w WHERE w.id = %(ws)s AND NOT EXISTS ("
+    "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s AND subject_hash = %(subject)s)"
+    " FOR NO KEY UPDATE OF w"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
+)
+
+
+def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: str,
+           subject: str, lead: dict, metadata: dict, key: str, period: date) -> dict | None:
+    """A new job, waiting, with its workspace locked for `fill`; None if the subject is
+    suppressed or the idempotency key exists."""
+    return conn.execute(INSERT, {
+        "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
+        "subject": subject, "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key,
+        "period": period}).fetchone()
+
+
+# --- the worker ----------------------------------------------------------------------------
+
+CLAIM = (
+    "UPDATE enrichment_jobs j SET status = 'processing', attempts = j.attempts + 1,"  # noqa: S608 (constant)
+    " started_at = coalesce(j.started_at, now()), lease_token = %s,"
+    " lease_until = now() + make_interval(secs => %s)"
+    " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s AND " + CLAIMABLE +
+    " RETURNING j.*, w.plan, w.region, w.person_level_enabled"
+)
+
+
+def claim(pool: ConnectionPool, job_id: str, lease_seconds: int) -> dict | None:
+    """Move a claimable job to processing under a fresh lease token. Returns the job with its
+    workspace's plan and region, or None for a duplicate delivery or a finished job."""
+    with pool.connection() as conn:
+        return conn.execute(CLAIM, (uuid.uuid4(), lease_seconds, job_id)).fetchone()
+
+
+@dataclass
+class Outcome:
+    """How a claimed job ended, as written by `finish`."""
+
+    status: JobStatus
+    units: int = 0
+    tokens: int = 0
+    searches: int = 0
+    social_requests: int = 0
+    max_tokens: int | None = None
+    max_searches: int | None = None
+    cost_estimate_usd: object = 0
+    error: str | None = None
+    result: tuple | None = None  # (fields, citations, completeness) of a success
+    dead_letter: bool = False
+    retries: int = 0  # failed provider attempts in this run, added to `attempts`
+
+
+SETTLE = (
+    "WITH ws AS (SELECT id FROM workspaces WHERE id = %(ws)s FOR NO KEY UPDATE)"
+    " UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s,"
+    " attempts = attempts + %(retries)s, completed_at = now(), lease_token = NULL,"
+    " lease_until = NULL"
+    " WHERE id = %(id)s AND workspace_id = (SELECT id FROM ws) AND status = 'processing'"
+    " AND {fence} RETURNING attempts, billing_period"
+)
+FENCE_LEASE = "lease_token = %(token)s"
+FENCE_EXPIRED = "lease_until < now()"
+
+
+def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
+           fence: str = FENCE_LEASE) -> list[Runnable] | None:
+    """Write a claimed job's outcome in one transaction and hand its slot on. The write is
+    fenced by the lease token (or, for the sweeper, by the expired lease): if another worker
+    took the job over, nothing is written and None is returned. Otherwise returns the waiting
+    jobs that took the freed slot (publish them after this returns)."""
+    with conn.transaction():
+        done = conn.execute(SETTLE.format(fence=fence), {
+            "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
+            "error": outcome.error, "retries": outcome.retries,
+            "token": job.get("lease_token")}).fetchone()
+        if done is None:
+            return None
+        if outcome.result is not None:
+            fields, citations, completeness = outcome.result
+            conn.execute(
+                "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key,"
+                " template, fields, citations, completeness, expires_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + interval '7 days')",
+                (job["id"], job["workspace_id"], job["idempotency_key"], job["template"],
+                 Jsonb(fields), Jsonb(citations), completeness),
+            )
+        else:
+            release_unit(conn, job["workspace_id"], done["billing_period"])
+        if outcome.dead_letter:
+            conn.execute(
+                "INSERT INTO dead_letters (job_id, workspace_id, status, error, attempts)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET"
+                " status = excluded.status, error = excluded.error,"
+                " attempts = excluded.attempts, created_at = now(), replayed_at = NULL",
+                (job["id"], job["workspace_id"], outcome.status, outcome.error,
+                 done["attempts"]))
+        conn.execute(
+            "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
+            " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+            (job["workspace_id"], job["id"], job["template"], outcome.units, outcome.tokens,
+             outcome.searches, outcome.social_requests, outcome.max_tokens,
+             outcome.max_searches, outcome.cost_estimate_usd),
+        )
+        return fill(conn, job["workspace_id"], limit)
+
+
+def requeue(conn: Connection, job: dict) -> bool:
+    """Put a claimed job back in line at once, keeping its slot (an unexpected error stopped
+    its run). Fenced by its lease token; the relay publishes it on its next run."""
+    with conn.transaction():
+        back = conn.execute(
+            "UPDATE enrichment_jobs SET status = 'queued', lease_token = NULL,"
+            " lease_until = NULL, runnable_at = now()"
+            " WHERE id = %s AND status = 'processing' AND lease_token = %s",
+            (job["id"], job["lease_token"])).rowcount
+        if back:
+            conn.execute("INSERT INTO job_outbox (job_id, queue, created_at)"
+                         " VALUES (%s, %s, '-infinity') ON CONFLICT (job_id) DO UPDATE"
+                         " SET created_at = '-infinity'", (job["id"], job["queue"]))
+    return bool(back)
+
+
+# --- publishing and the sweeper ------------------------------------------------------------
+
+def publish(pool: ConnectionPool, publisher: Publisher, job: Runnable) -> bool:
+    """Send a committed runnable job's message and clear its outbox row. On a broker error the
+    row stays for the relay and False is returned: the job is durable either way."""
+    try:
+        publisher.publish(str(job.job_id), job.queue)
+        JOB_MESSAGES.labels("direct").inc()
+    except Exception:
+        log.exception("publish of job %s failed; the outbox relay will retry", job.job_id)
+        return False
+    with pool.connection() as conn:
+        conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (job.job_id,))
+    return True
+
+
+def publish_all(pool: ConnectionPool, publisher: Publisher, runnable: list[Runnable]) -> None:
+    for job in runnable:
+        publish(pool, publisher, job)
+
+
+def relay_outbox(pool: ConnectionPool, publisher: Publisher, older_than_seconds: int,
+                 limit: int = 500) -> int:
+    """Publish outbox rows left behind (older than the grace period). Concurrent relays skip
+    each other's rows. Returns how many were published."""
+    published = 0
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(
+            "SELECT job_id, queue FROM job_outbox"
+            " WHERE created_at < now() - make_interval(secs => %s)"
+            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (older_than_seconds, limit),
+        ).fetchall()
+        for row in rows:
+            publisher.publish(str(row["job_id"]), row["queue"])
+            JOB_MESSAGES.labels("relay").inc()
+            conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (row["job_id"],))
+            published += 1
+        if rows:
+            conn.execute("UPDATE enrichment_jobs SET published_at = now() WHERE id = ANY(%s)",
+                         ([r["job_id"] for r in rows],))
+    return published
+
+
+def requeue_lost(pool: ConnectionPool, older_than_seconds: int) -> int:
+    """Queued jobs whose last publish is long past, with no outbox row: the broker may have
+    lost the message (a crash within its fsync window). Queue a re-send; if the message was
+    only slow, the duplicate is a no-op claim. A job's age never counts, only its last
+    publish, so a backlog does not multiply messages."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "INSERT INTO job_outbox (job_id, queue, created_at)"
+            " SELECT j.id, j.queue, '-infinity' FROM enrichment_jobs j"
+            " WHERE j.status = 'queued'"
+            " AND j.published_at < now() - make_interval(secs => %s)"
+            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"
+            " ON CONFLICT DO NOTHING", (older_than_seconds,)).rowcount
+
+
+def expired(pool: ConnectionPool, limit: int = 500) -> list[dict]:
+    """Jobs stuck in processing past their lease (their worker died)."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT j.*, w.plan FROM enrichment_jobs j JOIN workspaces w ON w.id = j.workspace_id"
+            " WHERE j.status = 'processing' AND j.lease_until < now()"
+            " ORDER BY j.lease_until LIMIT %s", (limit,)).fetchall()
+
+
+def requeue_expired(conn: Connection, job: dict) -> bool:
+    """Back in line (keeping its slot) a job whose lease ran out."""
+    with conn.transaction():
+        back = conn.execute(
+            "UPDATE enrichment_jobs SET status = 'queued', lease_token = NULL,"
+            " lease_until = NULL, runnable_at = now()"
+            " WHERE id = %s AND status = 'processing' AND lease_until < now()",
+            (job["id"],)).rowcount
+        if back:
+            conn.execute("INSERT INTO job_outbox (job_id, queue, created_at)"
+                         " VALUES (%s, %s, '-infinity') ON CONFLICT (job_id) DO UPDATE"
+                         " SET created_at = '-infinity'", (job["id"], job["queue"]))
+    return bool(back)
+
+
+def stranded(pool: ConnectionPool, limits: dict[str, int]) -> list[dict]:
+    """Workspaces with waiting jobs and a free slot (a lowered load after a plan change, or a
+    hand-over that never ran): what the sweeper fills."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT w.id, w.plan FROM workspaces w"
+            " WHERE w.id IN (SELECT DISTINCT workspace_id FROM enrichment_jobs"
+            "                WHERE status = 'waiting')"
+            " AND (SELECT count(*) FROM enrichment_jobs a WHERE a.workspace_id = w.id"
+            "      AND a.status IN ('queued', 'processing'))"
+            "     < coalesce((%s::jsonb ->> w.plan)::int, 1)", (Jsonb(limits),)).fetchall()
+
+
+def fill_workspace(pool: ConnectionPool, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
+    with pool.connection() as conn, conn.transaction():
+        lock_workspace(conn, workspace_id)
+        return fill(conn, workspace_id, limit)
+
+
+def oldest_runnable(pool: ConnectionPool) -> dict[str, float]:
+    """Seconds the oldest runnable, never started job of each tier has waited."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT queue, extract(epoch FROM now() - min(runnable_at))::float AS age"
+            " FROM enrichment_jobs WHERE status = 'queued' AND started_at IS NULL"
+            " GROUP BY queue").fetchall()
+    return {r["queue"]: r["age"] for r in rows}
