@@ -35,6 +35,18 @@ SCHEDULE = {
         "schedule": crontab(hour=0, minute=30),
         "options": {"queue": "maintenance"},
     },
+    # Overage reports whose retry is due (a lost answer goes again within the hour).
+    "overage-send-due": {
+        "task": "enrichment.send_overage_due",
+        "schedule": crontab(minute=17),  # hourly
+        "options": {"queue": "maintenance", "expires": 3000},
+    },
+    # Workspaces created while Stripe was down; subscriptions whose plan changed.
+    "billing-account-sync": {
+        "task": "enrichment.sync_billing_accounts",
+        "schedule": crontab(minute="*/10"),
+        "options": {"queue": "maintenance", "expires": 550},
+    },
     "billing-reconciliation": {
         "task": "enrichment.reconcile_billing",
         "schedule": crontab(hour=2, minute=0),

@@ -29,7 +29,7 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(enrichment.bp)
     app.register_blueprint(billing.bp)
-    app.register_blueprint(billing.webhooks)
+    app.register_blueprint(billing.hooks)
     app.register_blueprint(privacy.bp)
     app.register_blueprint(openapi.bp)
     _log_requests(app)

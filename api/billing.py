@@ -1,15 +1,20 @@
-"""/api/v1/billing (credit packs, invoices) and the Stripe webhook."""
+"""/api/v1/billing (credit packs, invoices) and the Stripe webhook.
+
+Stripe on a request path: every call is bounded by STRIPE_TIMEOUT (≤ 10 s); a Stripe that
+cannot be reached answers 503, one that refuses or fails 502, both problem+json with
+Retry-After; invoice lists and previews are cached per workspace for a minute.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
-import stripe
 from flask import Blueprint, g, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields
 
-from enrichment import payments
-from enrichment.billing import BillingNotConfigured
+from enrichment.billing import BillingError, BillingNotConfigured, WebhookRejected, webhooks
+from enrichment.billing.stripe_client import verify_webhook
 
 from .auth import guard, services
 from .enrichment import json_body, load, validation_problem
@@ -18,7 +23,8 @@ from .problems import Problem
 log = logging.getLogger(__name__)
 bp = Blueprint("billing", __name__, url_prefix="/api/v1/billing")
 guard(bp)
-webhooks = Blueprint("stripe_webhook", __name__, url_prefix="/api/v1/stripe")
+hooks = Blueprint("stripe_webhook", __name__, url_prefix="/api/v1/stripe")
+INVOICE_CACHE_SECONDS = 60
 
 
 class CreditPackSchema(Schema):
@@ -33,8 +39,12 @@ def not_configured(exc: BillingNotConfigured) -> Problem:
     return Problem(403, "Forbidden", f"{exc}.", "billing-not-configured")
 
 
-def stripe_problem(exc: stripe.StripeError) -> Problem:
+def stripe_problem(exc: BillingError) -> Problem:
     log.warning("Stripe call failed: %s", exc)
+    if exc.unavailable:
+        return Problem(503, "Service Unavailable", "The payment provider could not be reached "
+                       "in time; retry later.", "payment-provider-unavailable",
+                       {"Retry-After": "30"})
     return Problem(502, "Bad Gateway", "The payment provider did not answer as expected; "
                    "retry later.", "payment-provider-error", {"Retry-After": "30"})
 
@@ -49,11 +59,12 @@ def buy_credit_pack():
             ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]}))
     try:
         with svc.db.connection() as conn:
-            checkout = payments.start_checkout(conn, svc.billing, svc.settings.plans,
-                                               g.workspace.id, data["pack"], request.host_url)
+            checkout = webhooks.start_checkout(
+                conn, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
+                svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
     except BillingNotConfigured as exc:
         raise not_configured(exc) from None
-    except stripe.StripeError as exc:
+    except BillingError as exc:
         raise stripe_problem(exc) from None
     pack = packs[data["pack"]]
     resp = jsonify({"checkout_url": checkout.url, "checkout_session_id": checkout.session_id,
@@ -82,14 +93,32 @@ def _invoice_body(invoice: dict) -> dict:
             "lines": _lines(invoice)}
 
 
+def _cached(name: str, fetch):
+    """`fetch()`'s answer for this workspace, kept a minute in Redis (Stripe is slow and
+    rate-limited; a dashboard polls)."""
+    svc = services()
+    key = f"billing:{name}:{g.workspace.id}"
+    hit = svc.redis.get(key)
+    if hit is not None:
+        return json.loads(hit)
+    try:
+        value = fetch()
+    except BillingNotConfigured as exc:
+        raise not_configured(exc) from None
+    except BillingError as exc:
+        raise stripe_problem(exc) from None
+    svc.redis.set(key, json.dumps(value), ex=INVOICE_CACHE_SECONDS)
+    return value
+
+
 @bp.get("/invoices")
 def list_invoices():
     customer = _customer()
-    try:
-        found = services().billing.invoices(customer) if customer else []
-    except stripe.StripeError as exc:
-        raise stripe_problem(exc) from None
-    return jsonify({"invoices": [_invoice_body(i) for i in found]})
+    if customer is None:
+        return jsonify({"invoices": []})
+    billing = services().billing
+    return jsonify({"invoices": _cached(
+        "invoices", lambda: [_invoice_body(i) for i in billing.invoices(customer)])})
 
 
 @bp.get("/invoices/upcoming")
@@ -98,15 +127,12 @@ def upcoming_invoice():
     if customer is None:
         raise Problem(404, "Not Found", "This workspace has no billing account yet.",
                       "no-billing-account")
-    try:
-        return jsonify(_invoice_body(services().billing.upcoming_invoice(customer)))
-    except BillingNotConfigured as exc:
-        raise not_configured(exc) from None
-    except stripe.StripeError as exc:
-        raise stripe_problem(exc) from None
+    billing = services().billing
+    return jsonify(_cached("upcoming",
+                           lambda: _invoice_body(billing.upcoming_invoice(customer))))
 
 
-@webhooks.post("/webhook")
+@hooks.post("/webhook")
 def stripe_webhook():
     svc = services()
     secret = svc.settings.stripe_webhook_secret
@@ -115,11 +141,10 @@ def stripe_webhook():
                       "billing-not-configured")
     payload = request.get_data(cache=False)  # the raw body: the signature covers its bytes
     try:
-        event = stripe.Webhook.construct_event(
-            payload, request.headers.get("Stripe-Signature"), secret)
-    except (ValueError, stripe.SignatureVerificationError) as exc:
+        event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret)
+    except WebhookRejected as exc:
         raise Problem(400, "Bad Request", f"Webhook rejected: {exc}"[:300],
                       "bad-webhook-signature") from None
     with svc.db.connection() as conn:
-        outcome = payments.handle_event(conn, svc.settings.plans, svc.events, event.to_dict())
+        outcome = webhooks.handle_event(conn, svc.settings.plans, svc.events, event)
     return jsonify({"received": True, "outcome": outcome})

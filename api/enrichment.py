@@ -10,7 +10,8 @@ import uuid
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import admission, jobs, jobstore, metering
+from enrichment import admission, jobs, jobstore
+from enrichment.billing.usage import usage_summary
 from enrichment.templates import TEMPLATES
 
 from .auth import guard, services
@@ -195,7 +196,7 @@ def usage():
     svc = services()
     with svc.db.connection() as conn:
         workspace = {"id": g.workspace.id, "plan": g.workspace.plan}
-        return jsonify(metering.usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
+        return jsonify(usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
 
 
 @bp.get("/enrichment/<uuid:job_id>")

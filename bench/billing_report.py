@@ -24,6 +24,8 @@ def load() -> int:
         with conn.cursor().copy("COPY workspaces (id, name, plan) FROM STDIN") as copy:
             for i, ws in enumerate(ids):
                 copy.write_row((ws, f"ws{i}", "core"))
+        conn.execute("INSERT INTO workspace_plans SELECT id, %s, plan FROM workspaces",
+                     (datetime.combine(PERIOD, datetime.min.time(), UTC) - timedelta(days=40),))
         with conn.cursor().copy("COPY enrichment_usage (workspace_id, job_id, template, units,"
                                 " created_at) FROM STDIN") as copy:
             for i, ws in enumerate(ids):
@@ -40,12 +42,11 @@ def load() -> int:
 
 
 def run() -> None:
-    from enrichment import metering
-    from enrichment.admission import day_start
-    from enrichment.billing import LedgerBilling
+    from enrichment.billing import LedgerBilling, report
     from enrichment.config import load_plans
     from enrichment.db import connect_pool
     from enrichment.events import Events
+    from enrichment.periods import day_start
 
     class Quiet(Events):
         def capture(self, *a):
@@ -79,14 +80,15 @@ def run() -> None:
                 " SELECT sum(units) FROM enrichment_usage WHERE workspace_id = %s"
                 " AND created_at >= %s AND created_at < %s", (one, start, end)).fetchall()
             t0 = time.perf_counter()
-            frozen = metering.freeze(conn, plans, through)
+            frozen = report.freeze(conn, plans, through)
             freeze_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sent = metering.send_pending(pool, LedgerBilling(), Quiet())
+        now = day_start(through + timedelta(days=1))
+        sent = report.send_pending(pool, LedgerBilling(), Quiet(), now)
         send_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        again = metering.report(pool, plans, LedgerBilling(), Quiet(), through,
-                                through + timedelta(days=1))
+        again = report.report(pool, plans, LedgerBilling(), Quiet(), through,
+                              now + timedelta(seconds=1))
         rerun_s = time.perf_counter() - t0
         with pool.connection() as conn:
             units = conn.execute("SELECT sum(units) AS n FROM usage_reports").fetchone()["n"]

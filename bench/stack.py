@@ -48,15 +48,71 @@ def wait_until(check, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-class Stack(contextlib.ExitStack):
-    """Processes started here are stopped (process group SIGTERM, then SIGKILL) on exit."""
+class RedisServer:
+    """A redis-server of our own on a free port, in its own directory (AOF everysec unless
+    told otherwise): for a process that breaks it, or a figure that must be its own."""
 
-    def __init__(self, env: dict | None = None):
+    def __init__(self, directory: str | Path, *extra: str):
+        self.port, self.dir, self.extra = free_port(), Path(directory), extra
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--maxmemory-policy", "noeviction", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def ours() -> bool:  # up, and really this server (another process may hold a port)
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            try:
+                return client.config_get("dir")["dir"] == str(self.dir)
+            except redis.RedisError:
+                return False
+
+        wait_until(ours, 10, "redis-server")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Stack(contextlib.ExitStack):
+    """Processes started here are stopped (process group SIGTERM, then SIGKILL) on exit.
+    `own_redis`: a redis-server of the stack's own serves Redis and the broker (figures such
+    as commands run or peak memory are then the stack's alone)."""
+
+    def __init__(self, env: dict | None = None, own_redis: bool = False):
         super().__init__()
-        self.env = {**os.environ, "DATABASE_URL": BENCH_DB,
-                    "REDIS_URL": "redis://127.0.0.1:6379/12",
-                    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/13", **(env or {})}
         self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
+        redis_base = "redis://127.0.0.1:6379"
+        self.redis_server = None
+        if own_redis:
+            (self.logs / "redis").mkdir()
+            self.redis_server = RedisServer(self.logs / "redis", "--appendonly", "no")
+            self.callback(self.redis_server.stop)
+            redis_base = self.redis_server.url
+        self.env = {**os.environ, "DATABASE_URL": BENCH_DB,
+                    "REDIS_URL": f"{redis_base}/12",
+                    "CELERY_BROKER_URL": f"{redis_base}/13", **(env or {})}
         import redis
 
         for url in {self.env["REDIS_URL"], self.env["CELERY_BROKER_URL"]}:

@@ -16,15 +16,17 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from . import jobs, jobstore
+from .billing.usage import CREDITS_IN_PERIOD, credits, period_bounds
 from .config import Plan
 from .jobstore import Runnable
 from .leads import subject_hash, subject_identifier
+from .periods import day_start, next_period_start, period_start
 from .templates import Template
 from .workspaces import Workspace, person_level_allowed
 
@@ -47,20 +49,6 @@ class Admitted:
     runnable: list[Runnable] = field(default_factory=list)  # publish these after commit
 
 
-def day_start(d: date) -> datetime:
-    """00:00 UTC of a day."""
-    return datetime.combine(d, time.min, UTC)
-
-
-def period_start(now: datetime) -> date:
-    """First day of the billing period (calendar month, UTC) containing `now`."""
-    return now.astimezone(UTC).date().replace(day=1)
-
-
-def next_period_start(period: date) -> date:
-    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
-
-
 def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date) -> str:
     raw = f"{workspace_id}|{identifier}|{template}|{day.isoformat()}"
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -75,27 +63,17 @@ def check_region(workspace: Workspace, template: Template) -> None:
                       "company-level templates are available.")
 
 
-def credits(conn: Connection, workspace_id: uuid.UUID, period: date) -> int:
-    """Credit units bought in this billing period (a pack tops up the period it is bought in)."""
-    row = conn.execute("SELECT coalesce(sum(units), 0) AS n FROM credit_ledger"
-                       " WHERE workspace_id = %s AND created_at >= %s",
-                       (workspace_id, period)).fetchone()
-    return int(row["n"])
-
-
 # Reserve one unit if the cap (plus credits) allows it.
 RESERVE = (
-    "UPDATE usage_counters SET reserved = reserved + 1"
-    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s"
-    "  + (SELECT coalesce(sum(units), 0) FROM credit_ledger"
-    "     WHERE workspace_id = %(ws)s AND created_at >= %(period)s)"
-    " RETURNING reserved"
+    "UPDATE usage_counters SET reserved = reserved + 1"  # noqa: S608 (constant)
+    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s + "
+    + CREDITS_IN_PERIOD + " RETURNING reserved"
 )
 
 
 def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
     """Reserve one unit of the period if the hard cap (plus credits) allows it."""
-    args = {"ws": workspace_id, "period": period, "cap": cap}
+    args = {"ws": workspace_id, "period": period, "cap": cap, **period_bounds(period)}
     if conn.execute(RESERVE, args).fetchone():
         return True
     # First admission of the period: create the row (or wait for whoever is creating it).

@@ -74,16 +74,21 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
         # waiting behind a workspace's own jobs is not queue wait.
         row = conn.execute(
             "SELECT avg(w) AS v, count(*) AS n FROM ("
-            " SELECT extract(epoch FROM started_at - coalesce(runnable_at, created_at)) AS w"
-            " FROM enrichment_jobs WHERE started_at >= %(since)s AND started_at < %(now)s"
+            " SELECT extract(epoch FROM started_at - runnable_at) AS w FROM enrichment_jobs"
+            " WHERE started_at >= %(since)s AND started_at < %(now)s"
+            " AND runnable_at <= started_at"  # first starts (a re-queued job waits anew)
             " UNION ALL"
             " SELECT extract(epoch FROM %(now)s - runnable_at) FROM enrichment_jobs"
-            " WHERE status = 'queued' AND started_at IS NULL AND runnable_at < %(now)s) waits",
+            " WHERE status = 'queued' AND runnable_at < %(now)s"
+            " AND (started_at IS NULL OR runnable_at > started_at)) waits",
             {"since": since, "now": now}).fetchone()
     elif rule.source == "completeness_avg":
         row = conn.execute(
             "SELECT avg(completeness) AS v, count(*) AS n FROM enrichment_results"
             " WHERE created_at >= %s AND created_at < %s", (since, now)).fetchone()
+    elif rule.source == "billing_unsent":
+        row = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
+                           " WHERE status IN ('failed', 'expired')").fetchone()
     elif rule.source == "billing_discrepancies":
         value = client.get(DISCREPANCIES_KEY)
         return (float(value) if value is not None else None), 1 if value is not None else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -11,8 +12,9 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from . import alerts, db, dlq, metering, payments, privacy, workspaces
-from .billing import BillingNotConfigured, build_billing
+from . import alerts, db, dlq, privacy, workspaces
+from .billing import BillingError, BillingNotConfigured, accounts, build_billing, catalog
+from .billing import jobs as billing_jobs
 from .config import Settings
 
 
@@ -63,9 +65,15 @@ def workspace_create(settings: Settings, name: str, plan: str, region: str, as_j
     with _connect(settings) as conn:
         ws, key = workspaces.create_workspace(conn, settings.plans, name, plan, region)
         conn.commit()
-        billing = build_billing(settings.stripe_api_key, settings.stripe_api_base)
+        billing = _billing(settings)
         if billing.sends:  # the Stripe customer and subscription come with the workspace
-            payments.attach(conn, billing, ws.id)
+            try:
+                accounts.attach(conn, billing, ws.id)
+                conn.commit()
+            except (BillingError, LookupError) as exc:  # the key must still be shown
+                conn.rollback()
+                click.echo(f"warning: not attached to Stripe yet ({exc}); the billing sync "
+                           "job retries every 10 minutes", err=True)
     if as_json:
         click.echo(json.dumps({"workspace_id": str(ws.id), "api_key": key}))
     else:
@@ -77,10 +85,22 @@ def workspace_create(settings: Settings, name: str, plan: str, region: str, as_j
 @click.argument("plan")
 @click.pass_obj
 def workspace_set_plan(settings: Settings, workspace_id: uuid.UUID, plan: str):
-    """Move a workspace to another plan."""
+    """Move a workspace to another plan from now on (and its Stripe subscription)."""
     try:
         with _connect(settings) as conn:
-            workspaces.set_plan(conn, settings.plans, workspace_id, plan)
+            accounts.set_plan(conn, settings.plans, workspace_id, plan)
+            conn.commit()
+            billing = _billing(settings)
+            if billing.sends:
+                try:
+                    moved = accounts.move(conn, billing, workspace_id)
+                    conn.commit()
+                    if moved:
+                        click.echo("Stripe subscription moved to the new plan's prices")
+                except BillingError as exc:
+                    conn.rollback()
+                    click.echo(f"warning: Stripe subscription not moved yet ({exc}); the "
+                               "billing sync job retries every 10 minutes", err=True)
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"workspace {workspace_id} is now on {plan}")
@@ -215,7 +235,25 @@ def billing_group() -> None:
 
 
 def _billing(settings: Settings):
-    return build_billing(settings.stripe_api_key, settings.stripe_api_base)
+    return build_billing(settings.stripe_api_key, settings.stripe_api_base,
+                         settings.stripe_timeout)
+
+
+@contextlib.contextmanager
+def _services(settings: Settings):
+    """The same services the API and the workers build (events reach PostHog, alert state
+    reaches Redis); Stripe's failures as one line."""
+    from .services import build_services
+
+    svc = build_services(settings)
+    try:
+        yield svc
+    except BillingNotConfigured as exc:
+        raise click.ClickException(str(exc)) from None
+    except BillingError as exc:
+        raise click.ClickException(f"Stripe: {exc}") from None
+    finally:
+        svc.close()
 
 
 @billing_group.command("sync-catalog")
@@ -225,10 +263,12 @@ def billing_sync_catalog(settings: Settings):
     billing = _billing(settings)
     if not billing.sends:
         raise click.ClickException("STRIPE_API_KEY is not set: billing runs ledger-only")
-    catalog = billing.sync_catalog(settings.plans)
-    with _connect(settings) as conn:
-        payments.save_catalog(conn, catalog)
-    for key, stripe_id in sorted(catalog.items()):
+    try:
+        with _connect(settings) as conn:
+            stored = catalog.sync_catalog(conn, billing, settings.plans)
+    except BillingError as exc:
+        raise click.ClickException(f"Stripe: {exc}") from None
+    for key, stripe_id in sorted(stored.items()):
         click.echo(f"{key:32} {stripe_id}")
 
 
@@ -239,10 +279,21 @@ def billing_attach(settings: Settings, workspace_id: uuid.UUID):
     """Create the workspace's Stripe customer and subscription (once)."""
     try:
         with _connect(settings) as conn:
-            customer = payments.attach(conn, _billing(settings), workspace_id)
+            customer = accounts.attach(conn, _billing(settings), workspace_id)
     except (LookupError, BillingNotConfigured) as exc:
         raise click.ClickException(str(exc)) from None
+    except BillingError as exc:
+        raise click.ClickException(f"Stripe: {exc}") from None
     click.echo(f"workspace {workspace_id} → Stripe customer {customer}")
+
+
+@billing_group.command("sync")
+@click.pass_obj
+def billing_sync(settings: Settings):
+    """Attach workspaces without a Stripe customer; move subscriptions to their plan (what
+    the billing sync job does every 10 minutes)."""
+    with _services(settings) as svc:
+        click.echo(json.dumps(billing_jobs.sync_accounts(svc)))
 
 
 def _closed_day(value: str | None) -> date:
@@ -254,15 +305,12 @@ def _closed_day(value: str | None) -> date:
 @click.option("--date", "day", help="Last closed UTC day to report (default: yesterday).")
 @click.pass_obj
 def billing_report(settings: Settings, day: str | None):
-    """Run the nightly overage report now, for closed UTC days up to --date. Idempotent."""
-    from .db import connect_pool
-    from .events import LogEvents
-
+    """Run the overage report now for closed UTC days up to --date, and send every unsent
+    report that may still go through, whatever its backoff. Idempotent."""
     through = _closed_day(day)
-    with connect_pool(settings.database_url, max_size=2) as pool:
+    with _services(settings) as svc:
         try:
-            done = metering.report(pool, settings.plans, _billing(settings), LogEvents(),
-                                   through, datetime.now(UTC).date())
+            done = billing_jobs.report_overage(svc, through, force=True)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"through": through.isoformat(), **done}))
@@ -272,15 +320,29 @@ def billing_report(settings: Settings, day: str | None):
 @click.option("--date", "day", help="Last closed UTC day to check (default: yesterday).")
 @click.pass_obj
 def billing_reconcile(settings: Settings, day: str | None):
-    """Compare metered usage, usage_reports and Stripe's meter; exit 1 on any discrepancy."""
-    with _connect(settings) as conn:
-        problems = payments.reconcile(conn, settings.plans, _billing(settings),
-                                      _closed_day(day))
-    for p in problems:
-        click.echo(json.dumps(p))
+    """Compare metered usage, usage_reports and Stripe's meter, and list the reports Stripe
+    did not take (failed, expired); exit 1 on any."""
+    with _services(settings) as svc:
+        found = billing_jobs.reconcile_billing(svc, _closed_day(day))
+    for p in found["discrepancies"]:
+        click.echo(json.dumps({"discrepancy": p}))
+    for r in found["unsent"]:
+        click.echo(json.dumps({"unsent": r}))
+    problems = len(found["discrepancies"]) + len(found["unsent"])
     if problems:
-        raise click.ClickException(f"{len(problems)} discrepancies")
-    click.echo("billing reconciled: no discrepancy")
+        raise click.ClickException(f"{len(found['discrepancies'])} discrepancies, "
+                                   f"{len(found['unsent'])} unsent reports")
+    click.echo("billing reconciled: no discrepancy, nothing unsent")
+
+
+@billing_group.command("settle-expired")
+@click.pass_obj
+def billing_settle_expired(settings: Settings):
+    """Bill expired reports (days older than Stripe's meter accepts) as invoice items on each
+    customer's next invoice. Idempotent."""
+    with _services(settings) as svc:
+        for item in billing_jobs.settle_expired(svc):
+            click.echo(json.dumps(item))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,10 @@ class Settings:
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
+    stripe_timeout: float = 10.0  # every Stripe call: an API worker must not hang on Stripe
+    # Where Stripe Checkout sends the buyer back: configuration, never the request's Host.
+    checkout_success_url: str = "http://localhost:8000/?checkout=success"
+    checkout_cancel_url: str = "http://localhost:8000/?checkout=cancel"
     posthog_api_key: str | None = None
     posthog_host: str | None = None
     worker_concurrency: int = 8
@@ -175,6 +179,9 @@ class Settings:
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            stripe_timeout=min(10.0, _float(env, "STRIPE_TIMEOUT", cls.stripe_timeout)),
+            checkout_success_url=env.get("CHECKOUT_SUCCESS_URL") or cls.checkout_success_url,
+            checkout_cancel_url=env.get("CHECKOUT_CANCEL_URL") or cls.checkout_cancel_url,
             posthog_api_key=env.get("POSTHOG_API_KEY") or None,
             posthog_host=env.get("POSTHOG_HOST") or None,
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency),

@@ -10,8 +10,9 @@ from datetime import datetime
 from psycopg import Connection, Rollback
 
 from . import jobstore
-from .admission import period_start, reserve_unit
+from .admission import reserve_unit
 from .config import Settings
+from .periods import period_start
 
 
 def list_dead_letters(conn: Connection, include_replayed: bool = False,
@@ -52,10 +53,9 @@ def replay(conn: Connection, settings: Settings, job_id: uuid.UUID, now: datetim
             raise Rollback()
         conn.execute(
             "UPDATE enrichment_jobs SET status = 'waiting', error = NULL, completed_at = NULL,"
-            " lease_token = NULL, lease_until = NULL, billing_period = %s"
+            " lease_token = NULL, lease_until = NULL, billing_period = %s, runs = 0"
             " WHERE id = %s", (period, job_id))
-        # The dead run's 0-unit usage row goes: the rerun writes the job's one usage row.
-        conn.execute("DELETE FROM enrichment_usage WHERE job_id = %s AND units = 0", (job_id,))
+        # The dead run's usage row (0 units, what it spent) stays: the rerun adds to it.
         conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE job_id = %s", (job_id,))
         runnable = jobstore.fill(conn, row["workspace_id"], settings.slots(row["plan"]))
         # Published by the next relay run, without its grace period.

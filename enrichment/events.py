@@ -15,6 +15,7 @@ EVENTS = frozenset({
     "enrichment_overage_billed",
     "enrichment_quality_issue",
     "credit_pack_purchased",
+    "credit_pack_reversed",  # a refund or lost dispute took unused credit back
     "api_error",
     "enrichment_alert",  # an alert rule fired or resolved (distinct_id "system")
 })

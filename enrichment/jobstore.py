@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -62,17 +62,21 @@ CLAIMABLE = ("(j.status = 'queued' OR (j.status = 'processing' AND j.lease_until
 
 
 class Publisher(Protocol):
-    """Sends the task that runs a job to its queue (Celery, in workers/)."""
+    """Sends the task that runs a job to its queue (Celery, in workers/). It may also offer
+    `in_broker() -> int | None`: the job messages the broker holds (queued, or delivered and
+    not acknowledged); the lost-message sweep then re-sends no more than are missing."""
 
     def publish(self, job_id: str, queue: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class Runnable:
-    """A job that took a slot in a committed transaction: publish it."""
+    """A job that took a slot in a committed transaction: publish it (and delete the outbox
+    row written with it — not a newer one written since)."""
 
     job_id: uuid.UUID
     queue: str
+    outbox_at: datetime
 
 
 def lock_workspace(conn: Connection, workspace_id: uuid.UUID) -> None:
@@ -91,15 +95,15 @@ promoted AS (
   FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue)
 INSERT INTO job_outbox (job_id, queue) SELECT id, queue FROM promoted
 ON CONFLICT (job_id) DO UPDATE SET created_at = excluded.created_at
-RETURNING job_id, queue
+RETURNING job_id, queue, created_at
 """
 
 
 def fill(conn: Connection, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
     """Give the workspace's free slots to its oldest waiting jobs. The caller is inside a
     transaction and has locked the workspace row in an earlier statement."""
-    rows = conn.execute(FILL, {"ws": workspace_id, "limit": limit}).fetchall()
-    return [Runnable(r["job_id"], r["queue"]) for r in rows]
+    rows = conn.execute(FILL, {"ws": workspace_id, "limit": max(0, limit)}).fetchall()
+    return [Runnable(r["job_id"], r["queue"], r["created_at"]) for r in rows]
 
 
 def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
@@ -118,15 +122,17 @@ INSERT = (
     " SELECT %(id)s, w.id, %(template)s, %(queue)s, %(subject)s, %(lead)s, %(metadata)s,"
     "  %(key)s, %(period)s, 'waiting' FROM workspaces w WHERE w.id = %(ws)s AND NOT EXISTS ("
     "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s AND subject_hash = %(subject)s)"
-    " FOR NO KEY UPDATE OF w"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 )
 
 
 def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, lead: dict, metadata: dict, key: str, period: date) -> dict | None:
-    """A new job, waiting, with its workspace locked for `fill`; None if the subject is
-    suppressed or the idempotency key exists."""
+    """A new job, waiting; None if the subject is suppressed or the idempotency key exists.
+    The workspace row is locked first, in its own statement: the suppression check then
+    sees an erasure that committed while this waited for the lock, and `fill` an exact
+    count."""
+    lock_workspace(conn, workspace_id)
     return conn.execute(INSERT, {
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key,
@@ -137,6 +143,7 @@ def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: s
 
 CLAIM = (
     "UPDATE enrichment_jobs j SET status = 'processing', attempts = j.attempts + 1,"  # noqa: S608 (constant)
+    " runs = j.runs + 1,"
     " started_at = coalesce(j.started_at, now()), lease_token = %s,"
     " lease_until = now() + make_interval(secs => %s)"
     " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s AND " + CLAIMABLE +
@@ -214,9 +221,17 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
                 (job["id"], job["workspace_id"], outcome.status, outcome.error,
                  done["attempts"]))
         conn.execute(
+            # One row per job: a replayed job's rerun adds its spend to the dead run's and
+            # sets the units, counted on the day the rerun ends.
             "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
             " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE"
+            " SET units = excluded.units, created_at = excluded.created_at,"
+            " tokens = enrichment_usage.tokens + excluded.tokens,"
+            " searches = enrichment_usage.searches + excluded.searches,"
+            " social_requests = enrichment_usage.social_requests + excluded.social_requests,"
+            " cost_estimate_usd = enrichment_usage.cost_estimate_usd"
+            "  + excluded.cost_estimate_usd",
             (job["workspace_id"], job["id"], job["template"], outcome.units, outcome.tokens,
              outcome.searches, outcome.social_requests, outcome.max_tokens,
              outcome.max_searches, outcome.cost_estimate_usd),
@@ -224,19 +239,23 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
         return fill(conn, job["workspace_id"], limit)
 
 
-def requeue(conn: Connection, job: dict) -> bool:
-    """Put a claimed job back in line at once, keeping its slot (an unexpected error stopped
-    its run). Fenced by its lease token; the relay publishes it on its next run."""
+def requeue(conn: Connection, job: dict, *, publish: bool = True, delay: float = 0.0,
+            relay_after: float = 0.0, counts: bool = True) -> bool:
+    """Put a claimed job back in line, keeping its slot. Fenced by its lease token.
+    `publish`: through the outbox (the relay sends it, `delay` seconds from now at the
+    earliest); otherwise the caller's own retry sends it. `counts=False`: this run does not
+    use up one of the job's runs (it never reached a provider)."""
     with conn.transaction():
         back = conn.execute(
             "UPDATE enrichment_jobs SET status = 'queued', lease_token = NULL,"
-            " lease_until = NULL, runnable_at = now()"
-            " WHERE id = %s AND status = 'processing' AND lease_token = %s",
-            (job["id"], job["lease_token"])).rowcount
-        if back:
-            conn.execute("INSERT INTO job_outbox (job_id, queue, created_at)"
-                         " VALUES (%s, %s, '-infinity') ON CONFLICT (job_id) DO UPDATE"
-                         " SET created_at = '-infinity'", (job["id"], job["queue"]))
+            " lease_until = NULL, runnable_at = now(), published_at = now(),"
+            " runs = runs - %s WHERE id = %s AND status = 'processing' AND lease_token = %s",
+            (0 if counts else 1, job["id"], job["lease_token"])).rowcount
+        if back and publish:  # the relay sends rows older than `relay_after`
+            conn.execute("INSERT INTO job_outbox (job_id, queue, created_at) VALUES"
+                         " (%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (job_id)"
+                         " DO UPDATE SET created_at = excluded.created_at",
+                         (job["id"], job["queue"], delay - relay_after if delay else -1e9))
     return bool(back)
 
 
@@ -252,7 +271,8 @@ def publish(pool: ConnectionPool, publisher: Publisher, job: Runnable) -> bool:
         log.exception("publish of job %s failed; the outbox relay will retry", job.job_id)
         return False
     with pool.connection() as conn:
-        conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (job.job_id,))
+        conn.execute("DELETE FROM job_outbox WHERE job_id = %s AND created_at = %s",
+                     (job.job_id, job.outbox_at))
     return True
 
 
@@ -264,31 +284,34 @@ def publish_all(pool: ConnectionPool, publisher: Publisher, runnable: list[Runna
 def relay_outbox(pool: ConnectionPool, publisher: Publisher, older_than_seconds: int,
                  limit: int = 500) -> int:
     """Publish outbox rows left behind (older than the grace period). Concurrent relays skip
-    each other's rows. Returns how many were published."""
-    published = 0
-    with pool.connection() as conn, conn.transaction():
-        rows = conn.execute(
-            "SELECT job_id, queue FROM job_outbox"
-            " WHERE created_at < now() - make_interval(secs => %s)"
-            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-            (older_than_seconds, limit),
-        ).fetchall()
-        for row in rows:
-            publisher.publish(str(row["job_id"]), row["queue"])
-            JOB_MESSAGES.labels("relay").inc()
-            conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (row["job_id"],))
-            published += 1
+    each other's rows. Returns how many were published. Only outbox rows are locked while
+    publishing (the lock order of erasure and hand-back is job row, then outbox row); the
+    jobs' `published_at` is stamped after that commits."""
+    with pool.connection() as conn:
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT job_id, queue FROM job_outbox"
+                " WHERE created_at < now() - make_interval(secs => %s)"
+                " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (older_than_seconds, limit),
+            ).fetchall()
+            for row in rows:
+                publisher.publish(str(row["job_id"]), row["queue"])
+                JOB_MESSAGES.labels("relay").inc()
+                conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (row["job_id"],))
         if rows:
             conn.execute("UPDATE enrichment_jobs SET published_at = now() WHERE id = ANY(%s)",
                          ([r["job_id"] for r in rows],))
-    return published
+    return len(rows)
 
 
-def requeue_lost(pool: ConnectionPool, older_than_seconds: int) -> int:
+def requeue_lost(pool: ConnectionPool, older_than_seconds: int, at_most: int | None = None
+                 ) -> int:
     """Queued jobs whose last publish is long past, with no outbox row: the broker may have
-    lost the message (a crash within its fsync window). Queue a re-send; if the message was
-    only slow, the duplicate is a no-op claim. A job's age never counts, only its last
-    publish, so a backlog does not multiply messages."""
+    lost the message (a crash within its fsync window). Queue a re-send of the `at_most`
+    longest-unpublished ones; if a message was only slow, the duplicate is a no-op claim. A
+    job's age never counts, only its last publish, so a backlog does not multiply
+    messages."""
     with pool.connection() as conn:
         return conn.execute(
             "INSERT INTO job_outbox (job_id, queue, created_at)"
@@ -296,7 +319,16 @@ def requeue_lost(pool: ConnectionPool, older_than_seconds: int) -> int:
             " WHERE j.status = 'queued'"
             " AND j.published_at < now() - make_interval(secs => %s)"
             " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"
-            " ON CONFLICT DO NOTHING", (older_than_seconds,)).rowcount
+            " ORDER BY j.published_at LIMIT %s"
+            " ON CONFLICT DO NOTHING", (older_than_seconds, at_most)).rowcount
+
+
+def published_unclaimed(pool: ConnectionPool) -> int:
+    """Runnable jobs sent and not claimed yet: each should have a message in the broker."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT count(*) AS n FROM enrichment_jobs j WHERE j.status = 'queued'"
+            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)").fetchone()["n"]
 
 
 def expired(pool: ConnectionPool, limit: int = 500) -> list[dict]:
@@ -313,7 +345,7 @@ def requeue_expired(conn: Connection, job: dict) -> bool:
     with conn.transaction():
         back = conn.execute(
             "UPDATE enrichment_jobs SET status = 'queued', lease_token = NULL,"
-            " lease_until = NULL, runnable_at = now()"
+            " lease_until = NULL, runnable_at = now(), published_at = now()"
             " WHERE id = %s AND status = 'processing' AND lease_until < now()",
             (job["id"],)).rowcount
         if back:
@@ -343,10 +375,11 @@ def fill_workspace(pool: ConnectionPool, workspace_id: uuid.UUID, limit: int) ->
 
 
 def oldest_runnable(pool: ConnectionPool) -> dict[str, float]:
-    """Seconds the oldest runnable, never started job of each tier has waited."""
+    """Seconds the oldest runnable job not claimed since it became runnable has waited, per
+    tier."""
     with pool.connection() as conn:
         rows = conn.execute(
             "SELECT queue, extract(epoch FROM now() - min(runnable_at))::float AS age"
-            " FROM enrichment_jobs WHERE status = 'queued' AND started_at IS NULL"
-            " GROUP BY queue").fetchall()
+            " FROM enrichment_jobs WHERE status = 'queued'"
+            " AND (started_at IS NULL OR runnable_at > started_at) GROUP BY queue").fetchall()
     return {r["queue"]: r["age"] for r in rows}

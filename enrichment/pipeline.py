@@ -31,14 +31,14 @@ from .metrics import (
     WORKSPACE_WAIT,
 )
 from .providers import ProviderError, ResearchResult, SocialResult, Spend
-from .services import Services
+from .services import UNAVAILABLE, Services
 from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
 from .workspaces import person_level_allowed
 
 log = logging.getLogger(__name__)
 
 QUALITY_THRESHOLD = 0.8  # the seed's alert line for completeness
-MAX_ATTEMPTS = 5  # runs of one job (crashes, expired leases) before it is dead
+MAX_RUNS = 5  # runs of one job (crashes, expired leases) before it is dead
 COST_PLACES = Decimal("0.000001")
 
 
@@ -90,6 +90,9 @@ def run_job(svc: Services, job_id: str) -> str:
     JOB_DELIVERIES.labels("claimed").inc()
     try:
         return _run(svc, job)
+    except UNAVAILABLE:  # the task retries these itself: its retry is the job's message
+        _hand_back(svc, job, publish=False)
+        raise
     except BaseException:
         _hand_back(svc, job)
         raise
@@ -102,6 +105,9 @@ def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FE
         runnable = jobstore.finish(conn, job, outcome, svc.settings.slots(job["plan"]), fence)
     if runnable is None:
         log.warning("job %s: lease lost before finishing; outcome discarded", job["id"])
+        # Erased while running: its slot was held back until now (see privacy.erase).
+        jobstore.publish_all(svc.db, svc.publisher, jobstore.fill_workspace(
+            svc.db, job["workspace_id"], svc.settings.slots(job["plan"])))
         return False
     jobstore.publish_all(svc.db, svc.publisher, runnable)
     JOBS_FINISHED.labels(outcome.status).inc()
@@ -110,17 +116,17 @@ def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FE
     return True
 
 
-def _hand_back(svc: Services, job: dict) -> None:
+def _hand_back(svc: Services, job: dict, publish: bool = True) -> None:
     """Something unexpected stopped the run (a Redis or database blip, a time limit): put the
-    job back in line at once, keeping its slot — or bury it when it has used its attempts.
+    job back in line at once, keeping its slot — or bury it when it has used its runs.
     Best effort: if this fails too, the sweeper acts when the lease runs out."""
     try:
-        if job["attempts"] >= MAX_ATTEMPTS:
+        if job["runs"] >= MAX_RUNS:
             _finish(svc, job, Outcome(JobStatus.DEAD, dead_letter=True,
-                                      error=f"interrupted {job['attempts']} times"))
+                                      error=f"interrupted {job['runs']} times"))
         else:
             with svc.db.connection() as conn:
-                jobstore.requeue(conn, job)
+                jobstore.requeue(conn, job, publish=publish)
     except Exception:
         log.exception("could not hand job %s back; the sweeper will", job["id"])
 
@@ -131,14 +137,20 @@ def sweep(svc: Services) -> dict[str, int]:
     hand-over missed, publish what the outbox holds."""
     requeued = dead = 0
     for job in jobstore.expired(svc.db):
-        if job["attempts"] >= MAX_ATTEMPTS:
-            error = f"lease expired after {job['attempts']} attempts (killed or out of memory)"
+        if job["runs"] >= MAX_RUNS:
+            error = f"lease expired after {job['runs']} runs (killed or out of memory)"
             dead += _finish(svc, job, Outcome(JobStatus.DEAD, dead_letter=True, error=error),
                             fence=jobstore.FENCE_EXPIRED)
         else:
             with svc.db.connection() as conn:
                 requeued += jobstore.requeue_expired(conn, job)
-    resent = jobstore.requeue_lost(svc.db, svc.settings.lost_message_seconds)
+    # Re-send no more messages than the broker is missing (when it can tell): a long but
+    # healthy queue is not a lost one.
+    counter = getattr(svc.publisher, "in_broker", None)
+    in_broker = counter() if counter is not None else None
+    missing = None if in_broker is None else max(
+        0, jobstore.published_unclaimed(svc.db) - in_broker)
+    resent = jobstore.requeue_lost(svc.db, svc.settings.lost_message_seconds, missing)
     filled = 0
     limits = {name: svc.settings.slots(name) for name in svc.settings.plans.names}
     for ws in jobstore.stranded(svc.db, limits):
@@ -152,7 +164,7 @@ def sweep(svc: Services) -> dict[str, int]:
 
 
 def _run(svc: Services, job: dict) -> str:
-    if job["attempts"] == 1 and job["runnable_at"] is not None:  # first start
+    if job["runs"] == 1 and job["runnable_at"] is not None:  # first start
         QUEUE_WAIT.labels(job["queue"]).observe(
             max(0.0, (job["started_at"] - job["runnable_at"]).total_seconds()))
         WORKSPACE_WAIT.labels(job["queue"]).observe(
@@ -185,6 +197,13 @@ def _run(svc: Services, job: dict) -> str:
         if SOCIAL in template.providers:
             social = svc.social.lookup(lead, template.social_fields, policy=policy)
     except ProviderError as exc:
+        if exc.busy and policy.sent == 0:
+            # The shared provider limit has no slot within this round (a 429's Retry-After
+            # holds every worker back): nothing was sent, so the job waits and runs later.
+            with svc.db.connection() as conn:
+                jobstore.requeue(conn, job, delay=exc.retry_after or 0.0, counts=False,
+                                 relay_after=svc.settings.outbox_relay_after_seconds)
+            return "deferred"
         status = JobStatus(exc.final_status)
         outcome = _spent(svc, policy.spend, Outcome(
             status, max_tokens=max_tokens, max_searches=max_searches, error=str(exc),

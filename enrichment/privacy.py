@@ -50,9 +50,10 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
     Jobs go (their results, outbox rows and dead letters with them), with stored client
     Idempotency-Key answers that contain them; units reserved by unfinished jobs are given
     back, and slots they held pass to the workspace's next waiting jobs (returned: publish
-    them). A worker still running one finds its fenced final write rejected, so nothing is
-    left behind. Usage rows stay: they hold no personal data (workspace, job id, units) and
-    keep invoices explainable."""
+    them) — except the slot of a job still running: its worker finds its fenced final write
+    rejected, leaves nothing behind, and only then hands the slot on (so the workspace never
+    runs more than its slots). Usage rows stay: they hold no personal data (workspace, job
+    id, units) and keep invoices explainable."""
     subject = subject_hash(identifier)
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace_id)
@@ -70,7 +71,8 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
             "INSERT INTO suppressions (workspace_id, subject_hash, reason) VALUES (%s, %s,"
             " 'erasure') ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
             (workspace_id, subject))
-        return jobstore.fill(conn, workspace_id, slots)
+        running = sum(job["status"] == jobstore.JobStatus.PROCESSING for job in gone)
+        return jobstore.fill(conn, workspace_id, slots - running)
 
 
 @dataclass

@@ -37,7 +37,7 @@ class ProviderLimiter:
         wait = float(wait)
         if not reserved:
             raise ProviderError(provider, f"next request slot is {wait:.1f}s away",
-                                retryable=True, retry_after=min(wait, max_wait))
+                                retryable=True, retry_after=wait, busy=True)
         if wait > 0:
             self.sleep(wait)
         return wait

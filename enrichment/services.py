@@ -68,7 +68,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
         provider_limiter=provider_limiter,
-        billing=build_billing(s.stripe_api_key, s.stripe_api_base),
+        billing=build_billing(s.stripe_api_key, s.stripe_api_base, s.stripe_timeout),
         research=PerplexityClient(
             s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
         ),

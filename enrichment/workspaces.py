@@ -54,16 +54,10 @@ def create_workspace(
             "INSERT INTO workspaces (id, name, plan, region) VALUES (%s, %s, %s, %s)",
             (ws.id, ws.name, ws.plan, ws.region),
         )
+        conn.execute("INSERT INTO workspace_plans (workspace_id, effective_at, plan)"
+                     " SELECT id, created_at, plan FROM workspaces WHERE id = %s", (ws.id,))
         key = create_api_key(conn, ws.id)
     return ws, key
-
-
-def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> None:
-    if plan not in plans:
-        raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
-    cur = conn.execute("UPDATE workspaces SET plan = %s WHERE id = %s", (plan, workspace_id))
-    if cur.rowcount != 1:
-        raise LookupError(f"no workspace {workspace_id}")
 
 
 def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,

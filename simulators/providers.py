@@ -46,6 +46,7 @@ class SimConfig:
     latency_ms: float = 0.0
     error_rate: float = 0.0  # share of requests answered 503
     outage_status: int = 0  # when set, every provider request gets this status
+    outage_retry_after: str = ""  # the Retry-After header sent with it, if any
     agent_failed_rate: float = 0.0  # share of agent runs answered 200 with status "failed"
     null_rate: float = 0.1  # share of fields the "model" could not find
     perplexity_rps: float = 0.0  # 0 = unlimited
@@ -151,11 +152,14 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
     def gate(provider: str, rps: float):
         """Latency, outage, rate limit, random errors. Returns an error response or None."""
         key = request.headers.get("Authorization") or request.headers.get("x-rapidapi-key")
+        stats.add(provider, "received", key)  # counted on arrival: a caller may give up
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)
         if cfg.outage_status:
             stats.add(provider, str(cfg.outage_status), key)
-            return jsonify({"error": {"message": "simulated outage"}}), cfg.outage_status
+            headers = {"Retry-After": cfg.outage_retry_after} if cfg.outage_retry_after else {}
+            return (jsonify({"error": {"message": "simulated outage"}}), cfg.outage_status,
+                    headers)
         wait = limits[provider].admit(rps)
         if wait is not None:
             stats.add(provider, "429", key)
@@ -175,8 +179,13 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         prompt = str(body.get("input", ""))
         rng = _rng("agent", prompt)
         if cfg.agent_failed_rate and random.random() < cfg.agent_failed_rate:
+            # Like the real API: the run failed, but what it used up is reported (and billed).
+            usage = _usage(prompt, "", body.get("max_output_tokens"), 1)
             return jsonify({"object": "response", "status": "failed", "output": [],
-                            "error": {"message": "model run failed", "code": "run_failed"}})
+                            "error": {"message": "model run failed", "code": "run_failed"},
+                            "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
+                                      "total_tokens": usage[0] + usage[1],
+                                      "cost": {"currency": "USD", "total_cost": usage[2]}}})
         steps = max(1, int(body.get("max_steps") or 1))
         slug = _slug(_company(prompt))
         searches = min(steps, 1 + rng.randint(0, 2))

@@ -2,18 +2,33 @@
 library talks to it through STRIPE_API_BASE. (stripe-mock and localstripe do not know meters,
 meter events or credit grants.)
 
-What it keeps: customers, products, prices (lookup keys), subscriptions, billing meters and
-meter events (identifier dedup, event summaries), checkout sessions, invoices and their preview,
-and webhooks signed like Stripe's. Form-encoded bodies with bracket keys, `object` fields, list
-envelopes, Stripe's error shape, and Idempotency-Key replay.
+What it keeps: customers (and their deletion), products, prices (lookup keys), subscriptions
+(and price changes), billing meters and meter events (identifier dedup, event summaries),
+checkout sessions, invoice items, invoices and their preview, and webhooks signed like
+Stripe's. Form-encoded bodies with bracket keys, `object` fields, list envelopes, Stripe's
+error shape, and Idempotency-Key replay.
+
+Stripe's documented limits, enforced so that a green test means something:
+  - `GET /v1/prices`: at most 10 `lookup_keys` per call (400 otherwise);
+  - meter events: `timestamp` within the past 35 calendar days and at most 5 minutes ahead
+    (400, param `timestamp`); `identifier` unique (400 `resource_already_exists`).
+One deliberate difference: a meter event for a deleted or unknown customer is refused at once
+(400 `resource_missing`) where Stripe accepts it and reports the error asynchronously in a
+`billing.meter.error_report_triggered` event — both leave the usage unbilled, and
+reconciliation (Stripe's meter summary below what was sent) catches the asynchronous case.
 
 Test-only endpoints:
-  POST /_test/checkout_sessions/<id>/complete   → the signed `checkout.session.completed`
-                                                  event (also delivered to webhook_url if set)
+  POST /_test/checkout_sessions/<id>/complete {"async": false}
+        → `checkout.session.completed` (paid; with "async": true unpaid, as SEPA/ACH)
+  POST /_test/checkout_sessions/<id>/async_result {"succeeded": true}
+        → `checkout.session.async_payment_succeeded` / `_failed`
+  POST /_test/charges/refund {"payment_intent": …, "amount": cents}  → `charge.refunded`
+  POST /_test/disputes {"payment_intent": …, "status": "lost"}         → `charge.dispute.closed`
   POST /_test/invoices                          → finalize/pay an invoice, signed events back
   POST /_test/config {"lose_next_meter_event_response": true, "forget_idempotency": true,
-                      "webhook_url": …, "webhook_secret": …}
+                      "webhook_url": …, "webhook_secret": …, "fail_all": 503}
   GET  /_test/state                             → everything it holds
+Every signed event is returned to the caller and, when webhook_url is set, delivered there.
 """
 
 from __future__ import annotations
@@ -74,7 +89,8 @@ def create_stripe_fake() -> Flask:
     identifiers: set[str] = set()
     idempotent: dict[str, tuple[int, dict]] = {}
     config = {"lose_next_meter_event_response": False, "forget_idempotency": False,
-              "webhook_url": None, "webhook_secret": "whsec_test", "requests": 0}
+              "webhook_url": None, "webhook_secret": "whsec_test", "requests": 0,
+              "fail_all": 0, "delay_seconds": 0.0}
     app.extensions["stripe_fake"] = (db, meter_events, config)
 
     def new_id(prefix: str) -> str:
@@ -100,6 +116,11 @@ def create_stripe_fake() -> Flask:
         if request.path.startswith("/_test"):
             return None
         config["requests"] += 1
+        if config["delay_seconds"]:
+            time.sleep(config["delay_seconds"])
+        if config["fail_all"]:
+            return jsonify({"error": {"type": "api_error",
+                                      "message": "simulated Stripe outage"}}), config["fail_all"]
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer sk_"):
             return jsonify({"error": {"type": "invalid_request_error",
@@ -137,6 +158,18 @@ def create_stripe_fake() -> Flask:
             "email": p.get("email"), "metadata": p.get("metadata", {}),
             "created": int(time.time())}))
 
+    @app.delete("/v1/customers/<cid>")
+    def delete_customer(cid):
+        obj = db["customers"].get(cid)
+        if obj is None or obj.get("deleted"):
+            return error(404, f"No such customer: '{cid}'", "resource_missing", "id")
+        obj["deleted"] = True
+        return jsonify({"id": cid, "object": "customer", "deleted": True})
+
+    def live_customer(cid) -> bool:
+        obj = db["customers"].get(cid)
+        return obj is not None and not obj.get("deleted")
+
     @app.get("/v1/customers/<cid>")
     def get_customer(cid):
         obj = db["customers"].get(cid)
@@ -169,6 +202,9 @@ def create_stripe_fake() -> Flask:
     def list_prices():
         keys = params().get("lookup_keys") or []
         keys = keys if isinstance(keys, list) else [keys]
+        if len(keys) > 10:
+            return error(400, "You may pass at most 10 lookup_keys.", "parameter_invalid_array",
+                         "lookup_keys")
         found = [x for x in db["prices"].values() if not keys or x.get("lookup_key") in keys]
         return listing(found, "/v1/prices")
 
@@ -185,6 +221,31 @@ def create_stripe_fake() -> Flask:
             "id": new_id("sub"), "object": "subscription", "customer": p["customer"],
             "status": "active", "items": {"object": "list", "data": items},
             "metadata": p.get("metadata", {}), "current_period_start": int(time.time())}))
+
+    @app.get("/v1/subscriptions/<sid>")
+    def get_subscription(sid):
+        sub = db["subscriptions"].get(sid)
+        return jsonify(sub) if sub else error(404, f"No such subscription: '{sid}'",
+                                              "resource_missing", "id")
+
+    @app.post("/v1/subscriptions/<sid>")
+    def update_subscription(sid):
+        sub = db["subscriptions"].get(sid)
+        if sub is None:
+            return error(404, f"No such subscription: '{sid}'", "resource_missing", "id")
+        p = params()
+        items = {i["id"]: i for i in sub["items"]["data"]}
+        for change in p.get("items", []):
+            price = db["prices"].get(change.get("price"))
+            if change.get("id") not in items or price is None:
+                return error(400, "No such subscription item or price", "resource_missing",
+                             "items")
+            item = items[change["id"]]
+            item.setdefault("history", []).append(
+                {"price": item["price"]["id"], "until": int(time.time())})
+            item["price"] = price
+        sub["metadata"] = {**sub.get("metadata", {}), **p.get("metadata", {})}
+        return jsonify(sub)
 
     # --- meters --------------------------------------------------------------------------
     @app.post("/v1/billing/meters")
@@ -215,6 +276,15 @@ def create_stripe_fake() -> Flask:
             return error(400, "No active meter for this event_name", "resource_missing")
         payload = p.get("payload") or {}
         ident = p.get("identifier") or new_id("mev")
+        now = int(time.time())
+        stamp = int(p.get("timestamp") or now)
+        if stamp < now - 35 * 86400 or stamp > now + 300:
+            return error(400, "Timestamp must be within the past 35 calendar days or up to 5 "
+                         "minutes in the future.", "parameter_invalid_integer", "timestamp")
+        if not live_customer(payload.get("stripe_customer_id")):
+            return error(400, "No such customer: "
+                         f"'{payload.get('stripe_customer_id')}'", "resource_missing",
+                         "payload[stripe_customer_id]")
         with lock:
             if ident in identifiers:
                 return error(400, f"An event with identifier {ident} already exists.",
@@ -250,15 +320,39 @@ def create_stripe_fake() -> Flask:
     def create_checkout():
         p = params()
         sid = new_id("cs_test")
+        amount = 0
+        for line in p.get("line_items", []):
+            price = db["prices"].get(line.get("price"))
+            if price is None:
+                return error(400, "No such price", "resource_missing", "line_items")
+            amount += int(price["unit_amount"] or 0) * int(line.get("quantity", 1))
         return jsonify(store("checkout_sessions", {
             "id": sid, "object": "checkout.session", "mode": p.get("mode"),
+            "amount_total": amount, "currency": "usd", "payment_intent": None,
             "customer": p.get("customer"), "client_reference_id": p.get("client_reference_id"),
             "metadata": p.get("metadata", {}), "line_items": p.get("line_items"),
             "status": "open", "payment_status": "unpaid",
             "success_url": p.get("success_url"), "cancel_url": p.get("cancel_url"),
             "url": f"{request.host_url}pay/{sid}"}))
 
+    @app.post("/v1/invoiceitems")
+    def create_invoice_item():
+        p = params()
+        if not live_customer(p.get("customer")):
+            return error(400, "No such customer", "resource_missing", "customer")
+        return jsonify(store("invoice_items", {
+            "id": new_id("ii"), "object": "invoiceitem", "customer": p["customer"],
+            "amount": int(p["amount"]), "currency": p.get("currency", "usd"),
+            "description": p.get("description")}))
+
     # --- invoices ------------------------------------------------------------------------
+    def price_at(item: dict, when: int) -> dict:
+        """The item's price at a moment (items remember the prices they had)."""
+        for change in item.get("history", []):
+            if when < change["until"]:
+                return db["prices"][change["price"]]
+        return item["price"]
+
     def overage_lines(customer: str) -> list[dict]:
         lines = []
         for sub in db["subscriptions"].values():
@@ -267,17 +361,29 @@ def create_stripe_fake() -> Flask:
             for item in sub["items"]["data"]:
                 price = item["price"]
                 usage = (price.get("recurring") or {}).get("usage_type")
-                if usage == "metered":
-                    meter = db["meters"].get(price["recurring"].get("meter"))
-                    qty = sum(int(float(e["payload"].get("value", 0))) for e in meter_events
-                              if meter and e["event_name"] == meter["event_name"]
-                              and e["payload"].get("stripe_customer_id") == customer)
-                    cents = float(price["unit_amount_decimal"]) * qty
-                else:
-                    qty, cents = 1, float(price["unit_amount"] or 0)
-                lines.append({"object": "line_item", "description": price.get("lookup_key"),
-                              "quantity": qty, "amount": round(cents),
-                              "pricing": {"price_details": {"price": price["id"]}}})
+                if usage != "metered":
+                    lines.append({"object": "line_item", "description": price.get("lookup_key"),
+                                  "quantity": 1, "amount": int(price["unit_amount"] or 0),
+                                  "pricing": {"price_details": {"price": price["id"]}}})
+                    continue
+                # Usage is priced at the price the item had when it happened.
+                meter = db["meters"].get(price["recurring"].get("meter"))
+                by_price: dict[str, int] = defaultdict(int)
+                for e in meter_events:
+                    if (meter and e["event_name"] == meter["event_name"]
+                            and e["payload"].get("stripe_customer_id") == customer):
+                        by_price[price_at(item, e["timestamp"])["id"]] += int(
+                            float(e["payload"].get("value", 0)))
+                for price_id, qty in by_price.items():
+                    at = db["prices"][price_id]
+                    lines.append({"object": "line_item", "description": at.get("lookup_key"),
+                                  "quantity": qty,
+                                  "amount": round(float(at["unit_amount_decimal"]) * qty),
+                                  "pricing": {"price_details": {"price": price_id}}})
+        for ii in db["invoice_items"].values():
+            if ii["customer"] == customer:
+                lines.append({"object": "line_item", "description": ii["description"],
+                              "quantity": 1, "amount": ii["amount"]})
         return lines
 
     def invoice(customer: str, status: str) -> dict:
@@ -320,8 +426,48 @@ def create_stripe_fake() -> Flask:
         session = db["checkout_sessions"].get(sid)
         if session is None:
             return error(404, "No such checkout session", "resource_missing")
-        session.update(status="complete", payment_status="paid")
-        return jsonify(deliver("checkout.session.completed", session))
+        delayed = (request.get_json(silent=True) or {}).get("async", False)
+        session.update(status="complete", payment_intent=new_id("pi"),
+                       payment_status="unpaid" if delayed else "paid")
+        return jsonify(deliver("checkout.session.completed", dict(session)))
+
+    @app.post("/_test/checkout_sessions/<sid>/async_result")
+    def async_result(sid):
+        session = db["checkout_sessions"].get(sid)
+        if session is None:
+            return error(404, "No such checkout session", "resource_missing")
+        succeeded = (request.get_json(silent=True) or {}).get("succeeded", True)
+        session["payment_status"] = "paid" if succeeded else "unpaid"
+        kind = "succeeded" if succeeded else "failed"
+        return jsonify(deliver(f"checkout.session.async_payment_{kind}", dict(session)))
+
+    def paid_session(intent: str) -> dict | None:
+        return next((x for x in db["checkout_sessions"].values()
+                     if x.get("payment_intent") == intent), None)
+
+    @app.post("/_test/charges/refund")
+    def refund():
+        p = request.get_json(force=True)
+        session = paid_session(p["payment_intent"])
+        if session is None:
+            return error(404, "No such payment intent", "resource_missing")
+        charge = db["charges"].setdefault(p["payment_intent"], {
+            "id": new_id("ch"), "object": "charge", "payment_intent": p["payment_intent"],
+            "amount": session["amount_total"], "amount_refunded": 0, "currency": "usd"})
+        charge["amount_refunded"] = min(charge["amount"], charge["amount_refunded"] + int(
+            p.get("amount", charge["amount"])))
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        return jsonify(deliver("charge.refunded", dict(charge)))
+
+    @app.post("/_test/disputes")
+    def dispute():
+        p = request.get_json(force=True)
+        session = paid_session(p["payment_intent"])
+        if session is None:
+            return error(404, "No such payment intent", "resource_missing")
+        return jsonify(deliver("charge.dispute.closed", {
+            "id": new_id("dp"), "object": "dispute", "payment_intent": p["payment_intent"],
+            "amount": session["amount_total"], "status": p.get("status", "lost")}))
 
     @app.post("/_test/invoices")
     def test_invoice():

@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment_results",
           "usage_reports", "stripe_events", "invoices", "billing_catalog", "consents",
           "alert_states", "alert_events",
-          "usage_counters", "credit_ledger", "suppressions", "api_idempotency",
+          "usage_counters", "credit_ledger", "suppressions", "api_idempotency", "workspace_plans",
+          "checkout_sessions",
           "enrichment_usage", "dead_letters")
 
 

@@ -50,19 +50,49 @@ def test_backlog_of_one_workspace_runs_one_at_a_time_and_does_not_delay_another(
                             " WHERE status = 'waiting'").fetchone()["n"] == 0
 
 
-def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, simulator,
-                                                          worker, tmp_path):
+def runs_never_overlap(db, ws_id) -> list[dict]:
+    """The workspace's jobs, checked to have run one at a time (a slot of 1)."""
+    with db.db.connection() as conn:
+        rows = conn.execute("SELECT id, status, started_at, completed_at, attempts"
+                            " FROM enrichment_jobs WHERE workspace_id = %s ORDER BY started_at",
+                            (ws_id,)).fetchall()
+    for a, b in itertools.pairwise(rows):
+        assert b["started_at"] >= a["completed_at"], (a, b)
+    return rows
+
+
+def one_usage_row_each(db, ws_id) -> None:
+    with db.db.connection() as conn:
+        assert conn.execute(
+            "SELECT count(*) AS n FROM enrichment_jobs j WHERE workspace_id = %s AND"
+            " (SELECT count(*) FROM enrichment_usage u WHERE u.job_id = j.id) <> 1",
+            (ws_id,)).fetchone()["n"] == 0
+
+
+def all_succeeded(db, ws_id, n) -> bool:
+    with db.db.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM enrichment_jobs WHERE workspace_id = %s"
+                            " AND status = 'succeeded'", (ws_id,)).fetchone()["n"] == n
+
+
+def admit(db, ws, n, tag):
+    with db.db.connection() as conn:
+        return [admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+                                template=TEMPLATES["person_social"],
+                                lead={"email": f"{tag}{i}@acme.com"}, metadata={},
+                                now=datetime.now(UTC)) for i in range(n)]
+
+
+def test_worker_killed_mid_job_its_workspace_line_still_runs_once_each(
+        db, make_workspace, simulator, worker, tmp_path):
     from workers.celery_app import app
 
     simulator.config.latency_ms = 4000  # the job is mid-flight when the worker dies
     broker = TEST_BROKER_URL.rsplit("/", 1)[0] + "/10"
     redis.Redis.from_url(broker).flushdb()
     ws, _ = make_workspace()
-    with db.db.connection() as conn:
-        job_id = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
-                                 template=TEMPLATES["person_social"],
-                                 lead={"email": "k@acme.com"}, metadata={},
-                                 now=datetime.now(UTC)).job["id"]
+    admitted = admit(db, ws, 4, "k")
+    (first,) = [r for a in admitted for r in a.runnable]  # one slot: the rest wait
     log = open(tmp_path / "doomed.log", "wb")  # noqa: SIM115
     doomed = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
@@ -72,36 +102,42 @@ def test_worker_killed_mid_job_the_job_still_finishes_once(db, make_workspace, s
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with app.connection_for_write(broker) as conn:
-            app.send_task("enrichment.run_job", args=[str(job_id)], queue="pro",
+            app.send_task("enrichment.run_job", args=[str(first.job_id)], queue="pro",
                           connection=conn)
 
         def processing() -> bool:
             with db.db.connection() as conn:
                 return conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
-                                    (job_id,)).fetchone()["status"] == "processing"
+                                    (first.job_id,)).fetchone()["status"] == "processing"
 
         eventually(processing, 30)
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)  # the whole machine, as it were
         doomed.wait()
         log.close()
-    simulator.config.latency_ms = 0
+    simulator.config.latency_ms = 100
 
     def swept() -> bool:  # the beat sweeper, run by hand once the 3 s lease has run out
         done = pipeline.sweep(db)
         return done["requeued"] == 1 and done["published"] == 1
 
     eventually(swept, 20, interval=0.5)
+    eventually(lambda: all_succeeded(db, ws.id, 4), 60)
+    rows = runs_never_overlap(db, ws.id)
+    assert [r["attempts"] for r in rows] == [2, 1, 1, 1]
+    one_usage_row_each(db, ws.id)
 
-    def finished() -> bool:
-        with db.db.connection() as conn:
-            return conn.execute("SELECT status FROM enrichment_jobs WHERE id = %s",
-                                (job_id,)).fetchone()["status"] == "succeeded"
 
-    eventually(finished, 30)
+def test_api_crash_between_commit_and_publish_leaves_the_line_runnable(
+        db, make_workspace, simulator, worker):
+    simulator.config.latency_ms = 100
+    ws, _ = make_workspace()
+    admitted = admit(db, ws, 4, "crash")  # the API "dies" before publishing anything
+    assert len([r for a in admitted for r in a.runnable]) == 1
+    assert pipeline.sweep(db)["published"] == 0  # the relay's grace period: not yet
     with db.db.connection() as conn:
-        usage = conn.execute("SELECT units FROM enrichment_usage WHERE job_id = %s",
-                             (job_id,)).fetchall()
-        attempts = conn.execute("SELECT attempts FROM enrichment_jobs WHERE id = %s",
-                                (job_id,)).fetchone()["attempts"]
-    assert usage == [{"units": 1}] and attempts == 2
+        conn.execute("UPDATE job_outbox SET created_at = now() - interval '1 minute'")
+    assert pipeline.sweep(db)["published"] == 1  # the next relay run after the grace period
+    eventually(lambda: all_succeeded(db, ws.id, 4), 60)
+    runs_never_overlap(db, ws.id)
+    one_usage_row_each(db, ws.id)

@@ -14,14 +14,14 @@ import subprocess
 import time
 
 import pytest
-import redis
 import requests
 from click.testing import CliRunner
 
-from bench.stack import Stack, free_port
+from bench.stack import RedisServer, Stack
 from enrichment import pipeline
 from enrichment.config import Settings
 from enrichment.services import build_services
+from workers.publisher import CeleryPublisher
 
 from .conftest import TEST_DATABASE_URL
 from .helpers import eventually
@@ -31,49 +31,6 @@ SUMMARY: list[list] = []
 PG_VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if os.path.isdir("/etc/postgresql") \
     else None
 
-
-
-class RedisServer:
-    """Our own redis-server: AOF everysec, in its own directory, on a free port."""
-
-    def __init__(self, tmp_path):
-        self.port, self.dir = free_port(), tmp_path
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-
-        def ours() -> bool:  # up, and really this server (another process may hold a port)
-            try:
-                return client.config_get("dir")["dir"] == str(self.dir)
-            except redis.RedisError:
-                assert self.proc.poll() is None, "redis-server did not start"
-                return False
-
-        eventually(ours, 10)
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture
@@ -105,23 +62,11 @@ def stack_for(own_redis, **env) -> Stack:
                   "LOST_MESSAGE_SECONDS": "3", **env})
 
 
-class BrokerPublisher:
-    def __init__(self, broker: str):
-        from workers.celery_app import app
-
-        self.app, self.broker = app, broker
-
-    def publish(self, job_id: str, queue: str) -> None:
-        with self.app.connection_for_write(self.broker) as conn:
-            self.app.send_task("enrichment.run_job", args=[job_id], queue=queue,
-                               connection=conn)
-
-
 def sweep(db, stack: Stack) -> None:
     """What the beat relay does each minute, now, against the scenario's Redis and broker."""
     if "svc" not in stack.__dict__:
         settings = Settings.from_env(stack.env | {"OUTBOX_RELAY_AFTER_SECONDS": "0"})
-        stack.svc = build_services(settings, BrokerPublisher(stack.env["CELERY_BROKER_URL"]))
+        stack.svc = build_services(settings, CeleryPublisher(stack.env["CELERY_BROKER_URL"]))
         stack.callback(stack.svc.close)
     pipeline.sweep(stack.svc)
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from enrichment import alerts, metering, payments, pipeline
+from enrichment import alerts, pipeline
+from enrichment.billing import catalog, report, webhooks
 from enrichment.events import PostHogEvents
 from enrichment.ratelimit import minute_key
 from simulators.posthog_fake import PostHogFakeServer
@@ -66,20 +67,20 @@ def test_every_event_once_with_properties_and_no_personal_data(tracked, capture_
                      " created_at) SELECT %s, gen_random_uuid(), 'x', 1, %s"
                      " FROM generate_series(1, 252)",
                      (ws.id, datetime.now(UTC) - timedelta(days=1)))
-    today = datetime.now(UTC).date()
-    metering.report(tracked.db, tracked.settings.plans, tracked.billing, tracked.events,
-                    today - timedelta(days=1), today)
+    now = datetime.now(UTC)
+    report.report(tracked.db, tracked.settings.plans, tracked.billing, tracked.events,
+                  now.date() - timedelta(days=1), now)
     with StripeFakeServer() as fake, tracked.db.connection() as conn:
         from enrichment.billing import StripeBilling
 
         billing = StripeBilling("sk_test_obs", fake.url)
-        payments.save_catalog(conn, billing.sync_catalog(tracked.settings.plans))
-        session = billing.checkout(None, str(ws.id), tracked.settings.plans.packs["500"],
-                                   payments.load_catalog(conn), "http://x/ok", "http://x/no")
+        catalog.sync_catalog(conn, billing, tracked.settings.plans)
+        session = webhooks.start_checkout(conn, billing, tracked.settings.plans, ws.id, "500",
+                                          "http://x/ok", "http://x/no")
         done = fake.app.test_client().post(
             f"/_test/checkout_sessions/{session.session_id}/complete").get_json()
         for _ in range(2):  # redelivered: still one event
-            payments.handle_event(conn, tracked.settings.plans, tracked.events, done["event"])
+            webhooks.handle_event(conn, tracked.settings.plans, tracked.events, done["event"])
 
     eventually(lambda: len(sent(capture_server, tracked)) >= 8, 10)
     events = sent(capture_server, tracked)

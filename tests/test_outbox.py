@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from enrichment import admission, jobstore
-from enrichment.jobstore import Runnable
 from enrichment.templates import TEMPLATES
 
 
@@ -23,11 +22,13 @@ class Recorder:
 
 
 def make_job(db, ws):
+    """A runnable job, committed and not published yet."""
     with db.db.connection() as conn:
-        return admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
-                               template=TEMPLATES["company_profile"],
-                               lead={"domain": "acme.com"}, metadata={},
-                               now=datetime.now(UTC)).job
+        (runnable,) = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+                                      template=TEMPLATES["company_profile"],
+                                      lead={"domain": "acme.com"}, metadata={},
+                                      now=datetime.now(UTC)).runnable
+    return runnable
 
 
 def outbox(db):
@@ -51,22 +52,22 @@ def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_work
 
 def test_failed_publish_keeps_the_outbox_row_and_the_relay_sends_it(db, make_workspace):
     ws, _ = make_workspace()
-    row = make_job(db, ws)
-    assert jobstore.publish(db.db, Recorder(fail=True), Runnable(row["id"], "pro")) is False
-    assert outbox(db) == [row["id"]]
+    job = make_job(db, ws)
+    assert jobstore.publish(db.db, Recorder(fail=True), job) is False
+    assert outbox(db) == [job.job_id]
     relay = Recorder()
     assert jobstore.relay_outbox(db.db, relay, older_than_seconds=3600) == 0  # still in grace
     assert jobstore.relay_outbox(db.db, relay, older_than_seconds=0) == 1
-    assert relay.sent == [(str(row["id"]), "pro")]
+    assert relay.sent == [(str(job.job_id), "pro")]
     assert outbox(db) == []
 
 
 def test_successful_publish_clears_the_outbox(db, make_workspace):
     ws, _ = make_workspace()
-    row = make_job(db, ws)
+    job = make_job(db, ws)
     sent = Recorder()
-    assert jobstore.publish(db.db, sent, Runnable(row["id"], "pro")) is True
-    assert sent.sent == [(str(row["id"]), "pro")] and outbox(db) == []
+    assert jobstore.publish(db.db, sent, job) is True
+    assert sent.sent == [(str(job.job_id), "pro")] and outbox(db) == []
 
 
 def test_relay_publish_failure_keeps_rows(db, make_workspace):

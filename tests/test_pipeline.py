@@ -12,6 +12,8 @@ from enrichment import admission, dlq, jobs, jobstore, pipeline
 from enrichment.config import PERPLEXITY_MAX_TOKENS
 from enrichment.templates import TEMPLATES
 
+from .helpers import eventually
+
 LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
 
 
@@ -152,10 +154,10 @@ def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
 def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
     job_id, _ = new_job()
     claim(db, job_id)
-    expire_lease(db, job_id, attempts=5)
+    expire_lease(db, job_id, runs=5)
     assert pipeline.sweep(db)["dead"] == 1
     row = job_row(db, job_id)
-    assert row["status"] == "dead" and "lease expired after 5 attempts" in row["error"]
+    assert row["status"] == "dead" and "lease expired after 5 runs" in row["error"]
     with db.db.connection() as conn:  # like every dead path: unit back, a dead letter
         assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 0
         (letter,) = dlq.list_dead_letters(conn)
@@ -163,29 +165,35 @@ def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
     assert usage_rows(db, job_id)[0]["units"] == 0
 
 
-def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch):
-    import redis
-
+@pytest.mark.parametrize(("error", "outbox_rows"), [
+    (lambda: __import__("redis").ConnectionError("blip"), 0),  # the task's own retry sends it
+    (lambda: ZeroDivisionError("bug"), 1),  # nothing retries it: the relay sends it at once
+])
+def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch, error,
+                                                        outbox_rows):
     job_id, _ = new_job()
+    with db.db.connection() as conn:  # its admission's message went out
+        conn.execute("DELETE FROM job_outbox")
+    exc = error()
 
     def blip(*a, **k):
-        raise redis.ConnectionError("blip")
+        raise exc
 
     monkeypatch.setattr(db.social, "lookup", blip)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(type(exc)):
         pipeline.run_job(db, job_id)
     with db.db.connection() as conn:
         row = conn.execute("SELECT status, lease_token FROM enrichment_jobs").fetchone()
         assert row == {"status": "queued", "lease_token": None}
-        assert conn.execute("SELECT count(*) AS n FROM job_outbox").fetchone()["n"] == 1
+        assert conn.execute("SELECT count(*) AS n FROM job_outbox").fetchone()["n"] == outbox_rows
     monkeypatch.undo()
-    assert pipeline.run_job(db, job_id) == "succeeded"  # the task's retry runs it
+    assert pipeline.run_job(db, job_id) == "succeeded"
 
 
 def test_a_job_that_keeps_crashing_is_buried(db, new_job, monkeypatch):
     job_id, _ = new_job()
     monkeypatch.setattr(db.social, "lookup", lambda *a, **k: 1 / 0)
-    for _ in range(pipeline.MAX_ATTEMPTS):
+    for _ in range(pipeline.MAX_RUNS):
         with pytest.raises(ZeroDivisionError):
             pipeline.run_job(db, job_id)
     row = job_row(db, job_id)
@@ -193,3 +201,25 @@ def test_a_job_that_keeps_crashing_is_buried(db, new_job, monkeypatch):
     assert pipeline.run_job(db, job_id) == "skipped"
     with db.db.connection() as conn:
         assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 0
+
+
+def test_a_job_whose_paid_call_outlives_the_round_ends_dead_without_a_second_call(
+        db, new_job, simulator):
+    simulator.config.latency_ms = 2500
+    job_id, _ = new_job()
+    short = replace(db, settings=replace(db.settings, provider_round_seconds=1.5))
+    assert pipeline.run_job(short, job_id) == "dead"
+    row = job_row(db, job_id)
+    assert "not re-sent" in row["error"] and row["units"] == 0
+    assert simulator.stats.snapshot()["counts"]["perplexity.received"] == 1
+    with db.db.connection() as conn:
+        assert [d["job_id"] for d in dlq.list_dead_letters(conn)] == [row["id"]]
+    eventually(lambda: "perplexity.ok" in simulator.stats.snapshot()["counts"], 10)  # drained
+
+
+def test_tokens_of_failed_runs_are_metered_on_the_job(db, new_job, simulator):
+    simulator.config.agent_failed_rate = 1.0
+    job_id, _ = new_job()
+    assert pipeline.run_job(db, job_id) == "dead"
+    row = job_row(db, job_id)
+    assert row["units"] == 0 and row["tokens"] > 0 and Decimal(row["cost_estimate_usd"]) > 0

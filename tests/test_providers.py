@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+import requests
 
 from enrichment.providers import CallPolicy, ProviderError
 from enrichment.providers.http import parse_retry_after
 from enrichment.providers.perplexity import PerplexityClient, parse_fields
 from enrichment.providers.social_links import SocialLinksClient
 from enrichment.templates import TEMPLATES
+
+from .helpers import eventually
 
 LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
 FAST = CallPolicy(max_attempts=4, budget_seconds=20, read_timeout=5)
@@ -78,12 +84,95 @@ def test_other_4xx_is_final_without_retry(simulator):
     assert simulator.stats.snapshot()["counts"]["perplexity.401"] == 1
 
 
-def test_agent_run_failed_inside_http_200_is_an_error(simulator):
+def test_agent_run_failed_inside_http_200_is_retried_and_its_tokens_are_metered(simulator):
     simulator.config.agent_failed_rate = 1.0
     client = PerplexityClient(simulator.url, "k", "agent")
-    with pytest.raises(ProviderError, match="run failed"):
+    policy = CallPolicy(max_attempts=2, budget_seconds=10)
+    with pytest.raises(ProviderError, match="run failed") as info:
         client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
-                        policy=CallPolicy(max_attempts=2, budget_seconds=10))
+                        policy=policy)
+    assert info.value.retryable and info.value.final_status == "dead"
+    assert simulator.stats.snapshot()["counts"]["perplexity.ok"] == 2  # retried in the round
+    assert policy.spend.tokens > 0 and policy.spend.reported_cost_usd > 0  # spent, recorded
+
+
+def test_a_round_is_a_hard_bound_and_a_paid_post_is_not_resent(simulator):
+    simulator.config.latency_ms = 3000  # answers long after the round ends
+    client = PerplexityClient(simulator.url, "k", "agent")
+    policy = CallPolicy(max_attempts=5, budget_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="not re-sent") as info:
+        client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
+                        policy=policy)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.8, elapsed  # ended with the round, not with the answer (3 s)
+    assert info.value.uncertain and not info.value.retryable
+    assert info.value.final_status == "dead"
+    assert simulator.stats.snapshot()["counts"]["perplexity.received"] == 1
+    eventually(lambda: "perplexity.ok" in simulator.stats.snapshot()["counts"], 10)  # drained
+
+
+class Dribble(threading.Thread):
+    """A server that sends its answer's headers at once, then one byte a second."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+
+    def run(self):
+        while True:
+            conn, _ = self.sock.accept()
+            self.requests += 1
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{")
+                for _ in range(20):
+                    time.sleep(1)
+                    try:
+                        conn.sendall(b" ")
+                    except OSError:
+                        break
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_dribbling_body_cannot_stretch_the_round(method):
+    from enrichment.providers.http import call_json
+
+    server = Dribble()
+    server.start()
+    policy = CallPolicy(max_attempts=5, budget_seconds=2.0)
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        call_json(requests.Session(), "perplexity", method, server.url, policy)
+    assert time.monotonic() - started < 3.5  # the round's 2 s, not 100 bytes at 1/s
+    if method == "POST":  # headers came back: the paid request ran; never sent twice
+        assert info.value.uncertain and server.requests == 1
+
+
+def test_an_idempotent_get_that_times_out_is_retried_within_the_round(simulator):
+    simulator.config.latency_ms = 800
+    client = SocialLinksClient(simulator.url, "k")
+    policy = CallPolicy(max_attempts=5, budget_seconds=2.0, read_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as info:
+        client.lookup(LEAD, ("linkedin",), policy=policy)
+    assert time.monotonic() - started < 2.0 + 0.5
+    assert info.value.retryable
+    assert simulator.stats.snapshot()["counts"]["social_links.received"] >= 2
+
+
+def test_retry_after_is_honoured_but_capped(simulator):
+    simulator.config.outage_status = 429
+    simulator.config.outage_retry_after = "3600"
+    penalties = []
+    policy = CallPolicy(max_attempts=1, budget_seconds=5, max_retry_after=60,
+                        penalize=lambda provider, seconds: penalties.append(seconds))
+    with pytest.raises(ProviderError) as info:
+        SocialLinksClient(simulator.url, "k").lookup(LEAD, ("linkedin",), policy=policy)
+    assert info.value.retry_after == 60 and penalties == [60]
 
 
 def test_connection_refused_is_retryable():

@@ -164,3 +164,45 @@ def test_a_message_is_resent_only_when_its_last_publish_is_old(svc, make_workspa
     assert pipeline.sweep(old)["resent"] == 0  # its publish is recent again
     assert pipeline.run_job(svc, job) == "succeeded"
     assert pipeline.run_job(svc, job) == "skipped"  # the duplicate is a no-op claim
+
+
+def test_an_erasure_committed_while_an_admission_waits_for_the_lock_wins(svc, make_workspace):
+    import psycopg
+
+    from enrichment.leads import subject_hash
+    from tests.conftest import TEST_DATABASE_URL
+
+    ws, _ = make_workspace()
+    eraser = psycopg.connect(TEST_DATABASE_URL)
+    eraser.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (ws.id,))
+    outcome = []
+
+    def admit():
+        try:
+            submit(svc, ws, 1, tag="gone")
+            outcome.append("admitted")
+        except admission.Refused as exc:
+            outcome.append(exc.status)
+
+    thread = threading.Thread(target=admit)
+    thread.start()
+    thread.join(0.5)  # the admission now waits for the workspace lock
+    eraser.execute("INSERT INTO suppressions VALUES (%s, %s, 'erasure')",
+                   (ws.id, subject_hash("gone0@acme.com")))
+    eraser.commit()
+    eraser.close()
+    thread.join(10)
+    assert outcome == [403]
+
+
+def test_lost_messages_are_resent_only_as_many_as_the_broker_is_missing(svc, make_workspace):
+    spaces = [make_workspace(name=f"W{i}")[0] for i in range(3)]
+    jobs = [submit(svc, ws, 1)[0] for ws in spaces]
+    old = replace(svc, settings=replace(svc.settings, lost_message_seconds=60))
+    with svc.db.connection() as conn:  # all three sent long ago, none claimed
+        conn.execute("UPDATE enrichment_jobs SET published_at = now() - interval '1 hour'")
+    svc.publisher.in_broker = lambda: 3  # a slow queue: every message is still there
+    assert pipeline.sweep(old)["resent"] == 0
+    svc.publisher.in_broker = lambda: 2  # one is missing: one goes again
+    assert pipeline.sweep(old)["resent"] == 1
+    assert len(svc.publisher.ids) == len(jobs) + 1

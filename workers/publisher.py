@@ -1,12 +1,40 @@
-"""The `enrichment.jobs.Publisher` implementation on Celery."""
+"""The `enrichment.jobstore.Publisher` implementation on Celery."""
 
 from __future__ import annotations
 
-from .celery_app import app
+import redis
+
+from .celery_app import TIER_QUEUES, app
 
 RUN_JOB = "enrichment.run_job"
+UNACKED = "unacked"  # kombu's Redis transport keeps delivered, unacknowledged messages here
 
 
 class CeleryPublisher:
+    """`broker_url`: publish to that broker instead of the app's (tests and benchmarks that
+    run several brokers in one process; a connection per message)."""
+
+    def __init__(self, broker_url: str | None = None) -> None:
+        self.broker_url = broker_url
+        self._broker: redis.Redis | None = None
+
     def publish(self, job_id: str, queue: str) -> None:
-        app.send_task(RUN_JOB, args=[job_id], queue=queue)
+        if self.broker_url is None:
+            app.send_task(RUN_JOB, args=[job_id], queue=queue)
+            return
+        with app.connection_for_write(self.broker_url) as conn:
+            app.send_task(RUN_JOB, args=[job_id], queue=queue, connection=conn)
+
+    def in_broker(self) -> int | None:
+        """Messages in the tier queues plus those delivered and not acknowledged (Redis
+        broker only)."""
+        url = self.broker_url or app.conf.broker_url
+        if not url.startswith(("redis://", "rediss://")):
+            return None
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(url, socket_timeout=1)
+        with self._broker.pipeline(transaction=False) as pipe:
+            for queue in TIER_QUEUES:
+                pipe.llen(queue)
+            pipe.hlen(UNACKED)
+            return sum(pipe.execute())

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
-from enrichment import admission, alerts, metering, payments, pipeline, privacy
+from enrichment import admission, alerts, pipeline, privacy
+from enrichment.billing import jobs as billing_jobs
 from enrichment.config import Settings
-from enrichment.metrics import BILLING_DISCREPANCIES
 from enrichment.services import UNAVAILABLE, Services, build_services
 
 from .celery_app import app
@@ -100,23 +100,24 @@ def noop(record_key: str | None = None, tag: str | None = None) -> None:
 @app.task(name="enrichment.report_overage", base=EnrichmentTask)
 def report_overage() -> dict:
     """The nightly overage report: every closed UTC day up to yesterday."""
-    svc = services()
-    today = datetime.now(UTC).date()
-    return metering.report(svc.db, svc.settings.plans, svc.billing, svc.events,
-                           today - timedelta(days=1), today)
+    return billing_jobs.report_overage(services())
+
+
+@app.task(name="enrichment.send_overage_due", base=EnrichmentTask)
+def send_overage_due() -> dict:
+    """Hourly: overage reports whose retry is due."""
+    return billing_jobs.send_due(services())
 
 
 @app.task(name="enrichment.reconcile_billing", base=EnrichmentTask)
-def reconcile_billing() -> list:
-    svc = services()
-    with svc.db.connection() as conn:
-        problems = payments.reconcile(conn, svc.settings.plans, svc.billing,
-                                      datetime.now(UTC).date() - timedelta(days=1))
-    for problem in problems:
-        log.error("billing discrepancy: %s", problem)
-    BILLING_DISCREPANCIES.set(len(problems))
-    svc.redis.set(alerts.DISCREPANCIES_KEY, len(problems))
-    return problems
+def reconcile_billing() -> dict:
+    return billing_jobs.reconcile_billing(services())
+
+
+@app.task(name="enrichment.sync_billing_accounts", base=EnrichmentTask)
+def sync_billing_accounts() -> dict:
+    """Attach workspaces Stripe was down for; move subscriptions whose plan changed."""
+    return billing_jobs.sync_accounts(services())
 
 
 @app.task(name="enrichment.retention_purge", base=EnrichmentTask)

@@ -11,11 +11,22 @@ ALTER TABLE enrichment_jobs ADD CONSTRAINT enrichment_jobs_status_check
 
 ALTER TABLE enrichment_jobs
     ADD COLUMN runnable_at  timestamptz,  -- when it last took a slot (queue wait starts here)
-    ADD COLUMN published_at timestamptz;  -- when its message was last sent to the broker
+    ADD COLUMN published_at timestamptz,  -- when its message was last sent to the broker
+    ADD COLUMN runs integer NOT NULL DEFAULT 0;  -- claims since admission or replay
 
+-- Before: every admitted job had a message; parked ones were `deferred`. Now the oldest
+-- `limit` queued/processing jobs of a workspace keep their slot (and their message, which is
+-- still in the broker: published "now", so the lost-message sweep leaves it alone) and the
+-- rest wait; a message left for a waiting job is a no-op claim. The limit is the smallest a
+-- plan can set (1); a workspace whose plan allows more gets its other slots filled by the
+-- sweeper's first run.
 UPDATE enrichment_jobs SET status = 'waiting' WHERE status = 'queued' AND deferred;
-UPDATE enrichment_jobs SET runnable_at = coalesce(started_at, created_at),
-                           published_at = coalesce(started_at, created_at)
+UPDATE enrichment_jobs j SET status = 'waiting' FROM (
+    SELECT id, row_number() OVER (PARTITION BY workspace_id
+                                  ORDER BY status = 'processing' DESC, created_at, id) AS n
+    FROM enrichment_jobs WHERE status IN ('queued', 'processing')) ranked
+    WHERE j.id = ranked.id AND ranked.n > 1 AND j.status = 'queued';
+UPDATE enrichment_jobs SET runnable_at = now(), published_at = now(), runs = attempts
     WHERE status IN ('queued', 'processing');
 ALTER TABLE enrichment_jobs DROP COLUMN deferred;  -- and its index
 

@@ -5,11 +5,13 @@ timeouts are cut to the time left in the round, the body is read against the sam
 and no attempt or backoff starts past it: a round never outlasts its budget by more than a
 scheduling hiccup.
 
-Retried: 429, 5xx, connection errors, connect timeouts, and answers a `check` calls transient
-(a Perplexity run that failed inside an HTTP 200) — with exponential backoff and full jitter,
-or the server's Retry-After (capped). Final: every other 4xx, a malformed answer, and a paid
-POST whose answer did not come in time: the provider may still be running (and billing) it, so
-it is not re-sent blindly; the job ends `dead` with that reason and can be replayed.
+Retried: 429, 5xx, connection errors, and answers a `check` calls transient (a Perplexity run
+that failed inside an HTTP 200) — with exponential backoff and full jitter, or the server's
+Retry-After (capped). Final: every other 4xx, a malformed answer, and a paid POST that went
+out without a complete answer coming back (a read timeout, a reset connection, a body cut
+short, a gateway's 502/504): the provider may still be running — and billing — it, so it is
+not re-sent blindly; the job ends `dead` with that reason and can be replayed. A POST that
+never left (connection refused, connect timeout) is retried.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+GATEWAY_TIMEOUTS = frozenset({502, 504})
 CHUNK = 64 * 1024
 MIN_ATTEMPT_SECONDS = 0.1  # less time than this left in the round: no new attempt
 
@@ -45,7 +48,8 @@ MIN_ATTEMPT_SECONDS = 0.1  # less time than this left in the round: no new attem
 class ProviderError(Exception):
     """A provider call that did not produce a usable answer. `retryable`: worth another try
     (the job ends `dead` when tries run out); `uncertain`: a paid request that may still have
-    run — not retried, and the job ends `dead` rather than `failed`."""
+    run — not retried, and the job ends `dead` rather than `failed`; `busy`: not sent at all,
+    the shared provider limit has no slot within the round (the job waits and runs later)."""
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         uncertain: bool = False,
+        busy: bool = False,
     ):
         super().__init__(f"{provider}: {message}")
         self.provider = provider
@@ -63,6 +68,7 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.uncertain = uncertain
+        self.busy = busy
 
     @property
     def final_status(self) -> str:
@@ -134,6 +140,7 @@ class CallPolicy:
     record: Callable[[str, str], None] | None = None
     on_retry: Callable[[str, BaseException], None] | None = None
     spend: Spend = field(default_factory=Spend)
+    sent: int = 0  # requests that went out in this round
 
     def remaining(self) -> float:
         if self.deadline is None:
@@ -147,35 +154,67 @@ def _out_of_time(provider: str) -> ProviderError:
 
 def _send(session: requests.Session, provider: str, method: str, url: str,
           policy: CallPolicy, **kwargs) -> requests.Response:
-    """One attempt, bounded by the round's deadline (connect, headers and body)."""
+    """One attempt, bounded by the round's deadline: connect and headers by the timeouts
+    (cut to the time left), the body read one socket read at a time, each given only the
+    time left. Anything that goes wrong after a paid POST went out is `uncertain`."""
     left = policy.remaining()
     if left <= 0:
         raise _out_of_time(provider)
+    paid = method.upper() == "POST"
     timeout = urllib3.Timeout(connect=min(policy.connect_timeout, left),
-                              read=min(policy.read_timeout, left), total=left)
+                              read=min(policy.read_timeout, left))
     try:
         resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
-        with resp:
-            body = bytearray()
-            for chunk in resp.iter_content(CHUNK):
-                body += chunk
-                if policy.remaining() <= 0:
-                    raise requests.ReadTimeout("answer not complete by the round's deadline")
-            resp._content = bytes(body)
-        return resp
-    except requests.ConnectTimeout as exc:  # before sending: nothing reached the provider
-        _record(policy, provider, "connection_error")
-        raise ProviderError(provider, "ConnectTimeout", retryable=True) from exc
-    except requests.Timeout as exc:  # sent, no (complete) answer in time
-        _record(policy, provider, "timeout")
-        if method.upper() == "POST":
-            raise ProviderError(
-                provider, f"no answer within the round ({left:.1f}s left when sent); not re-sent:"
-                " the provider may still run and bill it", uncertain=True) from exc
-        raise ProviderError(provider, "ReadTimeout", retryable=True) from exc
     except requests.RequestException as exc:
-        _record(policy, provider, "connection_error")
+        if _never_sent(exc):
+            _record(policy, provider, "connection_error")
+            raise ProviderError(provider, type(exc).__name__, retryable=True) from exc
+        policy.sent += 1
+        _record(policy, provider, "timeout")
+        if paid:
+            raise _uncertain(provider, min(policy.read_timeout, left)) from exc
         raise ProviderError(provider, type(exc).__name__, retryable=True) from exc
+    policy.sent += 1
+    try:
+        resp._content = _read_body(resp, policy)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        _record(policy, provider, "timeout")
+        if paid:
+            raise _uncertain(provider, left) from exc
+        raise ProviderError(provider, type(exc).__name__, retryable=True) from exc
+    finally:
+        resp.close()
+    return resp
+
+
+def _read_body(resp: requests.Response, policy: CallPolicy) -> bytes:
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    body = bytearray()
+    while True:
+        left = policy.remaining()
+        if left <= 0:
+            raise TimeoutError("answer not complete by the round's deadline")
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = resp.raw.read1(CHUNK, decode_content=True)  # one socket read at most
+        if not chunk:
+            return bytes(body)
+        body += chunk
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The connection was never made: nothing reached the provider."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError,
+                               urllib3.exceptions.ConnectTimeoutError))
+
+
+def _uncertain(provider: str, waited: float) -> ProviderError:
+    return ProviderError(provider, f"no complete answer within {waited:.1f}s; not re-sent:"
+                         " the provider may still run and bill it", uncertain=True)
 
 
 def _record(policy: CallPolicy, provider: str, outcome: str) -> None:
@@ -211,6 +250,10 @@ def call_json(
                 retry_after = min(retry_after, policy.max_retry_after)
             if code == 429 and policy.penalize is not None:
                 policy.penalize(provider, retry_after or 1.0)
+            if method.upper() == "POST" and code in GATEWAY_TIMEOUTS:
+                # A gateway gave up waiting; the provider behind it may still run it.
+                raise ProviderError(provider, f"HTTP {code}; not re-sent: the provider may"
+                                    " still run and bill it", status=code, uncertain=True)
             raise ProviderError(provider, f"HTTP {code}", status=code,
                                 retryable=code in RETRYABLE_STATUS, retry_after=retry_after)
         try:

@@ -1,0 +1,50 @@
+"""Reconciliation (daily, and `enrichment billing reconcile`): per workspace, the overage the
+usage rows give now, what `usage_reports` froze, what was sent (or recorded ledger-only) and —
+with Stripe — what its meter holds, for the period up to a closed day. Any difference is a
+discrepancy (the seed: alert on any). Reports Stripe did not take (failed, expired) are
+listed beside them."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from psycopg import Connection
+
+from ..config import Plans
+from ..periods import day_start, next_period_start, period_start
+from .catalog import load_catalog
+from .interface import Billing
+from .report import unsent
+from .usage import compute
+
+
+def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -> list[dict]:
+    """The discrepancies of the period of `through`, up to that day."""
+    period = period_start(day_start(through))
+    end = day_start(min(through + timedelta(days=1), next_period_start(period)))
+    expected = {ws: sum(d.units for d in days)
+                for ws, days in compute(conn, plans, period, through).items()}
+    rows = conn.execute(
+        "SELECT w.id, w.stripe_customer_id, coalesce(sum(r.units), 0) AS reported,"
+        " coalesce(sum(r.units) FILTER (WHERE r.status IN ('sent', 'ledger')), 0) AS sent"
+        " FROM workspaces w LEFT JOIN usage_reports r ON r.workspace_id = w.id"
+        "  AND r.period = %s AND r.day <= %s GROUP BY w.id", (period, through)).fetchall()
+    catalog = load_catalog(conn) if billing.sends else {}
+    problems = []
+    for row in rows:
+        figures = {"expected": expected.get(row["id"], 0), "reported": int(row["reported"]),
+                   "sent": int(row["sent"])}
+        if billing.sends and row["stripe_customer_id"]:
+            figures["stripe"] = billing.reported_units(row["stripe_customer_id"], catalog,
+                                                       day_start(period), end)
+        if len(set(figures.values())) > 1:
+            problems.append({"workspace_id": str(row["id"]), **figures})
+    return problems
+
+
+def unsent_reports(conn: Connection) -> list[dict]:
+    """Failed and expired reports, for the operator."""
+    return [{"workspace_id": str(r["workspace_id"]), "day": r["day"].isoformat(),
+             "units": r["units"], "amount_usd": str(r["unit_price_usd"] * r["units"]),
+             "status": r["status"], "attempts": r["attempts"], "last_error": r["last_error"]}
+            for r in unsent(conn)]

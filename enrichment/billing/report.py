@@ -1,0 +1,179 @@
+"""The overage report: each (workspace, closed UTC day) with usage is FROZEN into
+`usage_reports` (from `usage.compute`) before anything is sent, then sent on its own.
+
+Sending: rows are taken in batches under FOR UPDATE SKIP LOCKED (two runs never send one row
+twice) with a stable identifier that is also the Idempotency-Key; Stripe's duplicate-
+identifier answer counts as sent. Every row stands alone — one workspace's refusal never
+holds up another's:
+
+* a retryable failure (network, rate limit, Stripe 5xx, an answer lost after Stripe accepted)
+  stays `pending` and is retried with backoff — 5, 10, 20, 40, 80 minutes — by the hourly
+  sender, well inside the 24 h in which Stripe deduplicates the identifier; after
+  SEND_ATTEMPTS it is parked `failed`;
+* a refusal (a deleted customer, a permission error) is parked `failed` at once;
+* a day older than the 35 days Stripe's meter accepts is `expired`: never dropped, it is listed
+  by `billing reconcile`, counted by the `billing_unsent` alert, and `billing settle-expired`
+  bills it as an invoice item on the customer's next invoice (then `invoiced`).
+
+`enrichment billing report` run by hand sends every unsent row that may still go through
+(pending and failed) at once, whatever its backoff: the operator's override.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from ..config import Plans
+from ..events import Events
+from ..periods import day_start, period_start
+from .interface import Billing, BillingError, cents
+from .usage import MONEY, DayReport, compute
+
+log = logging.getLogger(__name__)
+SEND_ATTEMPTS = 6
+FIRST_RETRY = timedelta(minutes=5)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before the next try after `attempts` failed ones: 5, 10, 20, 40, 80 min."""
+    return FIRST_RETRY * 2 ** (attempts - 1)
+
+
+def unfrozen(conn: Connection, plans: Plans, period: date, through: date) -> list[DayReport]:
+    """Day reports of the period up to `through` that are not frozen yet."""
+    frozen = {r["workspace_id"]: r["last_day"] for r in conn.execute(
+        "SELECT workspace_id, max(day) AS last_day FROM usage_reports WHERE period = %s"
+        " GROUP BY 1", (period,))}
+    return [r for days in compute(conn, plans, period, through).values() for r in days
+            if frozen.get(r.workspace_id) is None or r.day > frozen[r.workspace_id]]
+
+
+def freeze(conn: Connection, plans: Plans, through: date) -> int:
+    """Freeze the reports of every closed day up to `through`, in this period and the one
+    before (a missed month end is caught up). Concurrent runs insert each row once."""
+    count = 0
+    for period in (period_start(day_start(through.replace(day=1) - timedelta(days=1))),
+                   period_start(day_start(through))):
+        with conn.transaction():
+            # One freezer per period at a time: the second waits, then finds the days frozen.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('freeze'), %s)",
+                         (period.toordinal(),))
+            # Aggregating a period of every workspace: sort and hash in memory, not on disk.
+            conn.execute("SET LOCAL work_mem = '64MB'")
+            reports = unfrozen(conn, plans, period, through)
+            with conn.cursor().copy(
+                    "COPY usage_reports (workspace_id, day, period, plan, used_to_date,"
+                    " allowance, units, unit_price_usd, identifier, status) FROM STDIN") as copy:
+                for r in reports:
+                    copy.write_row((r.workspace_id, r.day, r.period, r.plan, r.used_to_date,
+                                    r.allowance, r.units, r.unit_price_usd, r.identifier,
+                                    "pending" if r.units else "none"))
+            count += len(reports)
+    return count
+
+
+def _outcome(billing: Billing, row: dict) -> tuple[str, str | None]:
+    """Send one report: (status, error)."""
+    if not billing.sends:
+        return "ledger", None
+    try:
+        billing.send_overage(row["stripe_customer_id"], row["units"], row["identifier"],
+                             day_start(row["day"]) + timedelta(hours=23, minutes=59))
+    except BillingError as exc:
+        log.warning("overage report %s not sent: %s", row["identifier"], exc)
+        if exc.too_old:
+            return "expired", str(exc)
+        if exc.retryable and row["attempts"] + 1 < SEND_ATTEMPTS:
+            return "pending", str(exc)
+        return "failed", str(exc)
+    return "sent", None
+
+
+def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: datetime,
+                 force: bool = False, batch: int = 100) -> dict[str, int]:
+    """Send the reports that are due (with `force`: every pending or failed one). Returns
+    counts by outcome. Reports of workspaces without a Stripe customer wait (the billing sync
+    job attaches them)."""
+    done: dict[str, int] = defaultdict(int)
+    while True:
+        with pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT r.*, w.stripe_customer_id FROM usage_reports r"
+                " JOIN workspaces w ON w.id = r.workspace_id"
+                " WHERE (r.status = 'pending' OR (%(force)s AND r.status = 'failed'))"
+                " AND (%(force)s OR r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)"
+                " AND (NOT %(sends)s OR w.stripe_customer_id IS NOT NULL)"
+                " AND (r.last_attempt_at IS NULL OR r.last_attempt_at < %(now)s)"  # once a run
+                " ORDER BY r.day, r.workspace_id LIMIT %(batch)s FOR UPDATE OF r SKIP LOCKED",
+                {"force": force, "now": now, "sends": billing.sends, "batch": batch}
+            ).fetchall()
+            sent = []
+            for row in rows:
+                status, error = _outcome(billing, row)
+                conn.execute(
+                    "UPDATE usage_reports SET status = %s, last_error = %s,"
+                    " attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, %s),"
+                    " last_attempt_at = %s, next_attempt_at = %s,"
+                    " sent_at = CASE WHEN %s THEN %s END WHERE workspace_id = %s AND day = %s",
+                    (status, error, now, now,
+                     now + backoff(row["attempts"] + 1) if status == "pending" else None,
+                     status in ("sent", "ledger"), now, row["workspace_id"], row["day"]))
+                done[status] += 1
+                if status in ("sent", "ledger"):
+                    sent.append((row, status))
+        for row, status in sent:  # committed: now tell the world, once per report
+            events.capture("enrichment_overage_billed", str(row["workspace_id"]), {
+                "plan": row["plan"], "day": row["day"].isoformat(), "units": row["units"],
+                "amount_usd": str((row["unit_price_usd"] * row["units"]).quantize(MONEY)),
+                "sent_to_stripe": status == "sent"})
+        if len(rows) < batch:
+            return dict(done)
+
+
+def report(pool: ConnectionPool, plans: Plans, billing: Billing, events: Events,
+           through: date, now: datetime, force: bool = False) -> dict:
+    """The overage report for closed days up to `through`: freeze, then send."""
+    today = now.date()
+    if through >= today:
+        raise ValueError(f"{through} has not ended yet (UTC); the latest closed day is "
+                         f"{today - timedelta(days=1)}")
+    with pool.connection() as conn:
+        frozen = freeze(conn, plans, through)
+    return {"frozen": frozen, **send_pending(pool, billing, events, now, force)}
+
+
+def unsent(conn: Connection) -> list[dict]:
+    """Reports Stripe did not take: failed (retries used up, or refused) and expired."""
+    return conn.execute(
+        "SELECT workspace_id, day, units, unit_price_usd, status, attempts, last_error"
+        " FROM usage_reports WHERE status IN ('failed', 'expired')"
+        " ORDER BY day, workspace_id").fetchall()
+
+
+def settle_expired(pool: ConnectionPool, billing: Billing) -> list[dict]:
+    """Bill each expired report as an invoice item on the customer's next invoice (once:
+    the report's identifier is the Idempotency-Key). Returns what was billed."""
+    billed = []
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(
+            "SELECT r.*, w.stripe_customer_id FROM usage_reports r"
+            " JOIN workspaces w ON w.id = r.workspace_id"
+            " WHERE r.status = 'expired' AND w.stripe_customer_id IS NOT NULL"
+            " ORDER BY r.day FOR UPDATE OF r SKIP LOCKED").fetchall()
+        for row in rows:
+            amount = cents(row["unit_price_usd"] * row["units"])
+            item = billing.invoice_item(
+                row["stripe_customer_id"], amount,
+                f"Enrichment overage {row['day']}: {row['units']} units at "
+                f"${row['unit_price_usd']} (reported late)", f"settle-{row['identifier']}")
+            conn.execute("UPDATE usage_reports SET status = 'invoiced', invoice_item = %s,"
+                         " sent_at = now() WHERE workspace_id = %s AND day = %s",
+                         (item, row["workspace_id"], row["day"]))
+            billed.append({"workspace_id": str(row["workspace_id"]), "day": str(row["day"]),
+                           "units": row["units"], "amount_cents": amount, "invoice_item": item})
+    return billed

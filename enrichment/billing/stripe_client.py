@@ -1,0 +1,211 @@
+"""Billing on Stripe through the `stripe` library's StripeClient (current API: Billing Meters
+and meter events — legacy usage records no longer exist). Every Stripe error leaves here as a
+`BillingError` that says whether it is worth retrying."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from decimal import Decimal
+
+import stripe
+
+from ..config import Plans
+from .interface import (
+    CREDITS_PRODUCT,
+    METER_EVENT,
+    BillingError,
+    Checkout,
+    WebhookRejected,
+    base_key,
+    cents,
+    overage_key,
+    pack_key,
+)
+
+log = logging.getLogger(__name__)
+LOOKUP_KEYS_PER_LIST = 10  # Stripe's limit for `lookup_keys` on GET /v1/prices
+
+
+@contextlib.contextmanager
+def stripe_errors() -> Iterator[None]:
+    """Stripe's exceptions as BillingError."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise BillingError(str(exc), retryable=True, unavailable=True) from exc
+    except stripe.APIError as exc:  # Stripe's own 5xx
+        raise BillingError(str(exc), retryable=True, code=exc.code) from exc
+    except stripe.InvalidRequestError as exc:
+        raise BillingError(str(exc.user_message or exc), retryable=False,
+                           too_old=exc.param == "timestamp", code=exc.code) from exc
+    except stripe.StripeError as exc:  # authentication, permission, idempotency, card
+        raise BillingError(str(exc.user_message or exc), retryable=False,
+                           code=exc.code) from exc
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict:
+    """A Stripe webhook's event, if its signature verifies (and is fresh)."""
+    try:
+        return stripe.Webhook.construct_event(payload, signature, secret).to_dict()
+    except (ValueError, stripe.SignatureVerificationError) as exc:
+        raise WebhookRejected(str(exc)) from exc
+
+
+def is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
+    """Stripe's answer to a meter event whose identifier it already has: already sent."""
+    return exc.code == "resource_already_exists" or (
+        "identifier" in str(exc.user_message or exc) and "already" in str(exc))
+
+
+class StripeBilling:
+    """`timeout` bounds every call: keep it short (≤ 10 s) where a person waits for the
+    answer — an API worker must not hang on Stripe."""
+
+    sends = True
+
+    def __init__(self, api_key: str, api_base: str | None = None, timeout: float = 10.0):
+        bases = {"api": api_base, "meter_events": api_base} if api_base else None
+        self.client = stripe.StripeClient(
+            api_key, base_addresses=bases, max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout))
+
+    def sync_catalog(self, plans: Plans) -> dict[str, str]:
+        """Create what is missing, found by event name and lookup keys. Idempotent."""
+        with stripe_errors():
+            return self._sync_catalog(plans)
+
+    def _sync_catalog(self, plans: Plans) -> dict[str, str]:
+        v1 = self.client.v1
+        meter = next((m for m in v1.billing.meters.list({"limit": 100}).data
+                      if m.event_name == METER_EVENT), None)
+        if meter is None:
+            meter = v1.billing.meters.create({
+                "display_name": "Enrichment overage units", "event_name": METER_EVENT,
+                "default_aggregation": {"formula": "sum"},
+                "customer_mapping": {"event_payload_key": "stripe_customer_id",
+                                     "type": "by_id"},
+                "value_settings": {"event_payload_key": "value"}})
+        catalog = {"meter": meter.id}
+        wanted = [base_key(p) for p in plans.names] + [overage_key(p) for p in plans.names] + [
+            pack_key(p) for p in plans.packs]
+        existing: dict[str, str] = {}
+        for i in range(0, len(wanted), LOOKUP_KEYS_PER_LIST):
+            chunk = wanted[i:i + LOOKUP_KEYS_PER_LIST]
+            existing |= {p.lookup_key: p.id for p in v1.prices.list(
+                {"lookup_keys": chunk, "limit": 100}).data}
+        for plan in plans.plans.values():
+            product = f"enrichment_{plan.name}"
+            specs = [
+                (base_key(plan.name), {"unit_amount": cents(plan.base_usd),
+                                       "recurring": {"interval": "month"}}),
+                (overage_key(plan.name), {
+                    "unit_amount_decimal": str(plan.overage_usd * 100),
+                    "recurring": {"interval": "month", "usage_type": "metered",
+                                  "meter": meter.id}}),
+            ]
+            if any(key not in existing for key, _ in specs):
+                self._product(product, f"Lead enrichment — {plan.name}")
+            for key, spec in specs:
+                if key not in existing:
+                    existing[key] = v1.prices.create({
+                        "product": product, "currency": "usd", "lookup_key": key, **spec}).id
+        for pack in plans.packs.values():
+            if pack_key(pack.name) not in existing:
+                self._product(CREDITS_PRODUCT, "Enrichment credit packs")
+                existing[pack_key(pack.name)] = v1.prices.create({
+                    "product": CREDITS_PRODUCT, "currency": "usd",
+                    "lookup_key": pack_key(pack.name), "unit_amount": cents(pack.price_usd),
+                    "metadata": {"units": str(pack.units)}}).id
+        return catalog | existing
+
+    def _product(self, product_id: str, name: str) -> None:
+        try:
+            self.client.v1.products.create({"id": product_id, "name": name})
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_already_exists":
+                raise
+
+    def attach(self, workspace_id, name, plan, catalog):
+        """Customer (metadata.workspace_id) and subscription: base + metered overage."""
+        with stripe_errors():
+            v1 = self.client.v1
+            customer = v1.customers.create(
+                {"name": name, "metadata": {"workspace_id": workspace_id}},
+                {"idempotency_key": f"customer-{workspace_id}"})
+            subscription = v1.subscriptions.create(
+                {"customer": customer.id, "metadata": {"workspace_id": workspace_id},
+                 "items": [{"price": catalog[base_key(plan)]},
+                           {"price": catalog[overage_key(plan)]}]},
+                {"idempotency_key": f"subscription-{workspace_id}-{plan}"})
+            return customer.id, subscription.id
+
+    def change_plan(self, subscription_id, plan, catalog):
+        """Move the subscription's base and overage items to the plan's prices: the base fee
+        is prorated by Stripe; meter events from now on are priced at the new overage."""
+        with stripe_errors():
+            v1 = self.client.v1
+            sub = v1.subscriptions.retrieve(subscription_id)
+            items = []
+            for item in sub["items"].data:
+                recurring = item.price.to_dict().get("recurring") or {}
+                metered = recurring.get("usage_type") == "metered"
+                price = catalog[overage_key(plan) if metered else base_key(plan)]
+                if item.price.id != price:
+                    items.append({"id": item.id, "price": price})
+            if items:
+                v1.subscriptions.update(subscription_id, {
+                    "items": items, "proration_behavior": "create_prorations",
+                    "metadata": {"plan": plan}})
+
+    def send_overage(self, customer_id, units, identifier, at):
+        with stripe_errors():
+            try:
+                self.client.v1.billing.meter_events.create(
+                    {"event_name": METER_EVENT, "identifier": identifier,
+                     "timestamp": int(at.timestamp()),
+                     "payload": {"stripe_customer_id": customer_id, "value": str(units)}},
+                    {"idempotency_key": identifier})
+            except stripe.InvalidRequestError as exc:
+                if not is_duplicate_identifier(exc):
+                    raise
+                log.info("meter event %s was already accepted; counted as sent", identifier)
+
+    def invoice_item(self, customer_id, amount_cents, description, idempotency_key):
+        """A one-off line on the customer's next invoice (usage Stripe's meter no longer
+        accepts)."""
+        with stripe_errors():
+            return self.client.v1.invoice_items.create(
+                {"customer": customer_id, "amount": amount_cents, "currency": "usd",
+                 "description": description}, {"idempotency_key": idempotency_key}).id
+
+    def checkout(self, customer_id, workspace_id, pack, catalog, success_url, cancel_url):
+        params = {"mode": "payment", "client_reference_id": workspace_id,
+                  "line_items": [{"price": catalog[pack_key(pack.name)], "quantity": 1}],
+                  "metadata": {"workspace_id": workspace_id, "pack": pack.name,
+                               "units": str(pack.units)},
+                  "success_url": success_url, "cancel_url": cancel_url}
+        if customer_id:
+            params["customer"] = customer_id
+        with stripe_errors():
+            session = self.client.v1.checkout.sessions.create(params)
+        return Checkout(session.url, session.id, int(session.amount_total or 0),
+                        session.currency or "usd")
+
+    def invoices(self, customer_id):
+        with stripe_errors():
+            return [inv.to_dict() for inv in self.client.v1.invoices.list(
+                {"customer": customer_id, "limit": 24}).data]
+
+    def upcoming_invoice(self, customer_id):
+        with stripe_errors():
+            return self.client.v1.invoices.create_preview({"customer": customer_id}).to_dict()
+
+    def reported_units(self, customer_id, catalog, start, end):
+        with stripe_errors():
+            summaries = self.client.v1.billing.meters.event_summaries.list(
+                catalog["meter"], {"customer": customer_id,
+                                   "start_time": int(start.timestamp()),
+                                   "end_time": int(end.timestamp())})
+        return int(sum(Decimal(str(s.aggregated_value)) for s in summaries.data))

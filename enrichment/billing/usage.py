@@ -1,0 +1,215 @@
+"""What a period's usage costs: included units per plan segment, credits, and overage by UTC
+day — the one computation behind the usage endpoint, the nightly report and reconciliation.
+
+The walk, per workspace and period (calendar month, UTC), day by day in order:
+
+* The plan in force on a day is the last plan-history row effective before the day ends.
+  A *segment* is a run of days on one plan. The period's first segment grants its plan's
+  full monthly `included`; a segment that starts later (a plan change) grants the new plan's
+  `included` prorated to the days left in the period (rounded down), and what the earlier
+  segment left unused is not carried over. So no day is billed with more included units than
+  the plan in force on it grants, a downgrade does not bill the units the old plan included,
+  and an upgrade does not bill, at the new price, what was used before it.
+* Credits (packs, net of refunds) belong to the period they were paid in and are available
+  from the end of the day they were paid; they carry across segments.
+* Each day's units use the segment's included units first, then credits; the rest is that
+  day's overage, priced at the plan in force that day (Stripe prices the day's meter event,
+  timestamped 23:59, at the subscription's price at that moment).
+
+For a period on one plan this equals the simple rule "overage to date = used - (included +
+credits bought so far), minus what earlier days reported".
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from psycopg import Connection
+
+from ..config import Plan, Plans
+from ..periods import day_start, next_period_start, period_start
+
+MONEY = Decimal("0.01")
+
+# Credit units bought (net of refunds) in a period: the one place this is written.
+CREDITS_IN_PERIOD = (
+    "(SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s"
+    " AND created_at >= %(start)s AND created_at < %(end)s)"
+)
+
+
+def period_bounds(period: date) -> dict:
+    return {"start": day_start(period), "end": day_start(next_period_start(period))}
+
+
+def credits(conn: Connection, workspace_id, period: date) -> int:
+    """Credit units available in the period (bought, less refunds and lost disputes)."""
+    return int(conn.execute("SELECT " + CREDITS_IN_PERIOD + " AS n",
+                            {"ws": workspace_id, **period_bounds(period)}).fetchone()["n"])
+
+
+@dataclass
+class DayReport:
+    workspace_id: object
+    day: date
+    period: date
+    plan: str
+    used_to_date: int  # units used in the period through this day
+    allowance: int  # included units granted so far + credits paid by the end of the day
+    units: int  # overage units this day adds
+    unit_price_usd: Decimal
+
+    @property
+    def identifier(self) -> str:
+        return f"overage-{self.workspace_id}-{self.day.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: date
+    plan: Plan
+
+
+def plan_segments(conn: Connection, plans: Plans, workspace_ids: list, period: date
+                  ) -> dict[object, list[Segment]]:
+    """Per workspace, the plans in force during the period, as segments by first day. Days
+    before a workspace's first plan (none in practice) count under that first plan."""
+    out: dict[object, list[Segment]] = defaultdict(list)
+    for row in conn.execute(
+            "SELECT workspace_id, (effective_at AT TIME ZONE 'UTC')::date AS day, plan"
+            " FROM workspace_plans WHERE workspace_id = ANY(%s)"
+            " ORDER BY workspace_id, effective_at", (workspace_ids,)):
+        segments = out[row["workspace_id"]]
+        if segments and row["day"] >= next_period_start(period):
+            continue  # later changes do not concern this period
+        start = max(row["day"], period)
+        if segments and segments[-1].start >= start:
+            segments.pop()  # superseded before its first day in the period began
+        segments.append(Segment(start, plans[row["plan"]]))
+    missing = [ws for ws in workspace_ids if ws not in out]
+    if missing:  # no history (rows written by hand): the current plan, never nothing
+        for row in conn.execute("SELECT id, plan FROM workspaces WHERE id = ANY(%s)",
+                                (missing,)):
+            out[row["id"]].append(Segment(period, plans[row["plan"]]))
+    return out
+
+
+def grant(segment: Segment, period: date, first: bool) -> int:
+    """Included units a segment grants: the period's first segment its plan's full monthly
+    `included` (a workspace created mid-month too), a later one (a plan change) the new
+    plan's prorated to the days left."""
+    if first:
+        return segment.plan.included
+    days = (next_period_start(period) - period).days
+    left = (next_period_start(period) - segment.start).days
+    return segment.plan.included * left // days
+
+
+def walk(workspace_id, period: date, daily: list[tuple[date, int]], segments: list[Segment],
+         paid: list[tuple[datetime, int]]) -> list[DayReport]:
+    """The day reports of one workspace's period (see the module docstring). `daily`: units
+    used per day, in order; `paid`: credit ledger rows (time, units), in order."""
+    starts = [s.start for s in segments]
+    paid_at = [at for at, _ in paid]
+    current, included_left, granted = None, 0, 0
+    credits_used = used = 0
+    reports = []
+    for day, units in daily:
+        index = max(0, bisect.bisect_right(starts, day) - 1)
+        if segments[index] is not current:
+            current = segments[index]
+            included_left = grant(current, period, first=index == 0)
+            granted += included_left
+        end_of_day = day_start(day + timedelta(days=1))
+        bought = sum(u for _, u in paid[:bisect.bisect_left(paid_at, end_of_day)])
+        from_included = min(units, included_left)
+        included_left -= from_included
+        from_credits = min(units - from_included, max(0, bought - credits_used))
+        credits_used += from_credits
+        used += units
+        reports.append(DayReport(
+            workspace_id, day, period, current.plan.name, used, granted + bought,
+            units - from_included - from_credits, current.plan.overage_usd))
+    return reports
+
+
+DAILY = (
+    "SELECT u.workspace_id, (u.created_at AT TIME ZONE 'UTC')::date AS day,"
+    " sum(u.units) AS units FROM enrichment_usage u"
+    " WHERE u.created_at >= %(start)s AND u.created_at < %(end)s"
+    " GROUP BY 1, 2 ORDER BY 1, 2"
+)
+DAILY_OF_ONE = DAILY.replace(" WHERE ", " WHERE u.workspace_id = %(ws)s AND ")
+
+
+def compute(conn: Connection, plans: Plans, period: date, through: date,
+            workspace_id=None) -> dict[object, list[DayReport]]:
+    """Day reports of `period` up to `through` (inclusive), per workspace with usage — every
+    workspace, or one."""
+    end = min(through, next_period_start(period) - timedelta(days=1))
+    args = {"start": day_start(period), "end": day_start(end + timedelta(days=1)),
+            "ws": workspace_id}
+    daily: dict[object, list[tuple[date, int]]] = defaultdict(list)
+    for r in conn.execute(DAILY if workspace_id is None else DAILY_OF_ONE, args):
+        daily[r["workspace_id"]].append((r["day"], int(r["units"])))
+    if not daily:
+        return {}
+    ids = list(daily)
+    paid: dict[object, list[tuple[datetime, int]]] = defaultdict(list)
+    for r in conn.execute(
+            "SELECT workspace_id, created_at, units FROM credit_ledger"
+            " WHERE workspace_id = ANY(%s) AND created_at >= %s AND created_at < %s"
+            " ORDER BY created_at", (ids, day_start(period), day_start(end + timedelta(days=1)))):
+        paid[r["workspace_id"]].append((r["created_at"], int(r["units"])))
+    segments = plan_segments(conn, plans, ids, period)
+    return {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))
+            for ws, days in daily.items() if segments.get(ws)}
+
+
+def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime) -> dict:
+    """The usage endpoint's body for the current period, from the same walk as billing."""
+    plan = plans[workspace["plan"]]
+    period = period_start(now)
+    bounds = period_bounds(period)
+    row = conn.execute(
+        "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
+        " coalesce(sum(searches), 0) AS searches,"
+        " coalesce(sum(social_requests), 0) AS social_requests,"
+        " coalesce(sum(cost_estimate_usd), 0) AS cost"
+        " FROM enrichment_usage WHERE workspace_id = %(ws)s AND created_at >= %(start)s"
+        " AND created_at < %(end)s", {"ws": workspace["id"], **bounds}).fetchone()
+    extra = conn.execute(
+        "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
+        " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
+        "  AND period = %(period)s) AS reserved",
+        {"ws": workspace["id"], "period": period, **bounds}).fetchone()
+    credit_units, reserved = int(extra["credits"]), int(extra["reserved"] or 0)
+    days = compute(conn, plans, period, now.date(), workspace["id"]).get(workspace["id"], [])
+    segments = plan_segments(conn, plans, [workspace["id"]], period).get(workspace["id"], [])
+    included = sum(grant(s, period, first=i == 0) for i, s in enumerate(segments)) or (
+        plan.included)
+    overage = sum(d.units for d in days)
+    hard_cap = plan.hard_cap + credit_units
+    return {
+        "workspace_id": str(workspace["id"]),
+        "plan": plan.name,
+        "period": {"start": period.isoformat(), "end": next_period_start(period).isoformat()},
+        "included": included,
+        "credits": credit_units,
+        "used": int(row["used"]),
+        "reserved": reserved,
+        "overage_units": overage,
+        "overage_unit_price_usd": str(plan.overage_usd),
+        "overage_cost_usd": str(sum((d.unit_price_usd * d.units for d in days), Decimal(0))
+                                .quantize(MONEY)),
+        "hard_cap": hard_cap,
+        "remaining": max(0, hard_cap - reserved),
+        "tokens": int(row["tokens"]),
+        "searches": int(row["searches"]),
+        "social_requests": int(row["social_requests"]),
+        "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
+    }

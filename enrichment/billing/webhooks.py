@@ -1,0 +1,211 @@
+"""Credit packs (Stripe Checkout) and the Stripe events this service acts on, each exactly
+once per event id.
+
+A pack is credited only for a checkout session this service created (its id, workspace,
+customer, pack and amount stored at checkout), when Stripe says it is paid — at once
+(`checkout.session.completed` with `payment_status: paid`) or later for delayed methods such
+as SEPA or ACH (`checkout.session.async_payment_succeeded`). The session's metadata is never
+trusted: a session we did not create, or whose customer or amount differ, credits nothing.
+Credits are dated by the payment (the event's time), so a pack paid at 23:59 on the 31st
+tops up that month. A refund (`charge.refunded`) or a lost dispute takes back the credit not
+yet used in the period it belongs to — never more than is unused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime
+
+from psycopg import Connection
+
+from ..config import Plans
+from ..events import Events
+from ..periods import period_start
+from .catalog import load_catalog
+from .interface import Billing, Checkout
+from .usage import CREDITS_IN_PERIOD, period_bounds
+
+log = logging.getLogger(__name__)
+
+
+def start_checkout(conn: Connection, billing: Billing, plans: Plans, workspace_id: uuid.UUID,
+                   pack_name: str, success_url: str, cancel_url: str) -> Checkout:
+    """A Checkout session for a pack, recorded so that its webhook can be trusted."""
+    pack = plans.packs[pack_name]
+    customer = conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
+                            (workspace_id,)).fetchone()["stripe_customer_id"]
+    checkout = billing.checkout(customer, str(workspace_id), pack, load_catalog(conn),
+                                success_url, cancel_url)
+    conn.execute(
+        "INSERT INTO checkout_sessions (id, workspace_id, pack, units, amount_cents, currency,"
+        " customer) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (checkout.session_id, workspace_id, pack.name, pack.units, checkout.amount_cents,
+         checkout.currency, customer))
+    return checkout
+
+
+def handle_event(conn: Connection, plans: Plans, events: Events, event: dict) -> str:
+    """Apply one verified Stripe event once (event ids are recorded; a redelivery does
+    nothing). Returns what was done."""
+    handler = HANDLERS.get(event["type"])
+    with conn.transaction():
+        first = conn.execute("INSERT INTO stripe_events (id, type) VALUES (%s, %s)"
+                             " ON CONFLICT DO NOTHING", (event["id"], event["type"])).rowcount
+        if not first:
+            return "duplicate"
+        if handler is None:
+            return "ignored"
+        outcome = handler(conn, plans, event, event["data"]["object"])
+    if outcome is not None:
+        name, workspace_id, properties = outcome
+        events.capture(name, workspace_id, properties)
+    return "handled"
+
+
+def _when(event: dict) -> datetime:
+    """When Stripe says it happened: the event's creation time."""
+    created = event.get("created")
+    return datetime.fromtimestamp(int(created), UTC) if created else datetime.now(UTC)
+
+
+def _ours(conn: Connection, session: dict) -> dict | None:
+    """The stored session, if the event's session is one we created and agrees with it."""
+    stored = conn.execute("SELECT * FROM checkout_sessions WHERE id = %s FOR UPDATE",
+                          (session.get("id"),)).fetchone()
+    if stored is None:
+        log.warning("checkout session %s was not created here: ignored", session.get("id"))
+        return None
+    problems = []
+    if stored["customer"] and session.get("customer") != stored["customer"]:
+        problems.append("customer")
+    if session.get("amount_total") != stored["amount_cents"]:
+        problems.append("amount")
+    if (session.get("currency") or "").lower() != stored["currency"]:
+        problems.append("currency")
+    if problems:
+        log.warning("checkout session %s: %s do not match what was sold; nothing credited",
+                    stored["id"], ", ".join(problems))
+        return None
+    return stored
+
+
+def _credit(conn: Connection, event: dict, session: dict):
+    stored = _ours(conn, session)
+    if stored is None or stored["status"] == "paid":
+        return None
+    paid_at = _when(event)
+    conn.execute(
+        "UPDATE checkout_sessions SET status = 'paid', paid_at = %s, payment_intent = %s"
+        " WHERE id = %s", (paid_at, session.get("payment_intent"), stored["id"]))
+    conn.execute(
+        "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
+        " checkout_session_id, payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (stored["workspace_id"], stored["units"], f"credit pack {stored['pack']}", event["id"],
+         stored["id"], session.get("payment_intent"), paid_at))
+    return ("credit_pack_purchased", str(stored["workspace_id"]),
+            {"pack": stored["pack"], "units": stored["units"]})
+
+
+def _checkout_completed(conn: Connection, plans: Plans, event: dict, session: dict):
+    if session.get("payment_status") == "paid":
+        return _credit(conn, event, session)
+    stored = _ours(conn, session)  # a delayed method: paid later, or not
+    if stored is not None and stored["status"] == "open":
+        conn.execute("UPDATE checkout_sessions SET status = 'awaiting_payment',"
+                     " payment_intent = %s WHERE id = %s",
+                     (session.get("payment_intent"), stored["id"]))
+    return None
+
+
+def _async_payment_failed(conn: Connection, plans: Plans, event: dict, session: dict):
+    stored = _ours(conn, session)
+    if stored is not None and stored["status"] != "paid":
+        conn.execute("UPDATE checkout_sessions SET status = 'failed' WHERE id = %s",
+                     (stored["id"],))
+        log.warning("checkout session %s: the delayed payment failed", stored["id"])
+    return None
+
+
+def _take_back(conn: Connection, plans: Plans, event: dict, payment_intent: str | None,
+               fraction: float, why: str):
+    """Remove up to `fraction` of a pack's units — only what is still unused in the period
+    the credit belongs to. Credits are used after the plan's included units (units reserved
+    by jobs count as used), so unused = credits - max(0, reserved - included)."""
+    pack = conn.execute("SELECT * FROM checkout_sessions WHERE payment_intent = %s"
+                        " AND status = 'paid' FOR UPDATE", (payment_intent,)).fetchone()
+    if pack is None:
+        log.warning("%s for payment %s: no credit pack of ours", why, payment_intent)
+        return None
+    period = period_start(pack["paid_at"])
+    row = conn.execute(
+        "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
+        " (SELECT coalesce(sum(units), 0) FROM credit_ledger"
+        "  WHERE payment_intent = %(intent)s) AS pack_left,"
+        " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
+        "  AND period = %(period)s) AS reserved,"
+        " (SELECT plan FROM workspaces WHERE id = %(ws)s) AS plan",
+        {"ws": pack["workspace_id"], "period": period, "intent": payment_intent,
+         **period_bounds(period)}).fetchone()
+    credits = int(row["credits"])
+    used = min(credits, max(0, int(row["reserved"] or 0) - plans[row["plan"]].included))
+    wanted = min(math.ceil(pack["units"] * fraction), int(row["pack_left"]))
+    units = max(0, min(wanted, credits - used))
+    if units:
+        conn.execute(
+            "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
+            " payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (pack["workspace_id"], -units, why, event["id"], payment_intent, pack["paid_at"]))
+    log.warning("%s of credit pack %s: %d of %d units taken back (%d were used)", why,
+                pack["id"], units, wanted, used)
+    return ("credit_pack_reversed", str(pack["workspace_id"]),
+            {"pack": pack["pack"], "units": units, "reason": why})
+
+
+def _refunded(conn: Connection, plans: Plans, event: dict, charge: dict):
+    amount = int(charge.get("amount") or 0)
+    fraction = int(charge.get("amount_refunded") or 0) / amount if amount else 1.0
+    # A second partial refund arrives with the charge's running total refunded.
+    already = conn.execute(
+        "SELECT coalesce(-sum(units), 0) AS n FROM credit_ledger WHERE payment_intent = %s"
+        " AND units < 0", (charge.get("payment_intent"),)).fetchone()["n"]
+    pack = conn.execute("SELECT units FROM checkout_sessions WHERE payment_intent = %s",
+                        (charge.get("payment_intent"),)).fetchone()
+    if pack is not None and already:
+        fraction = max(0.0, fraction - int(already) / pack["units"])
+    return _take_back(conn, plans, event, charge.get("payment_intent"), fraction, "refund")
+
+
+def _dispute_closed(conn: Connection, plans: Plans, event: dict, dispute: dict):
+    if dispute.get("status") != "lost":
+        return None
+    return _take_back(conn, plans, event, dispute.get("payment_intent"), 1.0, "dispute lost")
+
+
+def _invoice(conn: Connection, plans: Plans, event: dict, invoice: dict):
+    conn.execute(
+        "INSERT INTO invoices (id, workspace_id, status, amount_due, amount_paid, currency)"
+        " SELECT %s, id, %s, %s, %s, %s FROM workspaces WHERE stripe_customer_id = %s"
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+        " amount_due = excluded.amount_due, amount_paid = excluded.amount_paid,"
+        " updated_at = now()",
+        (invoice["id"], invoice["status"], invoice.get("amount_due", 0),
+         invoice.get("amount_paid", 0), invoice.get("currency", "usd"), invoice["customer"]))
+
+
+def _payment_failed(conn: Connection, plans: Plans, event: dict, invoice: dict):
+    _invoice(conn, plans, event, invoice | {"status": "payment_failed"})
+    log.warning("invoice %s of customer %s: payment failed", invoice["id"], invoice["customer"])
+
+
+HANDLERS = {
+    "checkout.session.completed": _checkout_completed,
+    "checkout.session.async_payment_succeeded": lambda c, p, e, s: _credit(c, e, s),
+    "checkout.session.async_payment_failed": _async_payment_failed,
+    "charge.refunded": _refunded,
+    "charge.dispute.closed": _dispute_closed,
+    "invoice.finalized": _invoice,
+    "invoice.paid": _invoice,
+    "invoice.payment_failed": _payment_failed,
+}
