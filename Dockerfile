@@ -9,12 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 
-COPY setup.cfg pyproject.toml README.md beat_schedule.py ./
+COPY setup.cfg pyproject.toml README.md beat_schedule.py constraints.txt ./
 COPY enrichment ./enrichment
 COPY api ./api
 COPY workers ./workers
 COPY simulators ./simulators
-RUN pip install .
+RUN pip install -c constraints.txt .
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 USER app

@@ -72,6 +72,13 @@ def main() -> int:
         return 1
 
     subprocess.run([BIN / "enrichment", "db", "upgrade"], env=env, check=True)
+    if env.get("STRIPE_API_KEY"):  # the Stripe catalog the workspaces subscribe to
+        synced = subprocess.run([BIN / "enrichment", "billing", "sync-catalog"], env=env,
+                                capture_output=True, text=True)
+        if synced.returncode:
+            print(f"warning: Stripe catalog not synced ({synced.stderr.strip()}); workspaces "
+                  "are attached once `enrichment billing sync-catalog` succeeds",
+                  file=sys.stderr)
     # Every process writes its Prometheus samples here; the API's /metrics serves them all.
     metrics_dir = RUN / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ and meter events — legacy usage records no longer exist). Every Stripe error l
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
@@ -45,10 +46,17 @@ def stripe_errors() -> Iterator[None]:
                            code=exc.code) from exc
 
 
+def plain(obj) -> dict:
+    """A Stripe object as plain dicts and lists (its JSON; `to_dict` is deprecated in some
+    of the library versions this supports and changed meaning in others)."""
+    return json.loads(str(obj))
+
+
 def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict:
     """A Stripe webhook's event, if its signature verifies (and is fresh)."""
     try:
-        return stripe.Webhook.construct_event(payload, signature, secret).to_dict()
+        stripe.Webhook.construct_event(payload, signature, secret)
+        return json.loads(payload)
     except (ValueError, stripe.SignatureVerificationError) as exc:
         raise WebhookRejected(str(exc)) from exc
 
@@ -149,7 +157,7 @@ class StripeBilling:
             sub = v1.subscriptions.retrieve(subscription_id)
             items = []
             for item in sub["items"].data:
-                recurring = item.price.to_dict().get("recurring") or {}
+                recurring = plain(item.price).get("recurring") or {}
                 metered = recurring.get("usage_type") == "metered"
                 price = catalog[overage_key(plan) if metered else base_key(plan)]
                 if item.price.id != price:
@@ -195,12 +203,12 @@ class StripeBilling:
 
     def invoices(self, customer_id):
         with stripe_errors():
-            return [inv.to_dict() for inv in self.client.v1.invoices.list(
+            return [plain(inv) for inv in self.client.v1.invoices.list(
                 {"customer": customer_id, "limit": 24}).data]
 
     def upcoming_invoice(self, customer_id):
         with stripe_errors():
-            return self.client.v1.invoices.create_preview({"customer": customer_id}).to_dict()
+            return plain(self.client.v1.invoices.create_preview({"customer": customer_id}))
 
     def reported_units(self, customer_id, catalog, start, end):
         with stripe_errors():
