@@ -9,11 +9,16 @@ role="${1:-api}"
 [ "$#" -gt 0 ] && shift
 case "$role" in
   api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" api.wsgi:app "$@" ;;
-  worker)  exec celery -A workers.celery_app worker -Q maintenance,elite,pro,core \
+  worker)  exec celery -A workers.celery_app worker \
              -c "${WORKER_CONCURRENCY:-8}" --loglevel INFO "$@" ;;
   beat)    exec celery -A workers.celery_app beat --loglevel INFO \
              --schedule /tmp/celerybeat-schedule "$@" ;;
-  flower)  exec celery -A workers.celery_app flower --port=5555 "$@" ;;
+  flower)  # Flower shows task arguments and can control workers: never without credentials.
+           if [ -z "${FLOWER_BASIC_AUTH:-}" ]; then
+             echo "refusing to start Flower without FLOWER_BASIC_AUTH=user:password" >&2
+             exit 64
+           fi
+           exec celery -A workers.celery_app flower --port=5555 "$@" ;;
   migrate) exec enrichment db upgrade ;;
   *)       exec "$role" "$@" ;;
 esac

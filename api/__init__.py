@@ -6,6 +6,7 @@ import logging
 import time
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from enrichment.config import Settings
 from enrichment.jobstore import Publisher
@@ -22,6 +23,8 @@ def create_app(
     if services is None:
         services = build_services(settings or Settings.from_env(), publisher=publisher)
     app = Flask(__name__)
+    if services.settings.trusted_proxies:  # the client address, as the proxies report it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=services.settings.trusted_proxies)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["enrichment"] = services

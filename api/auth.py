@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, g, request
 
 from enrichment.metrics import API_REQUESTS
 from enrichment.ratelimit import READ, SUBMIT, Policy
-from enrichment.workspaces import Workspace, authenticate
+from enrichment.workspaces import Workspace, authenticate, key_prefix
 
 from .problems import Problem
 
@@ -21,17 +21,29 @@ def services():
     return current_app.extensions["enrichment"]
 
 
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'}
+
+
 def require_workspace() -> Workspace:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <api key>'.",
                       "unauthorized", {"WWW-Authenticate": 'Bearer realm="api"'})
-    with services().db.connection() as conn:
-        workspace = authenticate(conn, key.strip())
+    svc, address, prefix = services(), request.remote_addr or "-", key_prefix(key.strip())
+    wait = svc.auth_guard.blocked(address, prefix)
+    if wait is not None:  # refused from Redis: a bad-key flood never reaches the database
+        raise Problem(429, "Too Many Requests", "Too many failed authentications; retry "
+                      f"after {wait} s.", "authentication-throttled",
+                      {"Retry-After": str(wait), **UNAUTHORIZED})
+    workspace = None
+    if prefix is not None:
+        with svc.db.connection() as conn:
+            workspace = authenticate(conn, key.strip())
     if workspace is None:
+        svc.auth_guard.failed(address, prefix)
         raise Problem(401, "Unauthorized", "The API key is unknown or revoked.", "unauthorized",
-                      {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
+                      UNAUTHORIZED)
     g.workspace = workspace
     return workspace
 
@@ -43,8 +55,11 @@ def rate_limit(workspace: Workspace, kind: str) -> None:
     g.rate_decision = decision
     API_REQUESTS.labels(plan.name, kind, "admitted" if decision.allowed else "rejected").inc()
     if not decision.allowed:
-        svc.events.capture("enrichment_throttled", str(workspace.id), {
-            "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
+        # One event per workspace, policy and window, not one per refused request.
+        if svc.redis.set(f"throttled:{workspace.id}:{kind}", 1, nx=True,
+                         ex=max(1, int(decision.retry_after) + 1)):
+            svc.events.capture("enrichment_throttled", str(workspace.id), {
+                "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
         raise Problem(429, "Too Many Requests",
                       f"Rate limit of the {plan.name} plan reached ({kind}: {decision.limit} "
                       f"per {decision.window} s); retry after {decision.retry_after_header} s.",

@@ -58,10 +58,9 @@ def buy_credit_pack():
         raise validation_problem(
             ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]}))
     try:
-        with svc.db.connection() as conn:
-            checkout = webhooks.start_checkout(
-                conn, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
-                svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
+        checkout = webhooks.start_checkout(
+            svc.db, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
+            svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
     except BillingNotConfigured as exc:
         raise not_configured(exc) from None
     except BillingError as exc:

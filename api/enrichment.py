@@ -27,40 +27,63 @@ CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 guard(bp, submissions={"enrichment.submit", "enrichment.submit_batch"})
 
 
+MAX_DEPTH = 32  # nesting levels a body may have (real bodies use 3)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 def json_body() -> dict:
-    """The request's JSON object, or a 415/400 problem."""
+    """The request's JSON object, or a 415/400 problem. Strict JSON: no NaN or Infinity, no
+    number that overflows a double, at most MAX_DEPTH levels, no string PostgreSQL cannot
+    store."""
     if request.mimetype != "application/json":
         raise Problem(415, "Unsupported Media Type", "Send the body as application/json.",
                       "unsupported-media-type")
     raw = request.get_data(cache=False)  # honours MAX_CONTENT_LENGTH (413)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise Problem(400, "Bad Request", f"The body is not valid JSON: {exc}"[:300],
                       "malformed-json") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "The body must be a JSON object.", "malformed-json")
-    if not storable(body):
-        raise Problem(400, "Bad Request", "Strings may not contain NUL characters or unpaired "
-                      "surrogates (\\u0000, \\ud800…).", "malformed-json")
+    problem = unstorable(body)
+    if problem:
+        raise Problem(400, "Bad Request", problem, "malformed-json")
     return body
 
 
-def storable(value) -> bool:
-    """PostgreSQL stores neither NUL characters (text, jsonb) nor text that is not UTF-8."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(storable(k) and storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(storable(v) for v in value)
-    return True
+def unstorable(value) -> str | None:
+    """Why PostgreSQL could not store `value` (NUL characters and unpaired surrogates fit
+    neither text nor jsonb), or why it is nested too deep; None if it is fine. Iterative: a
+    deep body cannot exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"The body is nested deeper than {MAX_DEPTH} levels."
+        if isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "Strings may not contain NUL characters (\\u0000)."
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "Strings may not contain unpaired surrogates (\\ud800…)."
+    return None
 
 
 def validation_problem(exc: ValidationError) -> Problem:
@@ -195,7 +218,8 @@ def submit_batch():
 def usage():
     svc = services()
     with svc.db.connection() as conn:
-        workspace = {"id": g.workspace.id, "plan": g.workspace.plan}
+        workspace = {"id": g.workspace.id, "plan": g.workspace.plan,
+                     "plan_since": g.workspace.plan_since}
         return jsonify(usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
 
 

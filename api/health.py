@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from functools import partial
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from enrichment import jobstore
 from enrichment.metrics import OldestRunnable, QueueDepth, exposition
 from enrichment.services import UNAVAILABLE
 
 from .auth import services
+from .problems import Problem
 
 bp = Blueprint("health", __name__)
 
@@ -60,6 +62,11 @@ def broker_client(svc) -> redis.Redis | None:
 @bp.get("/metrics")
 def metrics():
     svc = services()
+    token = svc.settings.metrics_token
+    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(),
+                                         f"Bearer {token}".encode()):
+        raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <METRICS_TOKEN>'.",
+                      "unauthorized", {"WWW-Authenticate": 'Bearer realm="metrics"'})
     client = broker_client(svc)
     queues = svc.settings.plans.queues
     extra = [OldestRunnable(partial(jobstore.oldest_runnable, svc.db), queues)]

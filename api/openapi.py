@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from . import docs_schemas as d
 from .billing import CreditPackSchema
-from .privacy import ConsentSchema
+from .privacy import ConsentSchema, ErasureSchema
 from .schemas import BatchSchema, SubmitSchema
 
 bp = Blueprint("openapi", __name__)
@@ -59,13 +59,13 @@ OPERATIONS: dict[str, dict] = {
     "billing.buy_credit_pack": {
         "summary": "Start buying a credit pack (Stripe Checkout)", "body": CreditPackSchema,
         "ok": {201: ("Checkout session", d.CheckoutSchema)},
-        "errors": AUTH + BODY + (403, 502)},
+        "errors": AUTH + BODY + (403, 502, 503)},
     "billing.list_invoices": {"summary": "The workspace's invoices",
                               "ok": {200: ("Invoices", d.InvoicesSchema)},
-                              "errors": (*AUTH, 502)},
+                              "errors": (*AUTH, 502, 503)},
     "billing.upcoming_invoice": {"summary": "The next invoice, previewed",
                                  "ok": {200: ("Preview", d.InvoiceSchema)},
-                                 "errors": (*AUTH, 403, 404, 502)},
+                                 "errors": (*AUTH, 403, 404, 502, 503)},
     "stripe_webhook.stripe_webhook": {
         "summary": "Stripe events (signature verified on the raw body)", "auth": False,
         "body": "object", "ok": {200: ("Received", d.WebhookAnswerSchema)},
@@ -74,8 +74,12 @@ OPERATIONS: dict[str, dict] = {
         "summary": "Everything held about one subject",
         "query": [("identifier", "Email, LinkedIn URL or domain")],
         "ok": {200: ("The subject's data", d.ExportSchema)}, "errors": (*AUTH, 422)},
+    "privacy.erase": {
+        "summary": "Erase a subject and suppress future enrichment", "body": ErasureSchema,
+        "ok": {204: ("Erased (or nothing held)", None)}, "errors": AUTH + BODY},
     "privacy.erase_subject": {
-        "summary": "Erase a subject and suppress future enrichment",
+        "summary": "Erase a subject (deprecated: the identifier would sit in URLs and logs;"
+                   " use POST /api/v1/privacy/erasures)", "deprecated": True,
         "ok": {204: ("Erased (or nothing held)", None)},
         "errors": (*AUTH, 404, 422)},  # 404: an identifier no route can carry (a newline)
     "privacy.record_consent": {
@@ -89,8 +93,9 @@ OPERATIONS: dict[str, dict] = {
     "health.readyz": {"summary": "Readiness: PostgreSQL and Redis reachable", "auth": False,
                       "ok": {200: ("Ready", d.HealthSchema)}, "errors": (503,),
                       "error_schema": d.HealthSchema},
-    "health.metrics": {"summary": "Prometheus metrics", "auth": False, "text": "text/plain",
-                       "ok": {200: ("Text exposition format", None)}, "errors": ()},
+    "health.metrics": {"summary": "Prometheus metrics (a bearer token when METRICS_TOKEN is "
+                                  "set)", "auth": False, "text": "text/plain",
+                       "ok": {200: ("Text exposition format", None)}, "errors": (401,)},
     "openapi.openapi_json": {"summary": "This document", "auth": False,
                              "ok": {200: ("OpenAPI 3", "object")}, "errors": ()},
     "openapi.docs": {"summary": "This document, rendered", "auth": False, "text": "text/html",
@@ -157,6 +162,8 @@ def operation(op: dict, params: list) -> dict:
             _content(error_schema) if error_schema else
             {"content": {"application/problem+json": {"schema": "Problem"}}})}
     out = {"summary": op["summary"], "responses": responses, "parameters": params}
+    if op.get("deprecated"):
+        out["deprecated"] = True
     if op.get("auth", True):
         out["security"] = [{"bearer": []}]
     if "body" in op:

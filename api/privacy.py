@@ -3,7 +3,7 @@ workspace's own settings (region, person-level enrichment)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify, make_response, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from enrichment import jobstore, privacy
@@ -45,14 +45,36 @@ def export_subject():
         return jsonify(privacy.export(conn, g.workspace.id, identifier))
 
 
-@bp.delete("/privacy/subjects/<path:identifier>")
-def erase_subject(identifier: str):
+class ErasureSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    identifier = fields.String(required=True, validate=IDENTIFIER)
+
+
+def _erase(identifier: str):
     svc = services()
     with svc.db.connection() as conn:
         runnable = privacy.erase(conn, g.workspace.id, identifier_arg(identifier),
                                  svc.settings.slots(g.workspace.plan))
     jobstore.publish_all(svc.db, svc.publisher, runnable)
     return "", 204
+
+
+@bp.post("/privacy/erasures")
+def erase():
+    """The identifier travels in the body, so e-mail addresses stay out of URLs, proxy and
+    access logs."""
+    return _erase(load(ErasureSchema(), json_body())["identifier"])
+
+
+@bp.delete("/privacy/subjects/<path:identifier>")
+def erase_subject(identifier: str):
+    """Deprecated: puts the identifier in the URL. Use POST /api/v1/privacy/erasures."""
+    response = make_response(_erase(identifier))
+    response.headers["Deprecation"] = "true"
+    response.headers["Link"] = '</api/v1/privacy/erasures>; rel="successor-version"'
+    return response
 
 
 @bp.post("/privacy/consents")

@@ -22,10 +22,10 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from . import jobs, jobstore
-from .billing.usage import CREDITS_IN_PERIOD, credits, period_bounds
+from .billing.usage import CREDITS_IN_PERIOD, credits, hard_cap, period_bounds
 from .config import Plan
 from .jobstore import Runnable
-from .leads import subject_hash, subject_identifier
+from .leads import company_only, person_hashes, subject_hash, subject_identifier
 from .periods import day_start, next_period_start, period_start
 from .templates import Template
 from .workspaces import Workspace, person_level_allowed
@@ -83,8 +83,8 @@ def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: i
     return conn.execute(RESERVE, args).fetchone() is not None
 
 
-def cap_refusal(conn: Connection, workspace_id: uuid.UUID, plan: Plan, period: date) -> Refused:
-    cap = plan.hard_cap + credits(conn, workspace_id, period)
+def cap_refusal(conn: Connection, workspace_id: uuid.UUID, cap: int, period: date) -> Refused:
+    cap += credits(conn, workspace_id, period)
     resets_at = jobs.iso(day_start(next_period_start(period)))
     return Refused(402, "hard-cap-reached", "Payment Required",
                    f"This workspace has reserved all {cap} units its plan allows in this "
@@ -99,26 +99,39 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
     waiting behind its older jobs), or the same-day job it repeats. Raises Refused. Commits
     its own transaction; the caller publishes `Admitted.runnable` after it returns."""
     check_region(workspace, template)
+    if not template.person_level and not person_level_allowed(
+            workspace.region, workspace.person_level_enabled):
+        # Where person-level enrichment is off, a company-level job never holds, stores or
+        # sends a person's name, e-mail or profile: only the company's fields are kept.
+        lead = company_only(lead)
+        if not lead:
+            raise Refused(422, "company-fields-required", "Unprocessable Content",
+                          "Person-level enrichment is off for this workspace, so a company-"
+                          "level lead is enriched from its company fields only (domain, "
+                          "company); this lead has none.",
+                          errors=[{"field": "lead", "message": "Give domain or company."}])
     identifier = subject_identifier(lead)
     subject = subject_hash(identifier)
+    hashes = sorted({subject, *person_hashes(lead)})
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
     with conn.transaction():
         row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
-                              queue=plan.queue, subject=subject, lead=lead, metadata=metadata,
-                              key=key, period=period)
+                              queue=plan.queue, subject=subject, persons=person_hashes(lead),
+                              lead=lead, metadata=metadata, key=key, period=period)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
                 "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
                 " AND NOT EXISTS (SELECT 1 FROM suppressions"
-                "                 WHERE workspace_id = %s AND subject_hash = %s)",
-                (workspace.id, key, workspace.id, subject)).fetchone()
+                "                 WHERE workspace_id = %s AND subject_hash = ANY(%s))",
+                (workspace.id, key, workspace.id, hashes)).fetchone()
             if existing is None:
                 raise Refused(403, "subject-suppressed", "Forbidden",
                               "This subject asked not to be enriched (erasure or objection).")
             return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
-        if not reserve_unit(conn, workspace.id, period, plan.hard_cap):
-            raise cap_refusal(conn, workspace.id, plan, period)
+        cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
+        if not reserve_unit(conn, workspace.id, period, cap):
+            raise cap_refusal(conn, workspace.id, cap, period)
         runnable = jobstore.fill(conn, workspace.id, slots)
     return Admitted(row, runnable=runnable)
 

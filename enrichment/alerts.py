@@ -88,7 +88,8 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
             " WHERE created_at >= %s AND created_at < %s", (since, now)).fetchone()
     elif rule.source == "billing_unsent":
         row = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
-                           " WHERE status IN ('failed', 'expired')").fetchone()
+                           " WHERE status IN ('failed', 'expired') OR (status = 'pending'"
+                           "  AND created_at < %s - interval '2 days')", (now,)).fetchone()
     elif rule.source == "billing_discrepancies":
         value = client.get(DISCREPANCIES_KEY)
         return (float(value) if value is not None else None), 1 if value is not None else 0

@@ -298,7 +298,11 @@ def billing_sync(settings: Settings):
 
 def _closed_day(value: str | None) -> date:
     today = datetime.now(UTC).date()
-    return date.fromisoformat(value) if value else today - timedelta(days=1)
+    try:
+        return date.fromisoformat(value) if value else today - timedelta(days=1)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)",
+                                 param_hint="--date") from None
 
 
 @billing_group.command("report")

@@ -138,6 +138,12 @@ class Settings:
     outbox_relay_after_seconds: int = 30
     lost_message_seconds: int = 900  # queued this long with no outbox row: publish again
     max_body_bytes: int = 1024 * 1024
+    # Failed authentications per minute before an address (or key prefix) is refused from
+    # Redis, without a database lookup.
+    auth_fails_per_address: int = 30
+    auth_fails_per_key: int = 10
+    metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set
+    trusted_proxies: int = 0  # X-Forwarded-For hops to trust for the client address
     db_pool_max: int = 10
     retention_raw_days: int = 90
     retention_summary_days: int = 365
@@ -179,7 +185,8 @@ class Settings:
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
-            stripe_timeout=min(10.0, _float(env, "STRIPE_TIMEOUT", cls.stripe_timeout)),
+            stripe_timeout=min(10.0, max(1.0, _float(env, "STRIPE_TIMEOUT",
+                                                      cls.stripe_timeout))),
             checkout_success_url=env.get("CHECKOUT_SUCCESS_URL") or cls.checkout_success_url,
             checkout_cancel_url=env.get("CHECKOUT_CANCEL_URL") or cls.checkout_cancel_url,
             posthog_api_key=env.get("POSTHOG_API_KEY") or None,
@@ -191,6 +198,11 @@ class Settings:
                 env, "OUTBOX_RELAY_AFTER_SECONDS", cls.outbox_relay_after_seconds
             ),
             db_pool_max=_int(env, "DB_POOL_MAX", cls.db_pool_max),
+            auth_fails_per_address=_int(env, "AUTH_FAILS_PER_ADDRESS",
+                                        cls.auth_fails_per_address),
+            auth_fails_per_key=_int(env, "AUTH_FAILS_PER_KEY", cls.auth_fails_per_key),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
             lost_message_seconds=_int(env, "LOST_MESSAGE_SECONDS", cls.lost_message_seconds),
             retention_raw_days=_int(env, "RETENTION_RAW_DAYS", cls.retention_raw_days),
             retention_summary_days=_int(

@@ -11,6 +11,7 @@ from psycopg import Connection, Rollback
 
 from . import jobstore
 from .admission import reserve_unit
+from .billing.usage import hard_cap
 from .config import Settings
 from .periods import period_start
 
@@ -26,7 +27,8 @@ def list_dead_letters(conn: Connection, include_replayed: bool = False,
 
 
 PENDING = (
-    "SELECT j.id, j.workspace_id, j.queue, w.plan FROM dead_letters d"
+    "SELECT j.id, j.workspace_id, j.queue, j.raw_purged_at, w.plan, w.plan_since, "  # noqa: S608
+    + jobstore.SUPPRESSED + " AS suppressed FROM dead_letters d"
     " JOIN enrichment_jobs j ON j.id = d.job_id AND j.workspace_id = d.workspace_id"
     " JOIN workspaces w ON w.id = j.workspace_id"
     " WHERE d.job_id = %s AND d.replayed_at IS NULL AND j.status IN ('failed', 'dead')"
@@ -35,8 +37,9 @@ PENDING = (
 
 def replay(conn: Connection, settings: Settings, job_id: uuid.UUID, now: datetime) -> str:
     """Put one dead-lettered job back in its workspace's line. Returns 'replayed', 'not-dead'
-    (nothing to do: already replayed, or not a dead letter) or 'over-cap' (its workspace has
-    no unit left this period)."""
+    (nothing to do: already replayed, or not a dead letter), 'suppressed' (its subject has
+    objected or was erased since), 'purged' (its lead is gone: the retention window passed)
+    or 'over-cap' (its workspace has no unit left this period)."""
     outcome = "over-cap"
     with conn.transaction():
         found = conn.execute(PENDING, (job_id,)).fetchone()
@@ -46,9 +49,14 @@ def replay(conn: Connection, settings: Settings, job_id: uuid.UUID, now: datetim
         row = conn.execute(PENDING + " FOR UPDATE OF d, j", (job_id,)).fetchone()
         if row is None:  # replayed by someone else meanwhile
             return "not-dead"
+        if row["suppressed"]:
+            return "suppressed"
+        if row["raw_purged_at"] is not None:
+            return "purged"
         period = period_start(now)
         # The unit was given back when the job died; the rerun needs one again.
-        cap = settings.plans[row["plan"]].hard_cap
+        cap = hard_cap(conn, settings.plans[row["plan"]], row["workspace_id"], period,
+                       row["plan_since"])
         if not reserve_unit(conn, row["workspace_id"], period, cap):
             raise Rollback()
         conn.execute(

@@ -117,26 +117,35 @@ def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None)
 # --- admission -----------------------------------------------------------------------------
 
 INSERT = (
-    "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash, lead,"
-    " metadata, idempotency_key, billing_period, status)"
-    " SELECT %(id)s, w.id, %(template)s, %(queue)s, %(subject)s, %(lead)s, %(metadata)s,"
-    "  %(key)s, %(period)s, 'waiting' FROM workspaces w WHERE w.id = %(ws)s AND NOT EXISTS ("
-    "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s AND subject_hash = %(subject)s)"
+    "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
+    " person_hashes, lead, metadata, idempotency_key, billing_period, status)"
+    " SELECT %(id)s, %(ws)s, %(template)s, %(queue)s, %(subject)s, %(persons)s, %(lead)s,"
+    "  %(metadata)s, %(key)s, %(period)s, 'waiting' WHERE NOT EXISTS ("
+    "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s"
+    "  AND subject_hash = ANY(%(hashes)s))"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 )
 
 
 def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: str,
-           subject: str, lead: dict, metadata: dict, key: str, period: date) -> dict | None:
-    """A new job, waiting; None if the subject is suppressed or the idempotency key exists.
-    The workspace row is locked first, in its own statement: the suppression check then
-    sees an erasure that committed while this waited for the lock, and `fill` an exact
-    count."""
+           subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
+           period: date) -> dict | None:
+    """A new job, waiting; None if any of its subject's identifiers is suppressed or the
+    idempotency key exists. The workspace row is locked first, in its own statement: the
+    suppression check then sees an erasure that committed while this waited for the lock,
+    and `fill` an exact count."""
     lock_workspace(conn, workspace_id)
     return conn.execute(INSERT, {
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
-        "subject": subject, "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key,
+        "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
+        "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key,
         "period": period}).fetchone()
+
+
+SUPPRESSED = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.workspace_id = j.workspace_id"
+    " AND (s.subject_hash = j.subject_hash OR s.subject_hash = ANY(j.person_hashes)))"
+)
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -147,7 +156,8 @@ CLAIM = (
     " started_at = coalesce(j.started_at, now()), lease_token = %s,"
     " lease_until = now() + make_interval(secs => %s)"
     " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s AND " + CLAIMABLE +
-    " RETURNING j.*, w.plan, w.region, w.person_level_enabled"
+    " RETURNING j.*, w.plan, w.region, w.person_level_enabled, "
+    + SUPPRESSED + " AS suppressed"
 )
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from . import jobstore
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .jobstore import JobStatus, Outcome
+from .leads import company_only
 from .metrics import (
     COMPLETENESS,
     DEAD_LETTERS,
@@ -172,10 +173,13 @@ def _run(svc: Services, job: dict) -> str:
     plan = svc.settings.plans[job["plan"]]
     template = TEMPLATES[job["template"]]
     max_tokens, max_searches = caps(plan, template)
-    if template.person_level and not person_level_allowed(job["region"],
-                                                          job["person_level_enabled"]):
+    person_level = person_level_allowed(job["region"], job["person_level_enabled"])
+    if template.person_level and not person_level:
         # The workspace moved to the EU (or switched person-level off) while this was queued.
         error = "person-level enrichment is disabled for this workspace"
+        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
+    if job["suppressed"]:  # an objection or erasure since admission: no provider call
+        error = "the subject objected to enrichment or was erased; not enriched"
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
     retries = 0
 
@@ -187,7 +191,8 @@ def _run(svc: Services, job: dict) -> str:
         on_retry=on_retry, spend=Spend(),
         deadline=time.monotonic() + svc.settings.provider_round_seconds,
     )
-    lead = job["lead"]
+    # Only company fields leave for a company-level job where person-level is off.
+    lead = job["lead"] if template.person_level or person_level else company_only(job["lead"])
     research = social = None
     try:
         if RESEARCH in template.providers:

@@ -2,8 +2,10 @@
 
 Minimisation: a result keeps only the derived fields, citation links and completeness — never
 raw provider payloads or prompts; logs and events carry ids, never a lead's personal data.
-A subject is known by the SHA-256 of its normalised identifier. Every function is scoped to
-one workspace: B can neither see nor erase A's subjects.
+A subject is known by the SHA-256 of its normalised identifier, and found by every personal
+identifier its leads carried: a job keyed by jane@acme.com whose lead also gave her LinkedIn
+URL is found by either, and erasing or objecting by one suppresses both. Every function is
+scoped to one workspace: B can neither see nor erase A's subjects.
 """
 
 from __future__ import annotations
@@ -18,18 +20,36 @@ from . import jobs, jobstore
 from .jobstore import TERMINAL
 from .leads import normalise, subject_hash
 
+MATCHES = ("workspace_id = %(ws)s AND (subject_hash = %(h)s"
+           " OR person_hashes @> ARRAY[%(h)s]::text[])")
+# A subject's jobs: keyed by, or carrying, any of its identifiers.
+OF_SUBJECT = ("workspace_id = %(ws)s AND (subject_hash = ANY(%(hashes)s)"
+              " OR person_hashes && %(hashes)s::text[])")
+
+
+def subject_hashes(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> list[str]:
+    """The identifier's hash and those of every personal identifier found beside it in this
+    workspace's jobs: what an erasure or objection suppresses."""
+    h = subject_hash(identifier)
+    row = conn.execute(
+        "SELECT array_agg(DISTINCT p) AS hashes"  # noqa: S608 (constant)
+        " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + MATCHES,
+        {"ws": workspace_id, "h": h}).fetchone()
+    return sorted({h, *(row["hashes"] or [])})
+
 
 def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
     """Everything this workspace holds about the subject."""
     subject = subject_hash(identifier)
+    hashes = subject_hashes(conn, workspace_id, identifier)
     job_ids = [r["id"] for r in conn.execute(
-        "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND subject_hash = %s"
-        " ORDER BY created_at", (workspace_id, subject))]
+        "SELECT id FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
+        + " ORDER BY created_at", {"ws": workspace_id, "hashes": hashes})]
     found = [jobs.job_body(jobs.get_job(conn, workspace_id, job_id)) for job_id in job_ids]
     consents = conn.execute(
         "SELECT id, purpose, basis, granted, source, created_at FROM consents"
-        " WHERE workspace_id = %s AND subject_hash = %s ORDER BY created_at",
-        (workspace_id, subject)).fetchall()
+        " WHERE workspace_id = %s AND subject_hash = ANY(%s) ORDER BY created_at",
+        (workspace_id, hashes)).fetchall()
     suppression = conn.execute(
         "SELECT reason, created_at FROM suppressions WHERE workspace_id = %s"
         " AND subject_hash = %s", (workspace_id, subject)).fetchone()
@@ -54,12 +74,13 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
     rejected, leaves nothing behind, and only then hands the slot on (so the workspace never
     runs more than its slots). Usage rows stay: they hold no personal data (workspace, job
     id, units) and keep invoices explainable."""
-    subject = subject_hash(identifier)
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace_id)
+        hashes = subject_hashes(conn, workspace_id, identifier)
         gone = conn.execute(
-            "DELETE FROM enrichment_jobs WHERE workspace_id = %s AND subject_hash = %s"
-            " RETURNING id, status, billing_period", (workspace_id, subject)).fetchall()
+            "DELETE FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
+            + " RETURNING id, status, billing_period",
+            {"ws": workspace_id, "hashes": hashes}).fetchall()
         for job in gone:
             if job["status"] not in TERMINAL:
                 jobstore.release_unit(conn, workspace_id, job["billing_period"])
@@ -68,9 +89,10 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
                          " AND response::text LIKE ANY(%s)",
                          (workspace_id, [f"%{job['id']}%" for job in gone]))
         conn.execute(
-            "INSERT INTO suppressions (workspace_id, subject_hash, reason) VALUES (%s, %s,"
-            " 'erasure') ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
-            (workspace_id, subject))
+            "INSERT INTO suppressions (workspace_id, subject_hash, reason)"
+            " SELECT %s, h, 'erasure' FROM unnest(%s::text[]) h"
+            " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
+            (workspace_id, hashes))
         running = sum(job["status"] == jobstore.JobStatus.PROCESSING for job in gone)
         return jobstore.fill(conn, workspace_id, slots - running)
 
@@ -91,8 +113,9 @@ def consent_body(row: dict) -> dict:
 
 
 def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) -> dict:
-    """Record consent or an objection. An objection suppresses the subject (without deleting
-    this record); a later grant lifts an objection — never an erasure."""
+    """Record consent or an objection. An objection suppresses the subject — by every
+    personal identifier found beside this one — without deleting this record; a later grant
+    lifts an objection, never an erasure."""
     subject = subject_hash(consent.identifier)
     with conn.transaction():
         row = conn.execute(
@@ -100,30 +123,35 @@ def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) 
             " source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
             (uuid.uuid4(), workspace_id, subject, consent.purpose, consent.basis,
              consent.granted, consent.source)).fetchone()
+        hashes = subject_hashes(conn, workspace_id, consent.identifier)
         if consent.granted:
-            conn.execute("DELETE FROM suppressions WHERE workspace_id = %s AND subject_hash = %s"
-                         " AND reason = 'objection'", (workspace_id, subject))
+            conn.execute("DELETE FROM suppressions WHERE workspace_id = %s"
+                         " AND subject_hash = ANY(%s) AND reason = 'objection'",
+                         (workspace_id, hashes))
         else:
             conn.execute("INSERT INTO suppressions (workspace_id, subject_hash, reason)"
-                         " VALUES (%s, %s, 'objection') ON CONFLICT DO NOTHING",
-                         (workspace_id, subject))
+                         " SELECT %s, h, 'objection' FROM unnest(%s::text[]) h"
+                         " ON CONFLICT DO NOTHING", (workspace_id, hashes))
     return {"identifier": normalise(consent.identifier), **consent_body(row)}
 
 
 def purge(conn: Connection, now: datetime, raw_days: int = 90, summary_days: int = 365,
           batch: int = 1000) -> dict[str, int]:
     """The retention purge, for finished jobs only, in small batches (no long locks);
-    idempotent. Raw data (lead input, error details) goes after `raw_days`; jobs with their
-    results, and per-job usage rows, after `summary_days` (billing keeps its per-day
-    aggregates in usage_reports)."""
+    idempotent. Raw data — the lead, the customer's metadata, error details and the dead
+    letter's text — goes after `raw_days` (the identifier hashes stay, so an erasure still
+    finds the job; a purged job cannot be replayed); jobs with their results, and per-job
+    usage rows, after `summary_days` (billing keeps its per-day aggregates in
+    usage_reports)."""
     raw_cutoff, summary_cutoff = now - timedelta(days=raw_days), now - timedelta(days=summary_days)
     removed = {"raw": 0, "jobs": 0, "usage_rows": 0}
-    while n := conn.execute(
-            "UPDATE enrichment_jobs SET lead = '{}', error = NULL, raw_purged_at = %s"
-            " WHERE id IN (SELECT id FROM enrichment_jobs WHERE status = ANY(%s)"
-            "  AND completed_at < %s AND raw_purged_at IS NULL LIMIT %s)",
-            (now, list(TERMINAL), raw_cutoff, batch)).rowcount:
-        removed["raw"] += n
+    while ids := [r["id"] for r in conn.execute(
+            "UPDATE enrichment_jobs SET lead = '{}', metadata = '{}', error = NULL,"
+            " raw_purged_at = %s WHERE id IN (SELECT id FROM enrichment_jobs"
+            " WHERE status = ANY(%s) AND completed_at < %s AND raw_purged_at IS NULL LIMIT %s)"
+            " RETURNING id", (now, list(TERMINAL), raw_cutoff, batch))]:
+        conn.execute("UPDATE dead_letters SET error = NULL WHERE job_id = ANY(%s)", (ids,))
+        removed["raw"] += len(ids)
     while n := conn.execute(
             "DELETE FROM enrichment_jobs WHERE id IN (SELECT id FROM enrichment_jobs"
             " WHERE status = ANY(%s) AND completed_at < %s LIMIT %s)",

@@ -13,6 +13,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .authguard import AuthGuard
 from .billing import Billing, build_billing
 from .config import Settings
 from .db import connect_pool
@@ -41,6 +42,7 @@ class Services:
     rate_limiter: RateLimiter
     provider_limiter: ProviderLimiter
     billing: Billing
+    auth_guard: AuthGuard
     publisher: Publisher | None = None
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -67,6 +69,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         db=connect_pool(s.database_url, max_size=s.db_pool_max),
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
+        auth_guard=AuthGuard(redis_client, s.auth_fails_per_address, s.auth_fails_per_key),
         provider_limiter=provider_limiter,
         billing=build_billing(s.stripe_api_key, s.stripe_api_base, s.stripe_timeout),
         research=PerplexityClient(

@@ -12,6 +12,7 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg import Connection
 
@@ -29,6 +30,7 @@ class Workspace:
     plan: str
     region: str
     person_level_enabled: bool
+    plan_since: datetime | None = None  # when the current plan began, if not at creation
 
 
 def person_level_allowed(region: str, person_level_enabled: bool) -> bool:
@@ -107,13 +109,13 @@ def authenticate(conn: Connection, key: str) -> Workspace | None:
     if prefix is None:
         return None
     row = conn.execute(
-        "SELECT k.key_hash, w.id, w.name, w.plan, w.region, w.person_level_enabled"
+        "SELECT k.key_hash, w.id, w.name, w.plan, w.region, w.person_level_enabled,"
+        " w.plan_since"
         " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id"
         " WHERE k.prefix = %s AND k.revoked_at IS NULL",
         (prefix,),
     ).fetchone()
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), _hash(key)):
         return None
-    return Workspace(
-        row["id"], row["name"], row["plan"], row["region"], row["person_level_enabled"]
-    )
+    return Workspace(row["id"], row["name"], row["plan"], row["region"],
+                     row["person_level_enabled"], row["plan_since"])

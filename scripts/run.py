@@ -23,6 +23,9 @@ API_PORT = int(os.environ.get("API_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("FLOWER_PORT", "5555"))
 SIM_PORT = int(os.environ.get("SIMULATOR_PORT", "8010"))
 POSTHOG_PORT = int(os.environ.get("POSTHOG_FAKE_PORT", "8020"))
+# The API and Flower listen on this machine only unless told otherwise.
+HOST = os.environ.get("BIND_HOST", "127.0.0.1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def port_busy(port: int) -> bool:
@@ -101,12 +104,16 @@ def main() -> int:
         ]
     celery = [BIN / "celery", "-A", "workers.celery_app"]
     # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
-    commands["api"] = [BIN / "gunicorn", "-b", f"0.0.0.0:{API_PORT}", "-w", "2", "api.wsgi:app"]
+    commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "api.wsgi:app"]
     commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8"),
                           "--loglevel", "INFO"]
     commands["beat"] = [*celery, "beat", "--loglevel", "INFO",
                         "--schedule", str(RUN / "celerybeat-schedule")]
-    commands["flower"] = [*celery, "flower", f"--port={FLOWER_PORT}"]
+    if HOST in LOOPBACK or env.get("FLOWER_BASIC_AUTH"):
+        commands["flower"] = [*celery, "flower", f"--address={HOST}", f"--port={FLOWER_PORT}"]
+    else:  # Flower shows task arguments and controls workers: never open without credentials
+        print(f"Flower not started: BIND_HOST={HOST} is reachable from other machines; set "
+              "FLOWER_BASIC_AUTH=user:password to start it there.", file=sys.stderr)
 
     procs: dict[str, subprocess.Popen] = {}
 

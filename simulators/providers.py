@@ -82,6 +82,10 @@ class Stats:
 
     def _clear(self):
         self.counts: collections.Counter[str] = collections.Counter()
+        # What the last requests carried (JSON body or query string): tests check that no
+        # personal data reached a provider where the rules forbid it.
+        self.received: dict[str, collections.deque[str]] = {
+            PERPLEXITY: collections.deque(maxlen=50), SOCIAL: collections.deque(maxlen=50)}
         self.accepted: dict[str, list[float]] = {PERPLEXITY: [], SOCIAL: []}
         self.last_key: dict[str, str | None] = {PERPLEXITY: None, SOCIAL: None}
 
@@ -99,7 +103,8 @@ class Stats:
     def snapshot(self) -> dict:
         with self.lock:
             return {"counts": dict(self.counts), "last_key": dict(self.last_key),
-                    "accepted": {k: list(v) for k, v in self.accepted.items()}}
+                    "accepted": {k: list(v) for k, v in self.accepted.items()},
+                    "received": {k: list(v) for k, v in self.received.items()}}
 
 
 def _rng(*parts: str) -> random.Random:
@@ -153,6 +158,9 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         """Latency, outage, rate limit, random errors. Returns an error response or None."""
         key = request.headers.get("Authorization") or request.headers.get("x-rapidapi-key")
         stats.add(provider, "received", key)  # counted on arrival: a caller may give up
+        with stats.lock:
+            stats.received[provider].append(request.get_data(as_text=True)
+                                            or request.query_string.decode())
         if cfg.latency_ms:
             time.sleep(cfg.latency_ms / 1000)
         if cfg.outage_status:

@@ -91,7 +91,7 @@ def create_stripe_fake() -> Flask:
     config = {"lose_next_meter_event_response": False, "forget_idempotency": False,
               "webhook_url": None, "webhook_secret": "whsec_test", "requests": 0,
               "fail_all": 0, "delay_seconds": 0.0}
-    app.extensions["stripe_fake"] = (db, meter_events, config)
+    app.extensions["stripe_fake"] = (db, meter_events, config, identifiers)
 
     def new_id(prefix: str) -> str:
         return f"{prefix}_{secrets.token_hex(8)}"
@@ -129,7 +129,12 @@ def create_stripe_fake() -> Flask:
         if request.method == "POST" and key and not config["forget_idempotency"]:
             with lock:
                 if key in idempotent:
-                    status, body = idempotent[key]
+                    status, body, sent = idempotent[key]
+                    if sent != request.get_data():  # as Stripe: a key is for one request
+                        return jsonify({"error": {
+                            "type": "idempotency_error",
+                            "message": "Keys for idempotent requests can only be used with "
+                                       "the same parameters they were first used with."}}), 400
                     resp = jsonify(body)
                     resp.status_code = status
                     resp.headers["Idempotent-Replayed"] = "true"
@@ -139,10 +144,13 @@ def create_stripe_fake() -> Flask:
     @app.after_request
     def remember(resp):
         key = request.headers.get("Idempotency-Key")
+        # Stripe saves the result of a request that began executing — a 500 included — and
+        # replays it to every retry with the same key.
         if (request.method == "POST" and key and not request.path.startswith("/_test")
-                and resp.status_code < 500 and resp.is_json):
+                and resp.is_json):
             with lock:
-                idempotent.setdefault(key, (resp.status_code, resp.get_json()))
+                idempotent.setdefault(key, (resp.status_code, resp.get_json(),
+                                            request.get_data()))
         return resp
 
     def params() -> dict:
@@ -220,7 +228,9 @@ def create_stripe_fake() -> Flask:
         return jsonify(store("subscriptions", {
             "id": new_id("sub"), "object": "subscription", "customer": p["customer"],
             "status": "active", "items": {"object": "list", "data": items},
-            "metadata": p.get("metadata", {}), "current_period_start": int(time.time())}))
+            "metadata": p.get("metadata", {}),
+            "start_date": int(p.get("backdate_start_date") or time.time()),
+            "current_period_start": int(p.get("backdate_start_date") or time.time())}))
 
     @app.get("/v1/subscriptions/<sid>")
     def get_subscription(sid):
@@ -506,6 +516,10 @@ class StripeFakeServer(ThreadedServer):
     @property
     def meter_events(self) -> list[dict]:
         return self.app.extensions["stripe_fake"][1]
+
+    def forget_identifiers(self) -> None:
+        """What Stripe does after its deduplication window (at least 24 h)."""
+        self.app.extensions["stripe_fake"][3].clear()
 
 
 def main() -> None:

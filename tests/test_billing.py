@@ -58,9 +58,14 @@ def at(svc, when: datetime):
     return replace(svc, clock=lambda: when)
 
 
-def attached(svc, make_workspace, plan="core"):
+def attached(svc, make_workspace, plan="core", since: date | None = None):
+    """A workspace (created before the days the test uses) with its Stripe customer."""
     ws, key = make_workspace(plan=plan)
+    created = day_start(since or PERIOD) - timedelta(days=3)
     with svc.db.connection() as conn:
+        conn.execute("UPDATE workspaces SET created_at = %s WHERE id = %s", (created, ws.id))
+        conn.execute("UPDATE workspace_plans SET effective_at = %s WHERE workspace_id = %s",
+                     (created, ws.id))
         accounts.attach(conn, svc.billing, ws.id)
     return ws, key
 
@@ -224,8 +229,8 @@ def test_a_poisoned_workspace_does_not_stop_the_others(stripe_svc, fake, make_wo
     # have expired); `billing report` by hand retries the parked report.
     fake.config["forget_idempotency"] = True
     with stripe_svc.db.connection() as conn:
-        conn.execute("UPDATE workspaces SET stripe_customer_id = NULL WHERE id = %s",
-                     (poisoned.id,))
+        conn.execute("UPDATE workspaces SET stripe_customer_id = NULL,"
+                     " stripe_subscription_id = NULL WHERE id = %s", (poisoned.id,))
         accounts.attach(conn, stripe_svc.billing, poisoned.id)
     assert run_report(stripe_svc, day(1), force=True) == {"frozen": 0, "sent": 1}
     assert len(events_for(fake, customer_of(stripe_svc, poisoned))) == 1
@@ -269,8 +274,8 @@ def test_an_answer_lost_after_acceptance_is_resent_within_the_hour_and_counted_o
 
 def test_a_day_too_old_for_stripe_is_reported_to_the_operator_and_invoiced(
         stripe_svc, fake, make_workspace):
-    ws, _ = attached(stripe_svc, make_workspace)
     old = TODAY - timedelta(days=40)
+    ws, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
     use(stripe_svc, ws, old.replace(day=1), 260)  # its period: 10 over on its first day
     with stripe_svc.db.connection() as conn:  # frozen back then, never sent (an outage)
         report.freeze(conn, stripe_svc.settings.plans, old.replace(day=1))
@@ -314,6 +319,63 @@ def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace):
                        "sent": 10, "stripe": 10}
 
 
+def test_a_credit_or_usage_arriving_for_a_frozen_day_is_settled_next_day_once(
+        stripe_svc, fake, make_workspace):
+    ws, _ = attached(stripe_svc, make_workspace)  # core: 250 included
+    use(stripe_svc, ws, day(1), 300)
+    assert run_report(stripe_svc, day(1))["sent"] == 1  # 50 over
+    with stripe_svc.db.connection() as conn:  # a pack paid at 23:50 on day 1, credited late
+        conn.execute("INSERT INTO credit_ledger (workspace_id, units, reason, created_at)"
+                     " VALUES (%s, 500, 'pack', %s)",
+                     (ws.id, day_start(day(2)) - timedelta(minutes=10)))
+    use(stripe_svc, ws, day(1), 3)  # and three jobs counted on day 1 after it was frozen
+    use(stripe_svc, ws, day(2), 500)
+    run_report(stripe_svc, day(2))
+    # 803 used against 250 + 500: 53 over in all; 50 already billed, so day 2 adds 3.
+    assert [(r["day"], r["units"]) for r in rows(stripe_svc)] == [(day(1), 50), (day(2), 3)]
+
+
+def test_after_the_deduplication_window_a_landed_event_is_not_sent_again(
+        stripe_svc, fake, make_workspace):
+    ws, _ = attached(stripe_svc, make_workspace)
+    use(stripe_svc, ws, day(1), 260)
+    fake.config["lose_next_meter_event_response"] = True  # accepted, answer lost
+    now = datetime.now(UTC)
+    assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "pending": 1}
+    fake.forget_identifiers()  # a day later Stripe no longer knows the identifier
+    later = at(stripe_svc, now + timedelta(hours=25))
+    assert run_report(later, day(1), force=True) == {"frozen": 0, "sent": 1}
+    assert len(events_for(fake, customer_of(stripe_svc, ws))) == 1  # not sent twice
+
+
+def test_settling_expired_days_goes_row_by_row(stripe_svc, fake, make_workspace):
+    old = TODAY - timedelta(days=40)
+    good, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
+    gone, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
+    for ws in (gone, good):
+        use(stripe_svc, ws, old.replace(day=1), 260)
+    with stripe_svc.db.connection() as conn:
+        report.freeze(conn, stripe_svc.settings.plans, old.replace(day=1))
+    assert billing_jobs.send_due(stripe_svc) == {"expired": 2}
+    fake.app.test_client().delete(f"/v1/customers/{customer_of(stripe_svc, gone)}",
+                                  headers={"Authorization": "Bearer sk_test_x"})
+    (item,) = billing_jobs.settle_expired(stripe_svc)
+    assert item["workspace_id"] == str(good.id)
+    assert billing_jobs.settle_expired(stripe_svc) == []  # the good one once; the other waits
+    assert {str(r["workspace_id"]): r["status"] for r in rows(stripe_svc)} == {
+        str(good.id): "invoiced", str(gone.id): "expired"}
+
+
+def test_a_plan_history_naming_a_removed_plan_does_not_stop_billing(stripe_svc,
+                                                                    make_workspace):
+    ws, _ = attached(stripe_svc, make_workspace)
+    with stripe_svc.db.connection() as conn:
+        conn.execute("INSERT INTO workspace_plans VALUES (%s, %s, 'gold')",
+                     (ws.id, day_start(PERIOD) - timedelta(days=1)))
+    use(stripe_svc, ws, day(1), 260)
+    assert run_report(stripe_svc, day(1)) == {"frozen": 1, "sent": 1}
+
+
 # --- plan changes ----------------------------------------------------------------------------
 
 def change_plan_on(svc, ws, plan: str, on: date) -> None:
@@ -327,9 +389,6 @@ def change_plan_on(svc, ws, plan: str, on: date) -> None:
 def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
         stripe_svc, fake, make_workspace, client):
     ws, _ = attached(stripe_svc, make_workspace, plan="pro")  # 2,500 included at $0.08
-    with stripe_svc.db.connection() as conn:  # a pro workspace since before the period
-        conn.execute("UPDATE workspace_plans SET effective_at = %s WHERE workspace_id = %s",
-                     (day_start(PERIOD) - timedelta(days=3), ws.id))
     use(stripe_svc, ws, day(1), 2000)  # inside pro's included units
     change_plan_on(stripe_svc, ws, "core", day(3))
     use(stripe_svc, ws, day(3), 100)
@@ -352,6 +411,10 @@ def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
                if s["id"] == sub_id["stripe_subscription_id"])
     assert {i["price"]["lookup_key"] for i in sub["items"]["data"]} == {
         "enrichment_core_base", "enrichment_core_overage"}
+    # Core's days waited for the move (Stripe prices a meter event with the subscription's
+    # price when it lands); now they go, timed after the move.
+    assert billing_jobs.send_due(at(stripe_svc, datetime.now(UTC) + timedelta(minutes=1))
+                                 ) == {"sent": 1}
     # Ledger, Stripe and the usage endpoint agree on the units.
     with stripe_svc.db.connection() as conn:
         assert reconcile(conn, stripe_svc.settings.plans, stripe_svc.billing, day(4)) == []
@@ -381,6 +444,10 @@ def test_the_usage_endpoint_uses_the_same_walk_after_a_plan_change(make_workspac
 def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(stripe_svc, fake,
                                                                       make_workspace):
     ws, _ = attached(stripe_svc, make_workspace, plan="core")
+    with stripe_svc.db.connection() as conn:  # the same plan again: nothing changes
+        assert accounts.set_plan(conn, stripe_svc.settings.plans, ws.id, "core") is False
+        assert conn.execute("SELECT count(*) AS n FROM workspace_plans WHERE workspace_id = %s",
+                            (ws.id,)).fetchone()["n"] == 1
     fake.config["fail_all"] = 503  # Stripe down during the change
     with stripe_svc.db.connection() as conn:
         accounts.set_plan(conn, stripe_svc.settings.plans, ws.id, "elite")
@@ -488,6 +555,18 @@ def test_a_partial_refund_and_a_lost_dispute(stripe_client, stripe_svc, fake, ma
     assert usage_of(stripe_client, key)["credits"] == 0
 
 
+def test_a_refund_that_arrives_before_the_payment_is_applied_when_it_is_credited(
+        stripe_client, stripe_svc, fake, make_workspace):
+    _, key = attached(stripe_svc, make_workspace)
+    sid = buy(stripe_client, key)
+    completed = fake_post(fake, f"/_test/checkout_sessions/{sid}/complete")
+    intent = json.loads(completed["payload"])["data"]["object"]["payment_intent"]
+    refund = fake_post(fake, "/_test/charges/refund", {"payment_intent": intent})
+    assert deliver(stripe_client, refund).get_json()["outcome"] == "handled"  # first
+    assert deliver(stripe_client, completed).get_json()["outcome"] == "handled"
+    assert usage_of(stripe_client, key)["credits"] == 0
+
+
 def test_sessions_we_did_not_create_or_that_do_not_match_credit_nothing(
         stripe_client, stripe_svc, fake, make_workspace):
     victim, _ = attached(stripe_svc, make_workspace)
@@ -513,8 +592,9 @@ def test_sessions_we_did_not_create_or_that_do_not_match_credit_nothing(
 def test_a_pack_paid_before_midnight_belongs_to_that_period(stripe_svc, make_workspace):
     ws, _ = attached(stripe_svc, make_workspace)
     with stripe_svc.db.connection() as conn:
-        checkout = webhooks.start_checkout(conn, stripe_svc.billing, stripe_svc.settings.plans,
-                                           ws.id, "500", "https://x", "https://x")
+        checkout = webhooks.start_checkout(stripe_svc.db, stripe_svc.billing,
+                                           stripe_svc.settings.plans, ws.id, "500",
+                                           "https://x", "https://x")
         session = {"id": checkout.session_id, "customer": customer_of(stripe_svc, ws),
                    "amount_total": checkout.amount_cents, "currency": "usd",
                    "payment_status": "paid", "payment_intent": "pi_late"}

@@ -75,7 +75,7 @@ def test_every_event_once_with_properties_and_no_personal_data(tracked, capture_
 
         billing = StripeBilling("sk_test_obs", fake.url)
         catalog.sync_catalog(conn, billing, tracked.settings.plans)
-        session = webhooks.start_checkout(conn, billing, tracked.settings.plans, ws.id, "500",
+        session = webhooks.start_checkout(tracked.db, billing, tracked.settings.plans, ws.id, "500",
                                           "http://x/ok", "http://x/no")
         done = fake.app.test_client().post(
             f"/_test/checkout_sessions/{session.session_id}/complete").get_json()

@@ -20,48 +20,70 @@ log = logging.getLogger(__name__)
 
 
 def attach(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> str:
-    """Create the workspace's Stripe customer and subscription (once)."""
-    ws = conn.execute("SELECT id, name, plan, stripe_customer_id FROM workspaces"
-                      " WHERE id = %s", (workspace_id,)).fetchone()
+    """Create the workspace's Stripe customer and subscription (once). The customer is
+    stored before the subscription is asked for: a retry never makes a second customer."""
+    ws = conn.execute("SELECT id, name, plan, created_at, stripe_customer_id,"
+                      " stripe_subscription_id FROM workspaces WHERE id = %s",
+                      (workspace_id,)).fetchone()
     if ws is None:
         raise LookupError(f"no workspace {workspace_id}")
-    if ws["stripe_customer_id"]:
+    if ws["stripe_subscription_id"]:
         return ws["stripe_customer_id"]
     catalog = load_catalog(conn)
     if "meter" not in catalog:
         raise LookupError("no Stripe catalog yet: run `enrichment billing sync-catalog`")
-    customer, subscription = billing.attach(str(ws["id"]), ws["name"], ws["plan"], catalog)
-    conn.execute("UPDATE workspaces SET stripe_customer_id = %s, stripe_subscription_id = %s,"
-                 " stripe_plan = %s WHERE id = %s",
-                 (customer, subscription, ws["plan"], workspace_id))
+    customer = ws["stripe_customer_id"]
+    if customer is None:
+        customer = billing.create_customer(str(ws["id"]), ws["name"])
+        with conn.transaction():
+            conn.execute("UPDATE workspaces SET stripe_customer_id = %s WHERE id = %s",
+                         (customer, workspace_id))
+    subscription = billing.create_subscription(customer, str(ws["id"]), ws["plan"], catalog,
+                                               ws["created_at"])
+    with conn.transaction():
+        conn.execute("UPDATE workspaces SET stripe_subscription_id = %s, stripe_plan = %s,"
+                     " stripe_plan_at = created_at WHERE id = %s",
+                     (subscription, ws["plan"], workspace_id))
     return customer
 
 
-def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> None:
+def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> bool:
     """Move a workspace to `plan` from now on, recording when (the plan history the overage
-    report prices each day with)."""
+    report prices each day with). Returns False when it already is on that plan."""
     if plan not in plans:
         raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
     with conn.transaction():
-        if conn.execute("UPDATE workspaces SET plan = %s WHERE id = %s",
-                        (plan, workspace_id)).rowcount != 1:
+        row = conn.execute("SELECT plan FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
+                           (workspace_id,)).fetchone()
+        if row is None:
             raise LookupError(f"no workspace {workspace_id}")
+        if row["plan"] == plan:
+            return False
+        conn.execute("UPDATE workspaces SET plan = %s, plan_since = now() WHERE id = %s",
+                     (plan, workspace_id))
         conn.execute("INSERT INTO workspace_plans (workspace_id, effective_at, plan)"
-                     " VALUES (%s, clock_timestamp(), %s)", (workspace_id, plan))
+                     " VALUES (%s, now(), %s)", (workspace_id, plan))
+    return True
 
 
 def move(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> bool:
     """Put the workspace's Stripe subscription on its plan's prices. Returns True when they
-    agree (now or already); raises BillingError if Stripe refused or failed."""
-    ws = conn.execute("SELECT plan, stripe_plan, stripe_subscription_id FROM workspaces"
-                      " WHERE id = %s", (workspace_id,)).fetchone()
-    if ws is None or ws["stripe_subscription_id"] is None:
-        return False
-    if ws["stripe_plan"] == ws["plan"]:
-        return True
-    billing.change_plan(ws["stripe_subscription_id"], ws["plan"], load_catalog(conn))
-    conn.execute("UPDATE workspaces SET stripe_plan = %s WHERE id = %s AND plan = %s",
-                 (ws["plan"], workspace_id, ws["plan"]))
+    agree (now or already); raises BillingError if Stripe refused or failed. Moves of one
+    workspace are serialised (an advisory lock, so admissions are not held up by the call to
+    Stripe); what is recorded is the plan Stripe was moved to — if the plan changed
+    meanwhile, the sync job moves it again."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('stripe-move'),"
+                     " hashtext(%s::text))", (workspace_id,))
+        ws = conn.execute("SELECT plan, stripe_plan, stripe_subscription_id FROM workspaces"
+                          " WHERE id = %s", (workspace_id,)).fetchone()
+        if ws is None or ws["stripe_subscription_id"] is None:
+            return False
+        if ws["stripe_plan"] == ws["plan"]:
+            return True
+        billing.change_plan(ws["stripe_subscription_id"], ws["plan"], load_catalog(conn))
+        conn.execute("UPDATE workspaces SET stripe_plan = %s, stripe_plan_at = now()"
+                     " WHERE id = %s", (ws["plan"], workspace_id))
     return True
 
 
@@ -72,11 +94,11 @@ def sync(conn: Connection, billing: Billing) -> dict[str, int]:
     done = {"attached": 0, "moved": 0, "failed": 0}
     if not billing.sends:
         return done
-    for ws in conn.execute("SELECT id, stripe_customer_id FROM workspaces"
-                           " WHERE stripe_customer_id IS NULL"
+    for ws in conn.execute("SELECT id, stripe_subscription_id FROM workspaces"
+                           " WHERE stripe_subscription_id IS NULL"
                            " OR stripe_plan IS DISTINCT FROM plan").fetchall():
         try:
-            if ws["stripe_customer_id"] is None:
+            if ws["stripe_subscription_id"] is None:
                 attach(conn, billing, ws["id"])
                 done["attached"] += 1
             elif move(conn, billing, ws["id"]):

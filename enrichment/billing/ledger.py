@@ -14,7 +14,10 @@ class LedgerBilling:
     def sync_catalog(self, plans):
         return {}
 
-    def attach(self, workspace_id, name, plan, catalog):
+    def create_customer(self, workspace_id, name):
+        raise BillingNotConfigured(NO_KEY)
+
+    def create_subscription(self, customer_id, workspace_id, plan, catalog, start):
         raise BillingNotConfigured(NO_KEY)
 
     def change_plan(self, subscription_id, plan, catalog):

@@ -6,14 +6,14 @@ listed beside them."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from psycopg import Connection
 
 from ..config import Plans
 from ..periods import day_start, next_period_start, period_start
 from .catalog import load_catalog
-from .interface import Billing
+from .interface import Billing, BillingError
 from .report import unsent
 from .usage import compute
 
@@ -21,12 +21,17 @@ from .usage import compute
 def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -> list[dict]:
     """The discrepancies of the period of `through`, up to that day."""
     period = period_start(day_start(through))
-    end = day_start(min(through + timedelta(days=1), next_period_start(period)))
+    # Stripe's meter up to now: a day reported after its subscription moved (or was attached
+    # late) carries the time it was sent, not its own 23:59.
+    end = min(day_start(next_period_start(period)),
+              max(day_start(through + timedelta(days=1)),
+                  datetime.now(UTC) + timedelta(minutes=1)))
     expected = {ws: sum(d.units for d in days)
                 for ws, days in compute(conn, plans, period, through).items()}
     rows = conn.execute(
         "SELECT w.id, w.stripe_customer_id, coalesce(sum(r.units), 0) AS reported,"
-        " coalesce(sum(r.units) FILTER (WHERE r.status IN ('sent', 'ledger')), 0) AS sent"
+        " coalesce(sum(r.units) FILTER (WHERE r.status IN ('sent', 'ledger', 'invoiced')), 0)"
+        " AS sent, coalesce(sum(r.units) FILTER (WHERE r.status = 'invoiced'), 0) AS invoiced"
         " FROM workspaces w LEFT JOIN usage_reports r ON r.workspace_id = w.id"
         "  AND r.period = %s AND r.day <= %s GROUP BY w.id", (period, through)).fetchall()
     catalog = load_catalog(conn) if billing.sends else {}
@@ -35,8 +40,12 @@ def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -
         figures = {"expected": expected.get(row["id"], 0), "reported": int(row["reported"]),
                    "sent": int(row["sent"])}
         if billing.sends and row["stripe_customer_id"]:
-            figures["stripe"] = billing.reported_units(row["stripe_customer_id"], catalog,
-                                                       day_start(period), end)
+            try:  # what the meter holds, plus what was billed as invoice items
+                figures["stripe"] = billing.reported_units(
+                    row["stripe_customer_id"], catalog, day_start(period), end) + int(
+                    row["invoiced"])
+            except BillingError as exc:
+                figures["stripe"] = f"unavailable: {exc}"
         if len(set(figures.values())) > 1:
             problems.append({"workspace_id": str(row["id"]), **figures})
     return problems

@@ -30,7 +30,8 @@ from psycopg_pool import ConnectionPool
 
 from ..config import Plans
 from ..events import Events
-from ..periods import day_start, period_start
+from ..periods import day_start, next_period_start, period_start
+from .catalog import load_catalog
 from .interface import Billing, BillingError, cents
 from .usage import MONEY, DayReport, compute
 
@@ -45,12 +46,23 @@ def backoff(attempts: int) -> timedelta:
 
 
 def unfrozen(conn: Connection, plans: Plans, period: date, through: date) -> list[DayReport]:
-    """Day reports of the period up to `through` that are not frozen yet."""
-    frozen = {r["workspace_id"]: r["last_day"] for r in conn.execute(
-        "SELECT workspace_id, max(day) AS last_day FROM usage_reports WHERE period = %s"
-        " GROUP BY 1", (period,))}
-    return [r for days in compute(conn, plans, period, through).values() for r in days
-            if frozen.get(r.workspace_id) is None or r.day > frozen[r.workspace_id]]
+    """Day reports of the period up to `through` that are not frozen yet. A new day reports
+    the walk's overage to date minus what the period's frozen days already report — so a
+    credit or a usage row that arrives for a day already frozen is settled on the next day,
+    never billed twice or lost."""
+    frozen = {r["workspace_id"]: (r["last_day"], int(r["reported"])) for r in conn.execute(
+        "SELECT workspace_id, max(day) AS last_day, sum(units) AS reported FROM usage_reports"
+        " WHERE period = %s GROUP BY 1", (period,))}
+    out = []
+    for ws, days in compute(conn, plans, period, through).items():
+        last_day, reported = frozen.get(ws, (None, 0))
+        for r in days:
+            if last_day is not None and r.day <= last_day:
+                continue
+            r.units = max(0, r.overage_to_date - reported)
+            reported += r.units
+            out.append(r)
+    return out
 
 
 def freeze(conn: Connection, plans: Plans, through: date) -> int:
@@ -77,13 +89,52 @@ def freeze(conn: Connection, plans: Plans, through: date) -> int:
     return count
 
 
-def _outcome(billing: Billing, row: dict) -> tuple[str, str | None]:
-    """Send one report: (status, error)."""
+DEDUP_WINDOW = timedelta(hours=23)  # Stripe remembers an identifier for at least 24 h
+
+
+def _meter_time(row: dict) -> datetime:
+    """The meter event's time: the day's last minute — or, for a day before the subscription
+    was on this plan's prices (attached or moved late), the first second after it was, so
+    that Stripe bills the event on this subscription at this price."""
+    at = day_start(row["day"]) + timedelta(hours=23, minutes=59)
+    since = row["stripe_plan_at"]
+    return max(at, since + timedelta(seconds=1)) if since else at
+
+
+def _landed(conn: Connection, billing: Billing, catalog: dict, row: dict) -> bool:
+    """After Stripe's deduplication window, whether an earlier attempt whose answer was lost
+    did land: Stripe's meter holds more of the period than the reports marked sent."""
+    start, end = day_start(row["period"]), day_start(next_period_start(row["period"]))
+    stripe_units = billing.reported_units(row["stripe_customer_id"], catalog, start, end)
+    marked = conn.execute("SELECT coalesce(sum(units), 0) AS n FROM usage_reports"
+                          " WHERE workspace_id = %s AND period = %s AND status = 'sent'",
+                          (row["workspace_id"], row["period"])).fetchone()["n"]
+    return stripe_units - int(marked) >= row["units"]
+
+
+def _outcome(conn: Connection, billing: Billing, catalog: dict, row: dict,
+             now: datetime) -> tuple[str, str | None]:
+    """Send one report: (status, error); ('wait', None) leaves it untouched."""
     if not billing.sends:
         return "ledger", None
     try:
+        if row["plan"] != row["stripe_plan"]:
+            if row["plan"] == row["current_plan"]:
+                return "wait", None  # the subscription is being moved to this plan's prices
+            # A day of an earlier plan whose prices the subscription has left: bill it
+            # exactly, as a line on the next invoice.
+            item = billing.invoice_item(
+                row["stripe_customer_id"], cents(row["unit_price_usd"] * row["units"]),
+                f"Enrichment overage {row['day']}: {row['units']} units at "
+                f"${row['unit_price_usd']} ({row['plan']} plan)", f"item-{row['identifier']}")
+            conn.execute("UPDATE usage_reports SET invoice_item = %s WHERE workspace_id = %s"
+                         " AND day = %s", (item, row["workspace_id"], row["day"]))
+            return "invoiced", None
+        if (row["first_attempt_at"] is not None and now - row["first_attempt_at"] > DEDUP_WINDOW
+                and _landed(conn, billing, catalog, row)):
+            return "sent", None  # an earlier attempt landed; sending again would bill twice
         billing.send_overage(row["stripe_customer_id"], row["units"], row["identifier"],
-                             day_start(row["day"]) + timedelta(hours=23, minutes=59))
+                             _meter_time(row))
     except BillingError as exc:
         log.warning("overage report %s not sent: %s", row["identifier"], exc)
         if exc.too_old:
@@ -98,12 +149,15 @@ def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: da
                  force: bool = False, batch: int = 100) -> dict[str, int]:
     """Send the reports that are due (with `force`: every pending or failed one). Returns
     counts by outcome. Reports of workspaces without a Stripe customer wait (the billing sync
-    job attaches them)."""
+    job attaches them), as do those of a subscription not yet moved to their plan."""
     done: dict[str, int] = defaultdict(int)
+    with pool.connection() as conn:
+        catalog = load_catalog(conn)
     while True:
         with pool.connection() as conn, conn.transaction():
             rows = conn.execute(
-                "SELECT r.*, w.stripe_customer_id FROM usage_reports r"
+                "SELECT r.*, w.stripe_customer_id, w.stripe_plan, w.stripe_plan_at,"
+                " w.plan AS current_plan FROM usage_reports r"
                 " JOIN workspaces w ON w.id = r.workspace_id"
                 " WHERE (r.status = 'pending' OR (%(force)s AND r.status = 'failed'))"
                 " AND (%(force)s OR r.next_attempt_at IS NULL OR r.next_attempt_at <= %(now)s)"
@@ -114,7 +168,12 @@ def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: da
             ).fetchall()
             sent = []
             for row in rows:
-                status, error = _outcome(billing, row)
+                status, error = _outcome(conn, billing, catalog, row, now)
+                if status == "wait":
+                    conn.execute("UPDATE usage_reports SET last_attempt_at = %s"
+                                 " WHERE workspace_id = %s AND day = %s",
+                                 (now, row["workspace_id"], row["day"]))
+                    continue
                 conn.execute(
                     "UPDATE usage_reports SET status = %s, last_error = %s,"
                     " attempts = attempts + 1, first_attempt_at = coalesce(first_attempt_at, %s),"
@@ -122,15 +181,16 @@ def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: da
                     " sent_at = CASE WHEN %s THEN %s END WHERE workspace_id = %s AND day = %s",
                     (status, error, now, now,
                      now + backoff(row["attempts"] + 1) if status == "pending" else None,
-                     status in ("sent", "ledger"), now, row["workspace_id"], row["day"]))
+                     status in ("sent", "ledger", "invoiced"), now, row["workspace_id"],
+                     row["day"]))
                 done[status] += 1
-                if status in ("sent", "ledger"):
+                if status in ("sent", "ledger", "invoiced"):
                     sent.append((row, status))
         for row, status in sent:  # committed: now tell the world, once per report
             events.capture("enrichment_overage_billed", str(row["workspace_id"]), {
                 "plan": row["plan"], "day": row["day"].isoformat(), "units": row["units"],
                 "amount_usd": str((row["unit_price_usd"] * row["units"]).quantize(MONEY)),
-                "sent_to_stripe": status == "sent"})
+                "sent_to_stripe": status != "ledger"})
         if len(rows) < batch:
             return dict(done)
 
@@ -156,21 +216,36 @@ def unsent(conn: Connection) -> list[dict]:
 
 
 def settle_expired(pool: ConnectionPool, billing: Billing) -> list[dict]:
-    """Bill each expired report as an invoice item on the customer's next invoice (once:
-    the report's identifier is the Idempotency-Key). Returns what was billed."""
+    """Bill each expired report as an invoice item on the customer's next invoice, each in
+    its own transaction (one refusal never holds up, or undoes, the others; the report's
+    identifier keys the item). Returns what was billed."""
     billed = []
-    with pool.connection() as conn, conn.transaction():
-        rows = conn.execute(
-            "SELECT r.*, w.stripe_customer_id FROM usage_reports r"
+    with pool.connection() as conn:
+        todo = conn.execute(
+            "SELECT r.workspace_id, r.day FROM usage_reports r"
             " JOIN workspaces w ON w.id = r.workspace_id"
             " WHERE r.status = 'expired' AND w.stripe_customer_id IS NOT NULL"
-            " ORDER BY r.day FOR UPDATE OF r SKIP LOCKED").fetchall()
-        for row in rows:
+            " ORDER BY r.day").fetchall()
+    for key in todo:
+        with pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT r.*, w.stripe_customer_id FROM usage_reports r"
+                " JOIN workspaces w ON w.id = r.workspace_id WHERE r.workspace_id = %s"
+                " AND r.day = %s AND r.status = 'expired' FOR UPDATE OF r SKIP LOCKED",
+                (key["workspace_id"], key["day"])).fetchone()
+            if row is None:
+                continue
             amount = cents(row["unit_price_usd"] * row["units"])
-            item = billing.invoice_item(
-                row["stripe_customer_id"], amount,
-                f"Enrichment overage {row['day']}: {row['units']} units at "
-                f"${row['unit_price_usd']} (reported late)", f"settle-{row['identifier']}")
+            try:
+                item = billing.invoice_item(
+                    row["stripe_customer_id"], amount,
+                    f"Enrichment overage {row['day']}: {row['units']} units at "
+                    f"${row['unit_price_usd']} (reported late)", f"settle-{row['identifier']}")
+            except BillingError as exc:
+                log.warning("expired report %s not settled: %s", row["identifier"], exc)
+                conn.execute("UPDATE usage_reports SET last_error = %s WHERE workspace_id = %s"
+                             " AND day = %s", (str(exc)[:500], row["workspace_id"], row["day"]))
+                continue
             conn.execute("UPDATE usage_reports SET status = 'invoiced', invoice_item = %s,"
                          " sent_at = now() WHERE workspace_id = %s AND day = %s",
                          (item, row["workspace_id"], row["day"]))

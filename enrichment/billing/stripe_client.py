@@ -61,6 +61,14 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict:
         raise WebhookRejected(str(exc)) from exc
 
 
+def _price(catalog: dict[str, str], key: str) -> str:
+    try:
+        return catalog[key]
+    except KeyError:
+        raise BillingError(f"the Stripe catalog has no price {key!r}: run `enrichment billing "
+                           "sync-catalog`", retryable=False) from None
+
+
 def is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
     """Stripe's answer to a meter event whose identifier it already has: already sent."""
     return exc.code == "resource_already_exists" or (
@@ -135,19 +143,23 @@ class StripeBilling:
             if exc.code != "resource_already_exists":
                 raise
 
-    def attach(self, workspace_id, name, plan, catalog):
-        """Customer (metadata.workspace_id) and subscription: base + metered overage."""
+    def create_customer(self, workspace_id, name):
+        """The workspace's customer (metadata.workspace_id)."""
         with stripe_errors():
-            v1 = self.client.v1
-            customer = v1.customers.create(
+            return self.client.v1.customers.create(
                 {"name": name, "metadata": {"workspace_id": workspace_id}},
-                {"idempotency_key": f"customer-{workspace_id}"})
-            subscription = v1.subscriptions.create(
-                {"customer": customer.id, "metadata": {"workspace_id": workspace_id},
-                 "items": [{"price": catalog[base_key(plan)]},
-                           {"price": catalog[overage_key(plan)]}]},
-                {"idempotency_key": f"subscription-{workspace_id}-{plan}"})
-            return customer.id, subscription.id
+                {"idempotency_key": f"customer-{workspace_id}"}).id
+
+    def create_subscription(self, customer_id, workspace_id, plan, catalog, start):
+        """Base + metered overage, starting when the workspace did (so usage recorded
+        before a late attach falls inside the subscription)."""
+        with stripe_errors():
+            return self.client.v1.subscriptions.create(
+                {"customer": customer_id, "metadata": {"workspace_id": workspace_id},
+                 "backdate_start_date": int(start.timestamp()),
+                 "items": [{"price": _price(catalog, base_key(plan))},
+                           {"price": _price(catalog, overage_key(plan))}]},
+                {"idempotency_key": f"subscription-{workspace_id}"}).id
 
     def change_plan(self, subscription_id, plan, catalog):
         """Move the subscription's base and overage items to the plan's prices: the base fee
@@ -159,7 +171,7 @@ class StripeBilling:
             for item in sub["items"].data:
                 recurring = plain(item.price).get("recurring") or {}
                 metered = recurring.get("usage_type") == "metered"
-                price = catalog[overage_key(plan) if metered else base_key(plan)]
+                price = _price(catalog, overage_key(plan) if metered else base_key(plan))
                 if item.price.id != price:
                     items.append({"id": item.id, "price": price})
             if items:
@@ -170,11 +182,12 @@ class StripeBilling:
     def send_overage(self, customer_id, units, identifier, at):
         with stripe_errors():
             try:
+                # No Idempotency-Key: Stripe would replay a saved 5xx to every retry for
+                # 24 h; the identifier alone deduplicates the event.
                 self.client.v1.billing.meter_events.create(
                     {"event_name": METER_EVENT, "identifier": identifier,
                      "timestamp": int(at.timestamp()),
-                     "payload": {"stripe_customer_id": customer_id, "value": str(units)}},
-                    {"idempotency_key": identifier})
+                     "payload": {"stripe_customer_id": customer_id, "value": str(units)}})
             except stripe.InvalidRequestError as exc:
                 if not is_duplicate_identifier(exc):
                     raise
@@ -190,7 +203,8 @@ class StripeBilling:
 
     def checkout(self, customer_id, workspace_id, pack, catalog, success_url, cancel_url):
         params = {"mode": "payment", "client_reference_id": workspace_id,
-                  "line_items": [{"price": catalog[pack_key(pack.name)], "quantity": 1}],
+                  "line_items": [{"price": _price(catalog, pack_key(pack.name)),
+                                  "quantity": 1}],
                   "metadata": {"workspace_id": workspace_id, "pack": pack.name,
                                "units": str(pack.units)},
                   "success_url": success_url, "cancel_url": cancel_url}

@@ -23,9 +23,10 @@ credits bought so far), minus what earlier days reported".
 from __future__ import annotations
 
 import bisect
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from psycopg import Connection
@@ -33,6 +34,7 @@ from psycopg import Connection
 from ..config import Plan, Plans
 from ..periods import day_start, next_period_start, period_start
 
+log = logging.getLogger(__name__)
 MONEY = Decimal("0.01")
 
 # Credit units bought (net of refunds) in a period: the one place this is written.
@@ -62,6 +64,7 @@ class DayReport:
     allowance: int  # included units granted so far + credits paid by the end of the day
     units: int  # overage units this day adds
     unit_price_usd: Decimal
+    overage_to_date: int = 0  # overage units of the period through this day
 
     @property
     def identifier(self) -> str:
@@ -86,6 +89,10 @@ def plan_segments(conn: Connection, plans: Plans, workspace_ids: list, period: d
         segments = out[row["workspace_id"]]
         if segments and row["day"] >= next_period_start(period):
             continue  # later changes do not concern this period
+        if row["plan"] not in plans:  # a plan since removed from the plans file
+            log.warning("workspace %s: plan %r in its history is no longer configured",
+                        row["workspace_id"], row["plan"])
+            continue
         start = max(row["day"], period)
         if segments and segments[-1].start >= start:
             segments.pop()  # superseded before its first day in the period began
@@ -109,32 +116,46 @@ def grant(segment: Segment, period: date, first: bool) -> int:
     return segment.plan.included * left // days
 
 
+@dataclass
+class WalkEnd:
+    """Where a walk ends: the current segment's included units left, credits bought and
+    used."""
+
+    included_left: int = 0
+    credits_bought: int = 0
+    credits_used: int = 0
+    used: int = 0  # units used
+
+
 def walk(workspace_id, period: date, daily: list[tuple[date, int]], segments: list[Segment],
-         paid: list[tuple[datetime, int]]) -> list[DayReport]:
+         paid: list[tuple[datetime, int]]) -> tuple[list[DayReport], WalkEnd]:
     """The day reports of one workspace's period (see the module docstring). `daily`: units
     used per day, in order; `paid`: credit ledger rows (time, units), in order."""
     starts = [s.start for s in segments]
     paid_at = [at for at, _ in paid]
-    current, included_left, granted = None, 0, 0
-    credits_used = used = 0
+    current, end, granted = None, WalkEnd(), 0
+    used = overage = 0
     reports = []
     for day, units in daily:
         index = max(0, bisect.bisect_right(starts, day) - 1)
         if segments[index] is not current:
             current = segments[index]
-            included_left = grant(current, period, first=index == 0)
-            granted += included_left
+            end.included_left = grant(current, period, first=index == 0)
+            granted += end.included_left
         end_of_day = day_start(day + timedelta(days=1))
-        bought = sum(u for _, u in paid[:bisect.bisect_left(paid_at, end_of_day)])
-        from_included = min(units, included_left)
-        included_left -= from_included
-        from_credits = min(units - from_included, max(0, bought - credits_used))
-        credits_used += from_credits
+        end.credits_bought = sum(u for _, u in paid[:bisect.bisect_left(paid_at, end_of_day)])
+        from_included = min(units, end.included_left)
+        end.included_left -= from_included
+        from_credits = min(units - from_included,
+                           max(0, end.credits_bought - end.credits_used))
+        end.credits_used += from_credits
         used += units
+        end.used = used
+        overage += units - from_included - from_credits
         reports.append(DayReport(
-            workspace_id, day, period, current.plan.name, used, granted + bought,
-            units - from_included - from_credits, current.plan.overage_usd))
-    return reports
+            workspace_id, day, period, current.plan.name, used, granted + end.credits_bought,
+            units - from_included - from_credits, current.plan.overage_usd, overage))
+    return reports, end
 
 
 DAILY = (
@@ -166,8 +187,42 @@ def compute(conn: Connection, plans: Plans, period: date, through: date,
             " ORDER BY created_at", (ids, day_start(period), day_start(end + timedelta(days=1)))):
         paid[r["workspace_id"]].append((r["created_at"], int(r["units"])))
     segments = plan_segments(conn, plans, ids, period)
-    return {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))
+    return {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))[0]
             for ws, days in daily.items() if segments.get(ws)}
+
+
+def credit_position(conn: Connection, plans: Plans, workspace_id, period: date,
+                    through: date) -> WalkEnd:
+    """The period's included units left and credits used, by the same walk, through a day."""
+    end = min(through, next_period_start(period) - timedelta(days=1))
+    bounds = {"start": day_start(period), "end": day_start(end + timedelta(days=1)),
+              "ws": workspace_id}
+    days = [(r["day"], int(r["units"])) for r in conn.execute(DAILY_OF_ONE, bounds)]
+    paid = [(r["created_at"], int(r["units"])) for r in conn.execute(
+        "SELECT created_at, units FROM credit_ledger WHERE workspace_id = %(ws)s"
+        " AND created_at >= %(start)s AND created_at < %(end)s ORDER BY created_at", bounds)]
+    segments = plan_segments(conn, plans, [workspace_id], period)[workspace_id]
+    position = walk(workspace_id, period, days, segments, paid)[1]
+    if not days:  # nothing used yet: the first segment's grant is untouched
+        position.included_left = grant(segments[0], period, first=True)
+    position.credits_bought = sum(u for _, u in paid)
+    return position
+
+
+def hard_cap(conn: Connection, plan: Plan, workspace_id, period: date,
+             plan_since: datetime | None) -> int:
+    """Units the period may use before credits: included + 50%, by the plan in force. After
+    a plan change in the period: what was used before it, plus the current plan's prorated
+    grant and half again — a downgraded workspace can use what its new plan grants."""
+    if plan_since is None or plan_since < day_start(period):
+        return plan.hard_cap
+    start = plan_since.astimezone(UTC).date()
+    before = conn.execute(
+        "SELECT coalesce(sum(units), 0) AS n FROM enrichment_usage WHERE workspace_id = %s"
+        " AND created_at >= %s AND created_at < %s",
+        (workspace_id, day_start(period), day_start(start))).fetchone()["n"]
+    granted = grant(Segment(start, plan), period, first=start <= period)
+    return int(before) + granted + granted // 2
 
 
 def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime) -> dict:
@@ -193,7 +248,8 @@ def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime
     included = sum(grant(s, period, first=i == 0) for i, s in enumerate(segments)) or (
         plan.included)
     overage = sum(d.units for d in days)
-    hard_cap = plan.hard_cap + credit_units
+    cap = hard_cap(conn, plan, workspace["id"], period, workspace.get("plan_since")
+                   ) + credit_units
     return {
         "workspace_id": str(workspace["id"]),
         "plan": plan.name,
@@ -206,8 +262,8 @@ def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime
         "overage_unit_price_usd": str(plan.overage_usd),
         "overage_cost_usd": str(sum((d.unit_price_usd * d.units for d in days), Decimal(0))
                                 .quantize(MONEY)),
-        "hard_cap": hard_cap,
-        "remaining": max(0, hard_cap - reserved),
+        "hard_cap": cap,
+        "remaining": max(0, cap - reserved),
         "tokens": int(row["tokens"]),
         "searches": int(row["searches"]),
         "social_requests": int(row["social_requests"]),

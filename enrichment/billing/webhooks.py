@@ -8,41 +8,47 @@ as SEPA or ACH (`checkout.session.async_payment_succeeded`). The session's metad
 trusted: a session we did not create, or whose customer or amount differ, credits nothing.
 Credits are dated by the payment (the event's time), so a pack paid at 23:59 on the 31st
 tops up that month. A refund (`charge.refunded`) or a lost dispute takes back the credit not
-yet used in the period it belongs to — never more than is unused.
+yet used in the period it belongs to — never more than is unused; one that arrives before
+the payment is recorded is kept and applied when it is.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from datetime import UTC, datetime
 
 from psycopg import Connection
+from psycopg_pool import ConnectionPool
 
 from ..config import Plans
 from ..events import Events
 from ..periods import period_start
 from .catalog import load_catalog
 from .interface import Billing, Checkout
-from .usage import CREDITS_IN_PERIOD, period_bounds
+from .usage import credit_position
 
 log = logging.getLogger(__name__)
 
 
-def start_checkout(conn: Connection, billing: Billing, plans: Plans, workspace_id: uuid.UUID,
-                   pack_name: str, success_url: str, cancel_url: str) -> Checkout:
-    """A Checkout session for a pack, recorded so that its webhook can be trusted."""
+def start_checkout(pool: ConnectionPool, billing: Billing, plans: Plans,
+                   workspace_id: uuid.UUID, pack_name: str, success_url: str,
+                   cancel_url: str) -> Checkout:
+    """A Checkout session for a pack, recorded so that its webhook can be trusted. No
+    database connection is held while Stripe answers."""
     pack = plans.packs[pack_name]
-    customer = conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
-                            (workspace_id,)).fetchone()["stripe_customer_id"]
-    checkout = billing.checkout(customer, str(workspace_id), pack, load_catalog(conn),
-                                success_url, cancel_url)
-    conn.execute(
-        "INSERT INTO checkout_sessions (id, workspace_id, pack, units, amount_cents, currency,"
-        " customer) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (checkout.session_id, workspace_id, pack.name, pack.units, checkout.amount_cents,
-         checkout.currency, customer))
+    with pool.connection() as conn:
+        customer = conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
+                                (workspace_id,)).fetchone()["stripe_customer_id"]
+        catalog = load_catalog(conn)
+    checkout = billing.checkout(customer, str(workspace_id), pack, catalog, success_url,
+                                cancel_url)
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO checkout_sessions (id, workspace_id, pack, units, amount_cents,"
+            " currency, customer) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (checkout.session_id, workspace_id, pack.name, pack.units, checkout.amount_cents,
+             checkout.currency, customer))
     return checkout
 
 
@@ -91,7 +97,7 @@ def _ours(conn: Connection, session: dict) -> dict | None:
     return stored
 
 
-def _credit(conn: Connection, event: dict, session: dict):
+def _credit(conn: Connection, plans: Plans, event: dict, session: dict):
     stored = _ours(conn, session)
     if stored is None or stored["status"] == "paid":
         return None
@@ -104,13 +110,15 @@ def _credit(conn: Connection, event: dict, session: dict):
         " checkout_session_id, payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
         (stored["workspace_id"], stored["units"], f"credit pack {stored['pack']}", event["id"],
          stored["id"], session.get("payment_intent"), paid_at))
+    if session.get("payment_intent"):  # a refund or lost dispute that arrived first
+        _take_back(conn, plans, session["payment_intent"], event["id"], paid_at)
     return ("credit_pack_purchased", str(stored["workspace_id"]),
             {"pack": stored["pack"], "units": stored["units"]})
 
 
 def _checkout_completed(conn: Connection, plans: Plans, event: dict, session: dict):
     if session.get("payment_status") == "paid":
-        return _credit(conn, event, session)
+        return _credit(conn, plans, event, session)
     stored = _ours(conn, session)  # a delayed method: paid later, or not
     if stored is not None and stored["status"] == "open":
         conn.execute("UPDATE checkout_sessions SET status = 'awaiting_payment',"
@@ -128,59 +136,69 @@ def _async_payment_failed(conn: Connection, plans: Plans, event: dict, session: 
     return None
 
 
-def _take_back(conn: Connection, plans: Plans, event: dict, payment_intent: str | None,
-               fraction: float, why: str):
-    """Remove up to `fraction` of a pack's units — only what is still unused in the period
-    the credit belongs to. Credits are used after the plan's included units (units reserved
-    by jobs count as used), so unused = credits - max(0, reserved - included)."""
+def _reverse(conn: Connection, plans: Plans, event: dict, payment_intent: str | None,
+             fraction: float, why: str):
+    """Record that Stripe reversed `fraction` of a payment (cumulative), and take back the
+    credit it bought if the payment is recorded — else when it is."""
+    if not payment_intent:
+        return None
+    conn.execute(
+        "INSERT INTO credit_reversals (payment_intent, fraction, reason) VALUES (%s, %s, %s)"
+        " ON CONFLICT (payment_intent) DO UPDATE SET updated_at = now(),"
+        " fraction = greatest(credit_reversals.fraction, excluded.fraction),"
+        " reason = excluded.reason", (payment_intent, min(1.0, fraction), why))
+    return _take_back(conn, plans, payment_intent, event["id"], _when(event))
+
+
+def _take_back(conn: Connection, plans: Plans, payment_intent: str, key: str,
+               now: datetime):
+    """Take back what the payment's reversals call for — only the credit not yet used in
+    the period it belongs to (by the billing walk: credits are used after the included units;
+    units reserved by unfinished jobs count as used). A period that has ended has no unused
+    credit left. Serialised per payment by the session's row lock."""
     pack = conn.execute("SELECT * FROM checkout_sessions WHERE payment_intent = %s"
                         " AND status = 'paid' FOR UPDATE", (payment_intent,)).fetchone()
-    if pack is None:
-        log.warning("%s for payment %s: no credit pack of ours", why, payment_intent)
-        return None
+    reversal = conn.execute("SELECT * FROM credit_reversals WHERE payment_intent = %s",
+                            (payment_intent,)).fetchone()
+    if pack is None or reversal is None:
+        return None  # not (yet) a payment of ours: applied when it is credited
+    taken = -int(conn.execute(
+        "SELECT coalesce(sum(units), 0) AS n FROM credit_ledger WHERE payment_intent = %s"
+        " AND units < 0", (payment_intent,)).fetchone()["n"])
+    wanted = int(pack["units"] * reversal["fraction"]) - taken  # rounded for the customer
     period = period_start(pack["paid_at"])
-    row = conn.execute(
-        "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
-        " (SELECT coalesce(sum(units), 0) FROM credit_ledger"
-        "  WHERE payment_intent = %(intent)s) AS pack_left,"
-        " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
-        "  AND period = %(period)s) AS reserved,"
-        " (SELECT plan FROM workspaces WHERE id = %(ws)s) AS plan",
-        {"ws": pack["workspace_id"], "period": period, "intent": payment_intent,
-         **period_bounds(period)}).fetchone()
-    credits = int(row["credits"])
-    used = min(credits, max(0, int(row["reserved"] or 0) - plans[row["plan"]].included))
-    wanted = min(math.ceil(pack["units"] * fraction), int(row["pack_left"]))
-    units = max(0, min(wanted, credits - used))
+    unused = 0
+    if period_start(now) == period and wanted > 0:
+        position = credit_position(conn, plans, pack["workspace_id"], period, now.date())
+        reserved = conn.execute("SELECT coalesce(max(reserved), 0) AS n FROM usage_counters"
+                                " WHERE workspace_id = %s AND period = %s",
+                                (pack["workspace_id"], period)).fetchone()["n"]
+        pending = max(0, int(reserved) - position.used - position.included_left)
+        unused = max(0, position.credits_bought - position.credits_used - pending)
+    units = max(0, min(wanted, unused))
     if units:
         conn.execute(
             "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
             " payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-            (pack["workspace_id"], -units, why, event["id"], payment_intent, pack["paid_at"]))
-    log.warning("%s of credit pack %s: %d of %d units taken back (%d were used)", why,
-                pack["id"], units, wanted, used)
+            (pack["workspace_id"], -units, reversal["reason"], f"{key}:reversal",
+             payment_intent, now))
+    log.warning("%s of credit pack %s: %d of %d units taken back (%d unused)",
+                reversal["reason"], pack["id"], units, max(0, wanted), unused)
     return ("credit_pack_reversed", str(pack["workspace_id"]),
-            {"pack": pack["pack"], "units": units, "reason": why})
+            {"pack": pack["pack"], "units": units, "reason": reversal["reason"]})
 
 
 def _refunded(conn: Connection, plans: Plans, event: dict, charge: dict):
     amount = int(charge.get("amount") or 0)
-    fraction = int(charge.get("amount_refunded") or 0) / amount if amount else 1.0
-    # A second partial refund arrives with the charge's running total refunded.
-    already = conn.execute(
-        "SELECT coalesce(-sum(units), 0) AS n FROM credit_ledger WHERE payment_intent = %s"
-        " AND units < 0", (charge.get("payment_intent"),)).fetchone()["n"]
-    pack = conn.execute("SELECT units FROM checkout_sessions WHERE payment_intent = %s",
-                        (charge.get("payment_intent"),)).fetchone()
-    if pack is not None and already:
-        fraction = max(0.0, fraction - int(already) / pack["units"])
-    return _take_back(conn, plans, event, charge.get("payment_intent"), fraction, "refund")
+    refunded = int(charge.get("amount_refunded") or 0)  # a running total across refunds
+    return _reverse(conn, plans, event, charge.get("payment_intent"),
+                    refunded / amount if amount else 1.0, "refund")
 
 
 def _dispute_closed(conn: Connection, plans: Plans, event: dict, dispute: dict):
     if dispute.get("status") != "lost":
         return None
-    return _take_back(conn, plans, event, dispute.get("payment_intent"), 1.0, "dispute lost")
+    return _reverse(conn, plans, event, dispute.get("payment_intent"), 1.0, "dispute lost")
 
 
 def _invoice(conn: Connection, plans: Plans, event: dict, invoice: dict):
@@ -201,7 +219,7 @@ def _payment_failed(conn: Connection, plans: Plans, event: dict, invoice: dict):
 
 HANDLERS = {
     "checkout.session.completed": _checkout_completed,
-    "checkout.session.async_payment_succeeded": lambda c, p, e, s: _credit(c, e, s),
+    "checkout.session.async_payment_succeeded": _credit,
     "checkout.session.async_payment_failed": _async_payment_failed,
     "charge.refunded": _refunded,
     "charge.dispute.closed": _dispute_closed,

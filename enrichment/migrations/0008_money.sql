@@ -12,11 +12,15 @@ CREATE TABLE workspace_plans (
 );
 INSERT INTO workspace_plans (workspace_id, effective_at, plan)
     SELECT id, created_at, plan FROM workspaces;
+-- When the current plan began (NULL: since the workspace was created): a period that changed
+-- plan caps units by the plan in force (see billing/usage.py hard_cap).
+ALTER TABLE workspaces ADD COLUMN plan_since timestamptz;
 
 -- The plan the Stripe subscription's prices belong to (NULL: not attached yet). A workspace
 -- whose `plan` differs is moved by the billing sync job until they agree.
-ALTER TABLE workspaces ADD COLUMN stripe_plan text;
-UPDATE workspaces SET stripe_plan = plan WHERE stripe_subscription_id IS NOT NULL;
+ALTER TABLE workspaces ADD COLUMN stripe_plan text, ADD COLUMN stripe_plan_at timestamptz;
+UPDATE workspaces SET stripe_plan = plan, stripe_plan_at = created_at
+    WHERE stripe_subscription_id IS NOT NULL;
 
 -- Checkout sessions this service created: the only ones a webhook may credit.
 CREATE TABLE checkout_sessions (
@@ -38,6 +42,16 @@ CREATE INDEX checkout_sessions_workspace ON checkout_sessions (workspace_id);
 -- Credits: a pack adds units (dated by payment), a refund or lost dispute takes back what
 -- was not used yet (negative units, one row per Stripe event).
 ALTER TABLE credit_ledger ADD COLUMN payment_intent text;
+CREATE INDEX credit_ledger_payment_intent ON credit_ledger (payment_intent);
+
+-- How much of a payment Stripe has reversed (refunds add up; a lost dispute is all of it),
+-- kept even when it arrives before the payment itself is recorded, and applied then.
+CREATE TABLE credit_reversals (
+    payment_intent text PRIMARY KEY,
+    fraction       numeric NOT NULL CHECK (fraction BETWEEN 0 AND 1),
+    reason         text NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
 
 -- Reports: sent independently, retried with backoff, then parked.
 --   pending → sent | ledger                      (the normal path)

@@ -1,0 +1,10 @@
+-- Privacy hardening: a job is found by every personal identifier its lead carried.
+
+-- SHA-256 of each normalised personal identifier (email, linkedin_url) of the lead, beside
+-- `subject_hash` (the identifier that keyed the job: email, else linkedin_url, else domain).
+-- Kept after the 90-day purge clears the lead: erasure must still find the job.
+ALTER TABLE enrichment_jobs ADD COLUMN person_hashes text[] NOT NULL DEFAULT '{}';
+UPDATE enrichment_jobs SET person_hashes = ARRAY(
+    SELECT encode(sha256(convert_to(lower(btrim(v)), 'UTF8')), 'hex')
+    FROM unnest(ARRAY[lead->>'email', lead->>'linkedin_url']) AS v WHERE v IS NOT NULL);
+CREATE INDEX enrichment_jobs_person_hashes ON enrichment_jobs USING gin (person_hashes);
