@@ -48,8 +48,12 @@ def test_a_never_sees_or_touches_bs_data(client, make_workspace, db, simulator):
                               headers=a_h).get_json()
             assert body["consents"] == [] and all(j["job_id"] != b_job for j in body["jobs"])
             walked.add(path)
+        if path.endswith("/erasures"):  # the identifier in the body
+            assert client.post(path, json={"identifier": LEAD["email"]},
+                               headers=a_h).status_code == 204
+            walked.add(path)
     assert walked == {"/api/v1/enrichment/{job_id}", "/api/v1/privacy/subjects/{identifier}",
-                      "/api/v1/privacy/export"}
+                      "/api/v1/privacy/export", "/api/v1/privacy/erasures"}
 
     # B still has everything: its job, result, consent, and no suppression from A's erase.
     job = client.get(f"/api/v1/enrichment/{b_job}", headers=b_h)
