@@ -11,6 +11,12 @@ SCHEDULE = {
         "schedule": crontab(),  # every minute
         "options": {"queue": "maintenance", "expires": 55},
     },
+    # Webhook deliveries whose attempt is overdue (long backoffs come due here).
+    "webhook-sweep": {
+        "task": "enrichment.sweep_webhooks",
+        "schedule": crontab(),  # every minute
+        "options": {"queue": "maintenance", "expires": 55},
+    },
     # The seed's alert rules over a sliding window (alerts.toml).
     "alert-evaluation": {
         "task": "enrichment.evaluate_alerts",

@@ -11,6 +11,8 @@ case "$role" in
   api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" api.wsgi:app "$@" ;;
   worker)  exec celery -A workers.celery_app worker \
              -c "${WORKER_CONCURRENCY:-8}" --loglevel INFO "$@" ;;
+  webhooks) exec celery -A workers.celery_app worker -Q webhooks -P threads \
+             -c "${WEBHOOK_CONCURRENCY:-16}" --loglevel INFO "$@" ;;
   beat)    exec celery -A workers.celery_app beat --loglevel INFO \
              --schedule /tmp/celerybeat-schedule "$@" ;;
   flower)  # Flower shows task arguments and can control workers: never without credentials.

@@ -12,7 +12,7 @@ from enrichment.config import Settings
 from enrichment.jobstore import Publisher
 from enrichment.services import Services, build_services
 
-from . import billing, enrichment, health, openapi, privacy, problems
+from . import billing, enrichment, health, openapi, privacy, problems, webhook_endpoints
 
 
 def create_app(
@@ -34,6 +34,7 @@ def create_app(
     app.register_blueprint(billing.bp)
     app.register_blueprint(billing.hooks)
     app.register_blueprint(privacy.bp)
+    app.register_blueprint(webhook_endpoints.bp)
     app.register_blueprint(openapi.bp)
     _log_requests(app)
     return app

@@ -31,7 +31,7 @@ def require_workspace() -> Workspace:
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <api key>'.",
                       "unauthorized", {"WWW-Authenticate": 'Bearer realm="api"'})
     svc, address, prefix = services(), request.remote_addr or "-", key_prefix(key.strip())
-    wait = svc.auth_guard.blocked(address, prefix)
+    wait, known = svc.auth_guard.check(address, prefix, key.strip())
     if wait is not None:  # refused from Redis: a bad-key flood never reaches the database
         raise Problem(429, "Too Many Requests", "Too many failed authentications; retry "
                       f"after {wait} s.", "authentication-throttled",
@@ -44,6 +44,8 @@ def require_workspace() -> Workspace:
         svc.auth_guard.failed(address, prefix)
         raise Problem(401, "Unauthorized", "The API key is unknown or revoked.", "unauthorized",
                       UNAUTHORIZED)
+    if not known:
+        svc.auth_guard.succeeded(prefix, key.strip())
     g.workspace = workspace
     return workspace
 

@@ -34,6 +34,7 @@ class JobUsageSchema(Schema):
 
 class JobSchema(Schema):
     job_id = fields.UUID(required=True)
+    batch_id = fields.UUID(required=True, allow_none=True)
     status = fields.String(required=True)
     template = fields.String(required=True)
     queue = fields.String(required=True)
@@ -43,6 +44,9 @@ class JobSchema(Schema):
     error = fields.String(required=True, allow_none=True)
     result = fields.Nested(ResultSchema, required=True, allow_none=True)
     usage = fields.Nested(JobUsageSchema, required=True, allow_none=True)
+    cached = fields.Boolean(required=True)
+    cached_from = fields.UUID(required=True, allow_none=True)
+    match = fields.Boolean(required=True, allow_none=True)
     created_at = fields.String(required=True)
     started_at = fields.String(required=True, allow_none=True)
     completed_at = fields.String(required=True, allow_none=True)
@@ -57,7 +61,63 @@ class BatchEntrySchema(Schema):
 
 
 class BatchAnswerSchema(Schema):
+    batch_id = fields.UUID(required=True)
     results = fields.List(fields.Nested(BatchEntrySchema), required=True)
+
+
+class JobListSchema(Schema):
+    data = fields.List(fields.Nested(JobSchema), required=True)
+    has_more = fields.Boolean(required=True)
+
+
+class BatchCountsSchema(Schema):
+    queued = fields.Integer(required=True)
+    processing = fields.Integer(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    dead = fields.Integer(required=True)
+    rejected = fields.Integer(required=True)
+
+
+class BatchProgressSchema(Schema):
+    batch_id = fields.UUID(required=True)
+    template = fields.String(required=True)
+    created_at = fields.String(required=True)
+    total = fields.Integer(required=True)
+    counts = fields.Nested(BatchCountsSchema, required=True)
+    done = fields.Boolean(required=True)
+
+
+class EndpointSchema(Schema):
+    id = fields.UUID(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(), required=True)
+    created_at = fields.String(required=True)
+    disabled = fields.Boolean(required=True)
+
+
+class NewEndpointSchema(EndpointSchema):
+    secret = fields.String(required=True)
+
+
+class EndpointsSchema(Schema):
+    data = fields.List(fields.Nested(EndpointSchema), required=True)
+
+
+class DeliverySchema(Schema):
+    id = fields.UUID(required=True)
+    event = fields.String(required=True)
+    status = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    created_at = fields.String(required=True)
+    delivered_at = fields.String(required=True, allow_none=True)
+    next_attempt_at = fields.String(required=True, allow_none=True)
+
+
+class DeliveriesSchema(Schema):
+    data = fields.List(fields.Nested(DeliverySchema), required=True)
 
 
 class PeriodSchema(Schema):
@@ -82,6 +142,8 @@ class UsageSchema(Schema):
     searches = fields.Integer(required=True)
     social_requests = fields.Integer(required=True)
     cost_estimate_usd = fields.String(required=True)
+    matched = fields.Integer(required=True)
+    unmatched = fields.Integer(required=True)
 
 
 class TemplateSchema(Schema):

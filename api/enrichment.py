@@ -10,17 +10,18 @@ import uuid
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import admission, jobs, jobstore
+from enrichment import admission, jobs, jobstore, webhooks
 from enrichment.billing.usage import usage_summary
 from enrichment.templates import TEMPLATES
 
 from .auth import guard, services
 from .problems import Problem, flatten_errors, problem_body
-from .schemas import BatchSchema, SubmitSchema
+from .schemas import BatchSchema, ListJobsSchema, SubmitSchema
 
 bp = Blueprint("enrichment", __name__, url_prefix="/api/v1")
 submit_schema = SubmitSchema()
 batch_schema = BatchSchema()
+list_schema = ListJobsSchema()
 CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 
 
@@ -127,7 +128,8 @@ def answer(status: int, body: dict, replayed: bool = False, location: str | None
 
 
 def with_client_key(handler):
-    """Run `handler(body)` → (status, body, location) under the client's Idempotency-Key:
+    """Run `handler(body)` → (status, body, location, replayed) under the client's
+    Idempotency-Key:
     the same key and body within 24 h get the stored answer; another body gets 422."""
     key = client_key()
     body = json_body()
@@ -142,21 +144,22 @@ def with_client_key(handler):
         if stored is not None:
             return answer(stored[0], stored[1], replayed=True)
     try:
-        status, out, location = handler(body)
+        status, out, location, replayed = handler(body)
     except Problem as exc:
         if key is None or exc.status in (429, 503):
             raise
         status, out = exc.status, problem_body(exc)
         resp = answer(status, out)
     else:
-        resp = answer(status, out, replayed=status == 200, location=location)
+        resp = answer(status, out, replayed=replayed, location=location)
     if key is not None:
         with svc.db.connection() as conn:
             admission.store_answer(conn, workspace.id, key, body_hash, status, out)
     return resp
 
 
-def admit_one(lead: dict, template_name: str, metadata: dict) -> admission.Admitted:
+def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
+              batch_id: uuid.UUID | None = None) -> admission.Admitted:
     svc, workspace = services(), g.workspace
     plan = svc.settings.plans[workspace.plan]
     lead = {k: v for k, v in lead.items() if v is not None}
@@ -164,14 +167,21 @@ def admit_one(lead: dict, template_name: str, metadata: dict) -> admission.Admit
         admitted = admission.admit(conn, workspace=workspace, plan=plan,
                                    template=TEMPLATES[template_name], lead=lead,
                                    metadata=metadata, now=svc.clock(),
-                                   slots=svc.settings.slots(plan.name))
+                                   slots=svc.settings.slots(plan.name),
+                                   max_age_days=max_age_days, batch_id=batch_id)
     if not admitted.replayed:
         job = admitted.job
         jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)  # after commit
+        jobstore.send_webhooks(svc.publisher, admitted.deliveries)
         svc.events.capture("enrichment_requested", str(workspace.id), {
             "job_id": str(job["id"]), "plan": plan.name, "template": template_name,
-            "queue": job["queue"]})
+            "queue": job["queue"], "cached": admitted.cached})
     return admitted
+
+
+def admitted_status(admitted: admission.Admitted) -> int:
+    """202 for a new job; 200 for an answer already there (same-day replay, cached)."""
+    return 200 if admitted.replayed or admitted.cached else 202
 
 
 @bp.post("/enrichment")
@@ -179,11 +189,13 @@ def submit():
     def handle(body: dict):
         data = load(submit_schema, body)
         try:
-            admitted = admit_one(data["lead"], data["template"], data["metadata"])
+            admitted = admit_one(data["lead"], data["template"], data["metadata"],
+                                 data["max_age_days"])
         except admission.Refused as exc:
             raise refusal_problem(exc) from None
         job = jobs.job_body(admitted.job)
-        return (200 if admitted.replayed else 202), job, f"/api/v1/enrichment/{job['job_id']}"
+        return admitted_status(admitted), job, f"/api/v1/enrichment/{job['job_id']}", \
+            admitted.replayed
 
     return with_client_key(handle)
 
@@ -192,26 +204,68 @@ def submit():
 def submit_batch():
     def handle(body: dict):
         data = load(batch_schema, body)
-        results = []
+        svc, workspace = services(), g.workspace
+        batch_id = uuid.uuid4()
+        with svc.db.connection() as conn:
+            conn.execute("INSERT INTO batches (id, workspace_id, template, total)"
+                         " VALUES (%s, %s, %s, %s)",
+                         (batch_id, workspace.id, data["template"], len(data["leads"])))
+        results, items = [], []
         for index, lead in enumerate(data["leads"]):
             entry: dict = {"index": index}
             try:
                 one = submit_schema.load({"template": data["template"], "lead": lead,
-                                          "metadata": data["metadata"]})
-                admitted = admit_one(one["lead"], one["template"], one["metadata"])
+                                          "metadata": data["metadata"],
+                                          "max_age_days": data["max_age_days"]})
+                admitted = admit_one(one["lead"], one["template"], one["metadata"],
+                                     one["max_age_days"], batch_id)
             except ValidationError as exc:
                 entry |= {"status": 422, "problem": problem_body(validation_problem(exc))}
             except admission.Refused as exc:
                 entry |= {"status": exc.status, "problem": problem_body(refusal_problem(exc))}
             else:
-                entry |= {"status": 200 if admitted.replayed else 202,
+                entry |= {"status": admitted_status(admitted),
                           "job": jobs.job_body(admitted.job)}
                 if admitted.replayed:
                     entry["replayed"] = True
+            items.append((batch_id, index, entry.get("job", {}).get("job_id"),
+                          "problem" in entry))
             results.append(entry)
-        return 207, {"results": results}, None
+        with svc.db.connection() as conn, conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO batch_items (batch_id, idx, job_id, rejected)"
+                                " VALUES (%s, %s, %s, %s)", items)
+            # All answered at once (refused, cached, replays of ended jobs): done already.
+            jobstore.lock_workspace(conn, workspace.id)
+            deliveries = [d for b in webhooks.complete_batches(conn, workspace.id)
+                          for d in webhooks.enqueue(conn, workspace.id, "batch.completed",
+                                                    jobs.batch_progress(conn, workspace.id, b),
+                                                    svc.clock())]
+        jobstore.send_webhooks(svc.publisher, deliveries)
+        return 207, {"batch_id": str(batch_id), "results": results}, None, False
 
     return with_client_key(handle)
+
+
+@bp.get("/enrichment")
+def list_jobs():
+    args = load(list_schema, request.args.to_dict())
+    try:
+        with services().db.connection() as conn:
+            rows, more = jobs.list_jobs(conn, g.workspace.id, **args)
+    except jobs.UnknownCursor:
+        raise validation_problem(ValidationError(
+            {"starting_after": ["No job with this id in this workspace."]})) from None
+    return jsonify({"data": [jobs.job_body(r) for r in rows], "has_more": more})
+
+
+@bp.get("/enrichment/batches/<uuid:batch_id>")
+def get_batch(batch_id: uuid.UUID):
+    with services().db.connection() as conn:
+        body = jobs.batch_progress(conn, g.workspace.id, batch_id)
+    if body is None:
+        raise Problem(404, "Not Found", f"No batch {batch_id} in this workspace.", "not-found")
+    return jsonify(body)
 
 
 @bp.get("/enrichment/usage")

@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from . import docs_schemas as d
 from .billing import CreditPackSchema
 from .privacy import ConsentSchema, ErasureSchema
-from .schemas import BatchSchema, SubmitSchema
+from .schemas import BatchSchema, SubmitSchema, WebhookEndpointSchema
 
 bp = Blueprint("openapi", __name__)
 
@@ -51,6 +51,40 @@ OPERATIONS: dict[str, dict] = {
     "enrichment.get_job": {
         "summary": "A job's status and result",
         "ok": {200: ("The job", d.JobSchema)}, "errors": (*AUTH, 404)},
+    "enrichment.list_jobs": {
+        "summary": "The workspace's jobs, newest first (cursor pages)",
+        "query": [("limit", "1-100 (default 20)", False,
+                   {"type": "integer", "minimum": 1, "maximum": 100}),
+                  ("starting_after", "The last job id of the previous page", False,
+                   {"type": "string", "format": "uuid"}),
+                  ("status", "Only jobs in this status", False,
+                   {"type": "string", "enum": ["queued", "processing", "succeeded", "failed",
+                                               "dead"]}),
+                  ("template", "Only jobs of this template", False, {"type": "string"}),
+                  ("batch_id", "Only jobs of this batch", False,
+                   {"type": "string", "format": "uuid"}),
+                  ("created_after", "ISO 8601, inclusive", False,
+                   {"type": "string", "format": "date-time"}),
+                  ("created_before", "ISO 8601, exclusive", False,
+                   {"type": "string", "format": "date-time"})],
+        "ok": {200: ("A page of jobs", d.JobListSchema)}, "errors": (*AUTH, 422)},
+    "enrichment.get_batch": {
+        "summary": "A batch's progress",
+        "ok": {200: ("The batch", d.BatchProgressSchema)}, "errors": (*AUTH, 404)},
+    "webhook_endpoints.create": {
+        "summary": "Register a URL for job and batch events (its secret is shown only here)",
+        "body": WebhookEndpointSchema,
+        "ok": {201: ("The endpoint, with its secret", d.NewEndpointSchema)},
+        "errors": AUTH + BODY},
+    "webhook_endpoints.list_all": {
+        "summary": "The workspace's webhook endpoints (no secrets)",
+        "ok": {200: ("Endpoints", d.EndpointsSchema)}, "errors": AUTH},
+    "webhook_endpoints.delete": {
+        "summary": "Remove a webhook endpoint",
+        "ok": {204: ("Removed", None)}, "errors": (*AUTH, 404)},
+    "webhook_endpoints.deliveries": {
+        "summary": "An endpoint's delivery log, newest first",
+        "ok": {200: ("Deliveries", d.DeliveriesSchema)}, "errors": (*AUTH, 404)},
     "enrichment.usage": {"summary": "This billing period's usage",
                          "ok": {200: ("Usage", d.UsageSchema)}, "errors": AUTH},
     "enrichment.list_templates": {"summary": "Templates and their fields",
@@ -126,9 +160,10 @@ def build(app: Flask) -> dict:
         params = [{"in": "path", "name": name, "required": True,
                    "schema": {"type": "string", **({"format": "uuid"} if conv == "uuid" else {})}}
                   for conv, name in CONVERTER.findall(rule.rule)]
-        params += [{"in": "query", "name": name, "required": True, "description": text,
-                    "schema": {"type": "string", "minLength": 1}}
-                   for name, text in op.get("query", [])]
+        params += [{"in": "query", "name": q[0], "required": q[2] if len(q) > 2 else True,
+                    "description": q[1],
+                    "schema": q[3] if len(q) > 3 else {"type": "string", "minLength": 1}}
+                   for q in op.get("query", [])]
         if op.get("client_key"):
             params.append({"in": "header", "name": "Idempotency-Key", "required": False,
                            "schema": {"type": "string"},

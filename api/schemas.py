@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from enrichment.leads import subject_identifier
 from enrichment.templates import TEMPLATES
+from enrichment.webhooks import EVENTS as WEBHOOK_EVENTS
 
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
                        re.IGNORECASE)
 METADATA_MAX_KEYS = 20
 BATCH_MAX_LEADS = 100
+MAX_AGE_DAYS = 7  # results answer a repeat for this long
 
 
 class LeadSchema(Schema):
@@ -54,15 +57,18 @@ class SubmitSchema(Schema):
     template = fields.String(required=True, validate=validate.OneOf(sorted(TEMPLATES)))
     lead = fields.Nested(LeadSchema, required=True)
     metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)
+    max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
+                                  validate=validate.Range(0, MAX_AGE_DAYS))
 
     @validates_schema
     def _lead_fits_template(self, data, **kwargs):
         lead, template = data.get("lead"), TEMPLATES.get(data.get("template", ""))
         if lead is None or template is None:
             return
-        if subject_identifier(lead) is None:
+        if subject_identifier(lead, template.person_level) is None:
             raise ValidationError(
-                "A lead needs at least one identifier: email, linkedin_url or domain.", "lead")
+                "A lead needs an identifier: email, linkedin_url, or name with domain or "
+                "company (a person); domain, or company (a company).", "lead")
         if not any(lead.get(f) for f in template.requires_any):
             raise ValidationError(
                 f"Template {template.name!r} needs one of: {', '.join(template.requires_any)}.",
@@ -79,3 +85,30 @@ class BatchSchema(Schema):
     leads = fields.List(fields.Raw(), required=True,
                         validate=validate.Length(min=1, max=BATCH_MAX_LEADS))
     metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)
+    max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
+                                  validate=validate.Range(0, MAX_AGE_DAYS))
+
+
+class ListJobsSchema(Schema):
+    """Query parameters of GET /api/v1/enrichment."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    starting_after = fields.UUID()
+    status = fields.String(validate=validate.OneOf(
+        ["queued", "processing", "succeeded", "failed", "dead"]))
+    template = fields.String(validate=validate.OneOf(sorted(TEMPLATES)))
+    batch_id = fields.UUID()
+    created_after = fields.AwareDateTime(default_timezone=UTC)
+    created_before = fields.AwareDateTime(default_timezone=UTC)
+
+
+class WebhookEndpointSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, validate=validate.Length(min=8, max=2000))
+    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+                         required=True, validate=validate.Length(min=1, max=4))

@@ -16,12 +16,12 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from . import jobs, jobstore
+from . import jobs, jobstore, webhooks
 from .billing.usage import CREDITS_IN_PERIOD, credits, hard_cap, period_bounds
 from .config import Plan
 from .jobstore import Runnable
@@ -46,7 +46,9 @@ class Refused(Exception):
 class Admitted:
     job: dict
     replayed: bool = False
+    cached: bool = False
     runnable: list[Runnable] = field(default_factory=list)  # publish these after commit
+    deliveries: list = field(default_factory=list)  # and these webhook messages
 
 
 def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date) -> str:
@@ -94,10 +96,13 @@ def cap_refusal(conn: Connection, workspace_id: uuid.UUID, cap: int, period: dat
 
 
 def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Template,
-          lead: dict, metadata: dict, now: datetime, slots: int) -> Admitted:
-    """Admit one lead: a new job (runnable if one of the workspace's `slots` is free, else
-    waiting behind its older jobs), or the same-day job it repeats. Raises Refused. Commits
-    its own transaction; the caller publishes `Admitted.runnable` after it returns."""
+          lead: dict, metadata: dict, now: datetime, slots: int, max_age_days: int = 7,
+          batch_id: uuid.UUID | None = None) -> Admitted:
+    """Admit one lead: the same-day job it repeats; else a job answered at once from the
+    subject's success with this template within `max_age_days` (from an earlier day; no
+    unit, no provider call); else a new job (runnable if one of the workspace's `slots` is
+    free, else waiting behind its older jobs). Raises Refused. Commits its own transaction;
+    the caller publishes `Admitted.runnable` and `.deliveries` after it returns."""
     check_region(workspace, template)
     if not template.person_level and not person_level_allowed(
             workspace.region, workspace.person_level_enabled):
@@ -110,15 +115,25 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
                           "level lead is enriched from its company fields only (domain, "
                           "company); this lead has none.",
                           errors=[{"field": "lead", "message": "Give domain or company."}])
-    identifier = subject_identifier(lead)
+    identifier = subject_identifier(lead, template.person_level)
+    if identifier is None:
+        raise Refused(422, "identifier-required", "Unprocessable Content",
+                      "The lead names no one this template can enrich.",
+                      errors=[{"field": "lead", "message": "Give an identifier."}])
     subject = subject_hash(identifier)
     hashes = sorted({subject, *person_hashes(lead)})
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
+    today = datetime.combine(now.astimezone(UTC).date(), time.min, UTC)
     with conn.transaction():
+        jobstore.lock_workspace(conn, workspace.id)
+        cached = jobstore.fresh(conn, workspace.id, subject, template.name,
+                                now - timedelta(days=max_age_days), today) \
+            if max_age_days > 0 else None
         row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
                               queue=plan.queue, subject=subject, persons=person_hashes(lead),
-                              lead=lead, metadata=metadata, key=key, period=period)
+                              lead=lead, metadata=metadata, key=key, period=period,
+                              batch_id=batch_id, cached=cached)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
                 "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
@@ -129,6 +144,10 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
                 raise Refused(403, "subject-suppressed", "Forbidden",
                               "This subject asked not to be enriched (erasure or objection).")
             return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
+        if cached:  # answered from the earlier result: nothing to reserve or to run
+            deliveries = webhooks.job_ended(conn, workspace.id, row["id"], "succeeded")
+            return Admitted(jobs.get_job(conn, workspace.id, row["id"]), cached=True,
+                            deliveries=deliveries)
         cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
         if not reserve_unit(conn, workspace.id, period, cap):
             raise cap_refusal(conn, workspace.id, cap, period)
@@ -161,13 +180,24 @@ def stored_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash
 
 def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash: str,
                  status: int, response: dict) -> None:
-    conn.execute(
-        "INSERT INTO api_idempotency (workspace_id, key, request_hash, status, response)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (workspace_id, key) DO UPDATE"
-        " SET request_hash = excluded.request_hash, status = excluded.status,"
-        "     response = excluded.response, created_at = now()"
-        " WHERE api_idempotency.created_at <= now() - make_interval(hours => %s)",
-        (workspace_id, key, body_hash, status, Jsonb(response), CLIENT_KEY_TTL_HOURS))
+    """Keep the answer for the key — unless a job it shows was erased since it was made: the
+    workspace lock (which erasure takes too) makes "check, then store" one step, so an
+    erased lead is never kept in an answer to replay."""
+    shown = [str(job["job_id"]) for job in ([response] if "job_id" in response else [
+        entry["job"] for entry in response.get("results", []) if "job" in entry])]
+    with conn.transaction():
+        jobstore.lock_workspace(conn, workspace_id)
+        alive = conn.execute("SELECT count(*) AS n FROM enrichment_jobs WHERE id = ANY(%s::uuid[])",
+                             (shown,)).fetchone()["n"]
+        if alive < len(set(shown)):
+            return
+        conn.execute(
+            "INSERT INTO api_idempotency (workspace_id, key, request_hash, status, response)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (workspace_id, key) DO UPDATE"
+            " SET request_hash = excluded.request_hash, status = excluded.status,"
+            "     response = excluded.response, created_at = now()"
+            " WHERE api_idempotency.created_at <= now() - make_interval(hours => %s)",
+            (workspace_id, key, body_hash, status, Jsonb(response), CLIENT_KEY_TTL_HOURS))
 
 
 def expire_caches(conn: Connection, batch: int = 5000) -> dict[str, int]:

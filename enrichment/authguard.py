@@ -4,11 +4,17 @@ keys cannot drain the connection pool that good clients need."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import redis
 
 WINDOW_SECONDS = 60
+KNOWN_SECONDS = 3600  # how long a key that authenticated passes the throttle
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class AuthGuard:
@@ -24,13 +30,25 @@ class AuthGuard:
             keys.append(f"{self.prefix}:key:{key_prefix}:{window}")
         return keys
 
-    def blocked(self, address: str, key_prefix: str | None) -> int | None:
-        """Seconds to wait if this address (or key prefix) failed too often in this window."""
-        counts = self.redis.mget(self._keys(address, key_prefix))
+    def check(self, address: str, key_prefix: str | None, key: str) -> tuple[int | None, bool]:
+        """(seconds to wait if this address or key prefix failed too often in this window,
+        whether this very key authenticated lately). A known key is never held back: guessing
+        at a customer's key prefix, or failing from behind the same address, never locks its
+        owner out. One Redis round trip."""
+        known = f"{self.prefix}:ok:{key_prefix}" if key_prefix else None
+        values = self.redis.mget([*self._keys(address, key_prefix), *([known] if known else [])])
+        counts = values[:2] if key_prefix else values[:1]
+        if known and values[-1] is not None and values[-1].decode() == _digest(key):
+            return None, True
         limits = (self.per_address, self.per_prefix)
         if any(int(n or 0) >= limit for n, limit in zip(counts, limits, strict=False)):
-            return WINDOW_SECONDS - int(time.time() % WINDOW_SECONDS)
-        return None
+            return WINDOW_SECONDS - int(time.time() % WINDOW_SECONDS), False
+        return None, False
+
+    def succeeded(self, key_prefix: str, key: str) -> None:
+        """Remember that this key authenticated (a digest; the database still decides every
+        request, so a revoked key stays refused)."""
+        self.redis.set(f"{self.prefix}:ok:{key_prefix}", _digest(key), ex=KNOWN_SECONDS)
 
     def failed(self, address: str, key_prefix: str | None) -> None:
         with self.redis.pipeline(transaction=False) as pipe:

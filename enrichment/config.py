@@ -144,6 +144,8 @@ class Settings:
     auth_fails_per_key: int = 10
     metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust for the client address
+    webhooks_allow_private_urls: bool = False  # development and tests: http, private hosts
+    webhook_endpoint_concurrency: int = 2  # deliveries to one endpoint at once
     db_pool_max: int = 10
     retention_raw_days: int = 90
     retention_summary_days: int = 365
@@ -203,6 +205,10 @@ class Settings:
             auth_fails_per_key=_int(env, "AUTH_FAILS_PER_KEY", cls.auth_fails_per_key),
             metrics_token=env.get("METRICS_TOKEN") or None,
             trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
+            webhooks_allow_private_urls=(env.get("WEBHOOKS_ALLOW_PRIVATE_URLS") or "").lower()
+            in ("1", "true", "yes"),
+            webhook_endpoint_concurrency=_int(env, "WEBHOOK_ENDPOINT_CONCURRENCY",
+                                              cls.webhook_endpoint_concurrency),
             lost_message_seconds=_int(env, "LOST_MESSAGE_SECONDS", cls.lost_message_seconds),
             retention_raw_days=_int(env, "RETENTION_RAW_DAYS", cls.retention_raw_days),
             retention_summary_days=_int(

@@ -1,5 +1,5 @@
-"""Reading jobs: one job with its result and usage, and the job body the API shows. Every
-write that changes a job's state is in `jobstore`."""
+"""Reading jobs: one job with its result and usage, lists of them, a batch's progress, and the
+bodies the API shows. Every write that changes a job's state is in `jobstore`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from psycopg import Connection
 
 from .jobstore import JobStatus
 
-JOB_QUERY = """
+SELECT_JOBS = """
 SELECT j.*, r.fields, r.citations, r.completeness,
        u.units, u.tokens, u.searches, u.social_requests, u.cost_estimate_usd
 FROM enrichment_jobs j
 LEFT JOIN enrichment_results r ON r.job_id = j.id AND r.workspace_id = j.workspace_id
 LEFT JOIN enrichment_usage u ON u.job_id = j.id AND u.workspace_id = j.workspace_id
-WHERE j.workspace_id = %s AND j.id = %s
 """
+JOB_QUERY = SELECT_JOBS + "WHERE j.workspace_id = %s AND j.id = %s"
 
 
 def get_job(conn: Connection, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict | None:
@@ -49,6 +49,7 @@ def job_body(row: dict) -> dict:
         }
     return {
         "job_id": str(row["id"]),
+        "batch_id": str(row["batch_id"]) if row.get("batch_id") else None,
         "status": JobStatus(row["status"]).public,
         "template": row["template"],
         "queue": row["queue"],
@@ -58,7 +59,76 @@ def job_body(row: dict) -> dict:
         "error": row["error"],
         "result": result,
         "usage": usage,
+        "cached": row.get("cached_from") is not None,
+        "cached_from": str(row["cached_from"]) if row.get("cached_from") else None,
+        "match": row.get("match"),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "completed_at": iso(row["completed_at"]),
     }
+
+
+# The statuses a customer filters by, and the states behind each.
+PUBLIC_STATUSES = {"queued": ("waiting", "queued"), "processing": ("processing",),
+                   "succeeded": ("succeeded",), "failed": ("failed",), "dead": ("dead",)}
+
+
+class UnknownCursor(LookupError):
+    """`starting_after` names no job of this workspace."""
+
+
+def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
+              starting_after: uuid.UUID | None = None, status: str | None = None,
+              template: str | None = None, batch_id: uuid.UUID | None = None,
+              created_after=None, created_before=None) -> tuple[list[dict], bool]:
+    """A page of the workspace's jobs, newest first (created_at, then id: a stable order),
+    and whether another page follows. Cursor pages never repeat or skip a job, whatever is
+    submitted meanwhile (new jobs sort before the cursor)."""
+    where, args = ["j.workspace_id = %s"], [workspace_id]
+    if starting_after is not None:
+        cursor = conn.execute("SELECT created_at, id FROM enrichment_jobs WHERE id = %s"
+                              " AND workspace_id = %s", (starting_after, workspace_id)
+                              ).fetchone()
+        if cursor is None:
+            raise UnknownCursor(str(starting_after))
+        where.append("(j.created_at, j.id) < (%s, %s)")
+        args += [cursor["created_at"], cursor["id"]]
+    if status is not None:
+        where.append("j.status = ANY(%s)")
+        args.append(list(PUBLIC_STATUSES[status]))
+    for column, op, value in (("template", "=", template), ("batch_id", "=", batch_id),
+                              ("created_at", ">=", created_after),
+                              ("created_at", "<", created_before)):
+        if value is not None:
+            where.append(f"j.{column} {op} %s")
+            args.append(value)
+    rows = conn.execute(
+        SELECT_JOBS + "WHERE " + " AND ".join(where)
+        + " ORDER BY j.created_at DESC, j.id DESC LIMIT %s", [*args, limit + 1]).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def batch_progress(conn: Connection, workspace_id: uuid.UUID, batch_id: uuid.UUID
+                   ) -> dict | None:
+    """A batch's progress: its leads by their job's public status (refused ones as
+    `rejected`; one whose job was erased as `failed`), and whether it is done."""
+    row = conn.execute(
+        "SELECT b.id, b.template, b.created_at, b.total,"
+        " count(*) FILTER (WHERE i.rejected) AS rejected,"
+        " count(*) FILTER (WHERE j.status IN ('waiting', 'queued')) AS queued,"
+        " count(*) FILTER (WHERE j.status = 'processing') AS processing,"
+        " count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,"
+        " count(*) FILTER (WHERE j.status = 'failed'"
+        "  OR (i.job_id IS NULL AND NOT i.rejected)) AS failed,"
+        " count(*) FILTER (WHERE j.status = 'dead') AS dead"
+        " FROM batches b JOIN batch_items i ON i.batch_id = b.id"
+        " LEFT JOIN enrichment_jobs j ON j.id = i.job_id"
+        " WHERE b.id = %s AND b.workspace_id = %s GROUP BY b.id",
+        (batch_id, workspace_id)).fetchone()
+    if row is None:
+        return None
+    counts = {k: int(row[k]) for k in ("queued", "processing", "succeeded", "failed", "dead",
+                                       "rejected")}
+    return {"batch_id": str(row["id"]), "template": row["template"],
+            "created_at": iso(row["created_at"]), "total": row["total"], "counts": counts,
+            "done": counts["queued"] + counts["processing"] == 0}

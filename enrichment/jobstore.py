@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -118,28 +118,60 @@ def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None)
 
 INSERT = (
     "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
-    " person_hashes, lead, metadata, idempotency_key, billing_period, status)"
+    " person_hashes, lead, metadata, idempotency_key, billing_period, batch_id, status,"
+    " cached_from, match, started_at, completed_at)"
     " SELECT %(id)s, %(ws)s, %(template)s, %(queue)s, %(subject)s, %(persons)s, %(lead)s,"
-    "  %(metadata)s, %(key)s, %(period)s, 'waiting' WHERE NOT EXISTS ("
+    "  %(metadata)s, %(key)s, %(period)s, %(batch)s, %(status)s, %(cached_from)s,"
+    "  %(match)s, %(done_at)s, %(done_at)s WHERE NOT EXISTS ("
     "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s"
     "  AND subject_hash = ANY(%(hashes)s))"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 )
 
+FRESH = (
+    "SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
+    " JOIN enrichment_results r ON r.job_id = j.id"
+    " WHERE j.workspace_id = %(ws)s AND j.subject_hash = %(subject)s"
+    " AND j.template = %(template)s AND j.status = 'succeeded' AND j.raw_purged_at IS NULL"
+    " AND j.completed_at >= %(since)s AND j.created_at < %(today)s"
+    " ORDER BY j.completed_at DESC LIMIT 1"
+)
+
+
+def fresh(conn: Connection, workspace_id: uuid.UUID, subject: str, template: str,
+          since: datetime, today: datetime) -> dict | None:
+    """The subject's latest success with the template since `since`, from before today."""
+    return conn.execute(FRESH, {"ws": workspace_id, "subject": subject, "template": template,
+                                "since": since, "today": today}).fetchone()
+
 
 def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
-           period: date) -> dict | None:
-    """A new job, waiting; None if any of its subject's identifiers is suppressed or the
-    idempotency key exists. The workspace row is locked first, in its own statement: the
-    suppression check then sees an erasure that committed while this waited for the lock,
-    and `fill` an exact count."""
-    lock_workspace(conn, workspace_id)
-    return conn.execute(INSERT, {
+           period: date, batch_id: uuid.UUID | None = None,
+           cached: dict | None = None) -> dict | None:
+    """A new job — waiting, or, answered from `cached` (an earlier success), succeeded at
+    once with a copy of its result and a 0-unit usage row; None if any of its subject's
+    identifiers is suppressed or the idempotency key exists. The caller has locked the
+    workspace row (`lock_workspace`) in an earlier statement: the suppression check then sees
+    an erasure that committed while it waited for the lock, and `fill` an exact count."""
+    row = conn.execute(INSERT, {
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
-        "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key,
-        "period": period}).fetchone()
+        "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key, "period": period,
+        "batch": batch_id, "status": JobStatus.SUCCEEDED if cached else JobStatus.WAITING,
+        "cached_from": cached["id"] if cached else None,
+        "match": cached["match"] if cached else None,
+        "done_at": datetime.now(UTC) if cached else None}).fetchone()
+    if row is not None and cached:
+        conn.execute(
+            "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template,"
+            " fields, citations, completeness, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + interval '7 days')",
+            (row["id"], workspace_id, key, template, Jsonb(cached["fields"]),
+             Jsonb(cached["citations"]), cached["completeness"]))
+        conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units)"
+                     " VALUES (%s, %s, %s, 0)", (workspace_id, row["id"], template))
+    return row
 
 
 SUPPRESSED = (
@@ -184,11 +216,13 @@ class Outcome:
     result: tuple | None = None  # (fields, citations, completeness) of a success
     dead_letter: bool = False
     retries: int = 0  # failed provider attempts in this run, added to `attempts`
+    match: bool | None = None  # a success: did it find anything (0 units when not)
+    deliveries: list = field(default_factory=list)  # webhook messages written: publish them
 
 
 SETTLE = (
     "WITH ws AS (SELECT id FROM workspaces WHERE id = %(ws)s FOR NO KEY UPDATE)"
-    " UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s,"
+    " UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s, match = %(match)s,"
     " attempts = attempts + %(retries)s, completed_at = now(), lease_token = NULL,"
     " lease_until = NULL"
     " WHERE id = %(id)s AND workspace_id = (SELECT id FROM ws) AND status = 'processing'"
@@ -207,7 +241,7 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
     with conn.transaction():
         done = conn.execute(SETTLE.format(fence=fence), {
             "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
-            "error": outcome.error, "retries": outcome.retries,
+            "error": outcome.error, "retries": outcome.retries, "match": outcome.match,
             "token": job.get("lease_token")}).fetchone()
         if done is None:
             return None
@@ -220,7 +254,7 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
                 (job["id"], job["workspace_id"], job["idempotency_key"], job["template"],
                  Jsonb(fields), Jsonb(citations), completeness),
             )
-        else:
+        if outcome.units == 0:  # failed, dead, or found nothing: the unit goes back
             release_unit(conn, job["workspace_id"], done["billing_period"])
         if outcome.dead_letter:
             conn.execute(
@@ -246,6 +280,10 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
              outcome.searches, outcome.social_requests, outcome.max_tokens,
              outcome.max_searches, outcome.cost_estimate_usd),
         )
+        from . import webhooks  # it reads job bodies (jobs imports this module)
+
+        outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
+                                                 outcome.status)
         return fill(conn, job["workspace_id"], limit)
 
 
@@ -289,6 +327,17 @@ def publish(pool: ConnectionPool, publisher: Publisher, job: Runnable) -> bool:
 def publish_all(pool: ConnectionPool, publisher: Publisher, runnable: list[Runnable]) -> None:
     for job in runnable:
         publish(pool, publisher, job)
+
+
+def send_webhooks(publisher: Publisher, deliveries: list) -> None:
+    """Send committed webhook messages to their queue (the webhook sweeper sends any this
+    misses)."""
+    send = getattr(publisher, "send_webhook", None)
+    for delivery_id in deliveries if send is not None else ():
+        try:
+            send(str(delivery_id))
+        except Exception:
+            log.exception("webhook %s not queued; the sweeper will", delivery_id)
 
 
 def relay_outbox(pool: ConnectionPool, publisher: Publisher, older_than_seconds: int,

@@ -111,6 +111,7 @@ def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FE
             svc.db, job["workspace_id"], svc.settings.slots(job["plan"])))
         return False
     jobstore.publish_all(svc.db, svc.publisher, runnable)
+    jobstore.send_webhooks(svc.publisher, outcome.deliveries)
     JOBS_FINISHED.labels(outcome.status).inc()
     if outcome.dead_letter:
         DEAD_LETTERS.labels(outcome.status).inc()
@@ -193,6 +194,9 @@ def _run(svc: Services, job: dict) -> str:
     )
     # Only company fields leave for a company-level job where person-level is off.
     lead = job["lead"] if template.person_level or person_level else company_only(job["lead"])
+    if not lead:  # nothing but personal fields, which may not be used here: no paid call
+        error = "person-level enrichment is off for this workspace and the lead has no company"
+        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
     research = social = None
     try:
         if RESEARCH in template.providers:
@@ -222,9 +226,12 @@ def _run(svc: Services, job: dict) -> str:
         return status
 
     fields, citations, completeness = assemble(template, research, social)
+    # Charged only for a match: something found (a field or a citation).
+    match = any(fields.values()) or bool(citations)
     outcome = _spent(svc, policy.spend, Outcome(
-        JobStatus.SUCCEEDED, units=1, max_tokens=max_tokens, max_searches=max_searches,
-        result=(fields, citations, completeness), retries=retries))
+        JobStatus.SUCCEEDED, units=1 if match else 0, max_tokens=max_tokens,
+        max_searches=max_searches, result=(fields, citations, completeness), retries=retries,
+        match=match))
     if not _finish(svc, job, outcome):
         return "lost"
     COMPLETENESS.labels(template.name).observe(completeness)

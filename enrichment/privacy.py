@@ -20,22 +20,26 @@ from . import jobs, jobstore
 from .jobstore import TERMINAL
 from .leads import normalise, subject_hash
 
-MATCHES = ("workspace_id = %(ws)s AND (subject_hash = %(h)s"
-           " OR person_hashes @> ARRAY[%(h)s]::text[])")
 # A subject's jobs: keyed by, or carrying, any of its identifiers.
 OF_SUBJECT = ("workspace_id = %(ws)s AND (subject_hash = ANY(%(hashes)s)"
               " OR person_hashes && %(hashes)s::text[])")
 
 
 def subject_hashes(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> list[str]:
-    """The identifier's hash and those of every personal identifier found beside it in this
-    workspace's jobs: what an erasure or objection suppresses."""
-    h = subject_hash(identifier)
-    row = conn.execute(
-        "SELECT array_agg(DISTINCT p) AS hashes"  # noqa: S608 (constant)
-        " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + MATCHES,
-        {"ws": workspace_id, "h": h}).fetchone()
-    return sorted({h, *(row["hashes"] or [])})
+    """The identifier's hash and those of every personal identifier linked to it through this
+    workspace's jobs — transitively (jane@a and a LinkedIn URL in one job, that URL and
+    jane@b in another: all three): what an erasure or objection suppresses."""
+    found = {subject_hash(identifier)}
+    for _ in range(10):  # links are short chains; the bound only guards against pathologies
+        row = conn.execute(
+            "SELECT array_agg(DISTINCT p) AS hashes"  # noqa: S608 (constant)
+            " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + OF_SUBJECT,
+            {"ws": workspace_id, "hashes": sorted(found)}).fetchone()
+        more = set(row["hashes"] or []) - found
+        if not more:
+            break
+        found |= more
+    return sorted(found)
 
 
 def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
@@ -118,6 +122,7 @@ def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) 
     lifts an objection, never an erasure."""
     subject = subject_hash(consent.identifier)
     with conn.transaction():
+        jobstore.lock_workspace(conn, workspace_id)  # as erasure: links seen whole
         row = conn.execute(
             "INSERT INTO consents (id, workspace_id, subject_hash, purpose, basis, granted,"
             " source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",

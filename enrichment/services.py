@@ -28,7 +28,8 @@ from .ratelimit import RateLimiter, minute_key
 
 # Errors that mean "a backing service is unreachable right now": the API answers 503 with
 # Retry-After, tasks retry.
-UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, redis.ConnectionError, redis.TimeoutError)
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
+               redis.exceptions.OutOfMemoryError)
 
 
 @dataclass

@@ -72,3 +72,5 @@ TEMPLATES: dict[str, Template] = {
         ),
     )
 }
+
+COMPANY_TEMPLATES = [t.name for t in TEMPLATES.values() if not t.person_level]

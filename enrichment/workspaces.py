@@ -17,6 +17,7 @@ from datetime import datetime
 from psycopg import Connection
 
 from .config import Plans
+from .templates import COMPANY_TEMPLATES
 
 KEY_SCHEME = "lek"
 PREFIX_BYTES = 6  # 12 hex chars
@@ -64,14 +65,25 @@ def create_workspace(
 
 def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
                person_level_enabled: bool | None = None) -> None:
+    """Move a workspace to a region. Where person-level enrichment ends up off, the personal
+    fields (name, e-mail, LinkedIn URL) of its company-level jobs are removed: a company-level
+    job there holds and sends company fields only."""
     if region not in ("us", "eu"):
         raise ValueError("region must be 'us' or 'eu'")
-    cur = conn.execute(
-        "UPDATE workspaces SET region = %s,"
-        " person_level_enabled = coalesce(%s, person_level_enabled) WHERE id = %s",
-        (region, person_level_enabled, workspace_id))
-    if cur.rowcount != 1:
-        raise LookupError(f"no workspace {workspace_id}")
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE workspaces SET region = %s,"
+            " person_level_enabled = coalesce(%s, person_level_enabled) WHERE id = %s"
+            " RETURNING region, person_level_enabled",
+            (region, person_level_enabled, workspace_id)).fetchone()
+        if row is None:
+            raise LookupError(f"no workspace {workspace_id}")
+        if not person_level_allowed(row["region"], row["person_level_enabled"]):
+            conn.execute(
+                "UPDATE enrichment_jobs SET lead = lead - 'name' - 'email' - 'linkedin_url'"
+                " WHERE workspace_id = %s AND template = ANY(%s)"
+                " AND lead ?| array['name', 'email', 'linkedin_url']",
+                (workspace_id, COMPANY_TEMPLATES))
 
 
 def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:

@@ -107,6 +107,9 @@ def main() -> int:
     commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "api.wsgi:app"]
     commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8"),
                           "--loglevel", "INFO"]
+    # Webhook deliveries: their own queue and workers (threads: they mostly wait on receivers).
+    commands["webhooks"] = [*celery, "worker", "-Q", "webhooks", "-P", "threads", "-c", "8",
+                            "-n", "webhooks@%h", "--loglevel", "INFO"]
     commands["beat"] = [*celery, "beat", "--loglevel", "INFO",
                         "--schedule", str(RUN / "celerybeat-schedule")]
     if HOST in LOOPBACK or env.get("FLOWER_BASIC_AUTH"):
@@ -149,6 +152,7 @@ def main() -> int:
   API        http://127.0.0.1:{API_PORT}   (readiness: /readyz)
   Flower     http://127.0.0.1:{FLOWER_PORT}   (queues elite / pro / core)
   Worker     every queue of workers/celery_app.py (maintenance + the plans' tiers)
+  Webhooks   the webhooks queue (its own worker: a slow receiver holds up no job)
   Beat       schedule in beat_schedule.py
   Simulator  {sim}
   Metrics    http://127.0.0.1:{API_PORT}/metrics   (alerts: enrichment alerts)

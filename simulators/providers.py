@@ -49,6 +49,7 @@ class SimConfig:
     outage_retry_after: str = ""  # the Retry-After header sent with it, if any
     agent_failed_rate: float = 0.0  # share of agent runs answered 200 with status "failed"
     null_rate: float = 0.1  # share of fields the "model" could not find
+    found_nothing: bool = False  # no field, no source, no profile: a lead with no match
     perplexity_rps: float = 0.0  # 0 = unlimited
     social_rps: float = 0.0
 
@@ -197,9 +198,10 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         steps = max(1, int(body.get("max_steps") or 1))
         slug = _slug(_company(prompt))
         searches = min(steps, 1 + rng.randint(0, 2))
-        output = [{"type": "search_results", "results": _sources(rng, slug, 2)}
+        output = [{"type": "search_results",
+                   "results": [] if cfg.found_nothing else _sources(rng, slug, 2)}
                   for _ in range(searches)]
-        text = json.dumps(_answer(prompt, rng, cfg.null_rate))
+        text = json.dumps(_answer(prompt, rng, 1.0 if cfg.found_nothing else cfg.null_rate))
         output.append({"type": "message", "role": "assistant", "status": "completed",
                        "content": [{"type": "output_text", "text": text, "annotations": []}]})
         usage = _usage(prompt, text, body.get("max_output_tokens"), searches)
@@ -218,8 +220,9 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
                           if isinstance(m, dict))
         rng = _rng("chat", prompt)
         searches = 1 + rng.randint(0, 2)
-        results = _sources(rng, _slug(_company(prompt)), 3)
-        text = "```json\n" + json.dumps(_answer(prompt, rng, cfg.null_rate)) + "\n```"
+        results = [] if cfg.found_nothing else _sources(rng, _slug(_company(prompt)), 3)
+        text = "```json\n" + json.dumps(
+            _answer(prompt, rng, 1.0 if cfg.found_nothing else cfg.null_rate)) + "\n```"
         usage = _usage(prompt, text, body.get("max_tokens"), searches)
         return jsonify({
             "id": "chat-sim", "object": "chat.completion", "model": body.get("model"),
@@ -243,8 +246,8 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
                  "www.facebook.com", "instagram": "www.instagram.com", "github": "github.com",
                  "youtube": "www.youtube.com/@", "tiktok": "www.tiktok.com/@",
                  "pinterest": "www.pinterest.com", "snapchat": "www.snapchat.com/add"}
-        data = {n: ([f"https://{hosts.get(n, n + '.com')}/{handle}"] if rng.random() < 0.8
-                    else []) for n in networks}
+        data = {n: ([f"https://{hosts.get(n, n + '.com')}/{handle}"]
+                    if rng.random() < 0.8 and not cfg.found_nothing else []) for n in networks}
         return jsonify({"status": "OK", "request_id": f"sim-{handle}", "data": data})
 
     @app.route("/_sim/config", methods=["GET", "POST"])

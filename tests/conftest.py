@@ -23,7 +23,8 @@ os.environ.update(
     PERPLEXITY_API_KEY="test-pplx-key",
     SOCIAL_LINKS_API_KEY="test-social-key",
     PROVIDER_MAX_ATTEMPTS="4",
-)
+    WEBHOOKS_ALLOW_PRIVATE_URLS="true",  # receivers run on this machine; the guard's own
+)                                        # tests turn it back on
 for var in ("STRIPE_API_KEY", "POSTHOG_API_KEY", "PLANS_FILE"):
     os.environ.pop(var, None)
 # Every process of the run (this one, the worker subprocesses) writes its metrics here.

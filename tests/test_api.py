@@ -98,7 +98,8 @@ def test_oversized_body_is_413(client, auth):
     ({"template": "nope", "lead": LEAD["lead"]}, "template"),
     ({"lead": LEAD["lead"]}, "template"),
     ({"template": "person_basic"}, "lead"),
-    ({"template": "person_basic", "lead": {"name": "Jane", "company": "Acme"}}, "lead"),
+    ({"template": "person_basic", "lead": {"name": "Jane"}}, "lead"),  # a name alone: nobody
+    ({"template": "company_profile", "lead": {"name": "Jane"}}, "lead"),
     ({"template": "person_basic", "lead": {"email": "not-an-email"}}, "lead.email"),
     ({"template": "company_profile", "lead": {"domain": "not a domain"}}, "lead.domain"),
     ({"template": "person_social", "lead": {"linkedin_url": "https://evil.example/in/x"}},

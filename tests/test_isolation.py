@@ -20,6 +20,12 @@ def test_a_never_sees_or_touches_bs_data(client, make_workspace, db, simulator):
     client.post("/api/v1/privacy/consents", headers=b_h, json={
         "identifier": LEAD["email"], "purpose": "enrichment", "basis": "consent",
         "granted": True, "source": "form"})
+    b_batch = client.post("/api/v1/enrichment/batch", headers=b_h, json={
+        "template": "company_profile", "leads": [{"domain": "globex.com"}]}).get_json()[
+        "batch_id"]
+    b_endpoint = client.post("/api/v1/webhook-endpoints", headers=b_h, json={
+        "url": "http://127.0.0.1:9/hook", "events": ["job.succeeded"]}).get_json()["id"]
+    ids = {"{job_id}": b_job, "{batch_id}": b_batch, "{endpoint_id}": b_endpoint}
 
     # The same lead and the same Idempotency-Key in A make A's own job, not B's.
     a_job = client.post("/api/v1/enrichment", headers=a_h | {"Idempotency-Key": "same"},
@@ -33,10 +39,13 @@ def test_a_never_sees_or_touches_bs_data(client, make_workspace, db, simulator):
     paths = client.get("/openapi.json").get_json()["paths"]
     walked = set()
     for path, ops in paths.items():
-        if "{job_id}" in path:
-            resp = client.get(path.replace("{job_id}", b_job), headers=a_h)
-            assert resp.status_code == 404, path
-            walked.add(path)
+        for param, value in ids.items():
+            if param in path:
+                for method in ops:
+                    resp = client.open(path.replace(param, value), method=method.upper(),
+                                       headers=a_h)
+                    assert resp.status_code == 404, (method, path)
+                walked.add(path)
         if "{identifier}" in path:
             # A erases its own job of that subject (and suppresses it in A): B's stay.
             assert client.delete(path.replace("{identifier}", LEAD["email"]),
@@ -53,9 +62,19 @@ def test_a_never_sees_or_touches_bs_data(client, make_workspace, db, simulator):
                                headers=a_h).status_code == 204
             walked.add(path)
     assert walked == {"/api/v1/enrichment/{job_id}", "/api/v1/privacy/subjects/{identifier}",
-                      "/api/v1/privacy/export", "/api/v1/privacy/erasures"}
+                      "/api/v1/privacy/export", "/api/v1/privacy/erasures",
+                      "/api/v1/enrichment/batches/{batch_id}",
+                      "/api/v1/webhook-endpoints/{endpoint_id}",
+                      "/api/v1/webhook-endpoints/{endpoint_id}/deliveries"}
+    listed = client.get("/api/v1/enrichment", headers=a_h).get_json()["data"]
+    assert b_job not in {j["job_id"] for j in listed}
+    assert client.get("/api/v1/enrichment", headers=a_h,
+                      query_string={"batch_id": b_batch}).get_json()["data"] == []
+    assert client.get("/api/v1/webhook-endpoints", headers=a_h).get_json()["data"] == []
 
-    # B still has everything: its job, result, consent, and no suppression from A's erase.
+    # B still has everything: its job, result, consent, endpoint, and no suppression.
+    assert [e["id"] for e in client.get("/api/v1/webhook-endpoints", headers=b_h).get_json()[
+        "data"]] == [b_endpoint]
     job = client.get(f"/api/v1/enrichment/{b_job}", headers=b_h)
     assert job.status_code == 200 and job.get_json()["result"]
     export = client.get("/api/v1/privacy/export", query_string={"identifier": LEAD["email"]},

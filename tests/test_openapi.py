@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +22,7 @@ def test_every_route_is_in_the_document(app):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<uuid:job_id>", "{job_id}").replace(
-            "<path:identifier>", "{identifier}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         assert path in paths, rule.rule
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in paths[path], (rule.rule, method)
@@ -40,11 +40,14 @@ def test_docs_page_renders_without_external_assets(client):
 def fuzz_app(db, monkeypatch):
     """The app with limits the fuzzer will not hit, and no publishing."""
     from api import create_app
+    from enrichment.authguard import AuthGuard
     from enrichment.workspaces import create_workspace
 
     monkeypatch.setattr(db.publisher, "publish", lambda *a: None)
+    # Generated bad keys are answered 401, not throttled (the throttle has its own tests).
     svc = replace(db, settings=replace(db.settings, plans=load_plans(FUZZ_PLANS),
-                                       stripe_webhook_secret="whsec_fuzz"))
+                                       stripe_webhook_secret="whsec_fuzz"),
+                  auth_guard=AuthGuard(db.redis, per_address=10**9, per_prefix=10**9))
     with svc.db.connection() as conn:
         _, key = create_workspace(conn, svc.settings.plans, "Fuzz", "bench")
     app = create_app(services=svc)

@@ -233,3 +233,67 @@ def test_requests_over_the_limit_raise_one_throttled_event_per_window(client, ma
                 for _ in range(6)]
     assert statuses.count(429) >= 4
     assert [e[0] for e in captured_events].count("enrichment_throttled") == 1
+
+
+# --- found in review -----------------------------------------------------------------------
+
+def test_an_eu_company_lead_with_a_company_name_but_no_domain_is_accepted(client,
+                                                                        make_workspace, db):
+    _, key = make_workspace(region="eu")
+    resp = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "company_profile", "lead": {"email": "jane@acme.com", "company": "Acme"}})
+    assert resp.status_code == 202 and resp.get_json()["lead"] == {"company": "Acme"}
+
+
+def test_two_people_of_one_company_are_two_subjects_and_erasure_finds_the_named_one(
+        client, make_workspace, db):
+    _, key = make_workspace()
+    jane = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social",
+        "lead": {"name": "Jane Doe", "domain": "acme.com", "email": "jane@acme.com"}})
+    jane_by_name = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_basic", "lead": {"name": "Jane  Doe", "domain": "acme.com"}})
+    bob = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_basic", "lead": {"name": "Bob Roe", "domain": "acme.com"}})
+    assert bob.status_code == 202 and bob.get_json()["lead"]["name"] == "Bob Roe"
+    client.post("/api/v1/privacy/erasures", headers=h(key), json={"identifier": "jane@acme.com"})
+    for gone in (jane, jane_by_name):
+        assert job_row(db, gone.get_json()["job_id"]) is None
+    assert job_row(db, bob.get_json()["job_id"]) is not None
+    again = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social", "lead": {"name": "Jane Doe", "company": "x",
+                                              "domain": "acme.com"}})
+    assert again.status_code == 403
+
+
+def test_erasure_follows_identifiers_across_jobs(client, make_workspace, db):
+    ws, key = make_workspace()
+    url = "https://www.linkedin.com/in/janedoe"
+    for lead in ({"email": "jane@a.com", "linkedin_url": url}, {"email": "jane@b.com",
+                 "linkedin_url": url}, {"email": "jane@b.com", "name": "Jane"}):
+        admit(db, ws, lead)
+    client.post("/api/v1/privacy/erasures", headers=h(key), json={"identifier": "jane@a.com"})
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs").fetchone()["n"] == 0
+    assert client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social", "lead": {"email": "jane@b.com"}}).status_code == 403
+
+
+def test_guessing_at_a_key_prefix_does_not_lock_its_owner_out(client, make_workspace, db):
+    _, key = make_workspace()
+    assert client.get("/api/v1/templates", headers=h(key)).status_code == 200
+    prefix = key.split("_")[1]
+    for i in range(db.settings.auth_fails_per_key + 5):
+        client.get("/api/v1/templates", environ_base={"REMOTE_ADDR": f"10.1.0.{i}"},
+                   headers=h(f"lek_{prefix}_guess{i}"))
+    assert client.get("/api/v1/templates", environ_base={"REMOTE_ADDR": "10.2.0.1"},
+                      headers=h(key)).status_code == 200
+
+
+def test_an_answer_showing_an_erased_job_is_not_kept_for_replay(make_workspace, db):
+    ws, _ = make_workspace()
+    gone = str(admit(db, ws, {"email": "jane@acme.com"}).job["id"])
+    with db.db.connection() as conn:
+        privacy.erase(conn, ws.id, "jane@acme.com", slots=1)
+        admission.store_answer(conn, ws.id, "k1", "h", 202, {"job_id": gone})
+        assert conn.execute("SELECT count(*) AS n FROM api_idempotency").fetchone()["n"] == 0

@@ -7,6 +7,8 @@ import redis
 from .celery_app import TIER_QUEUES, app
 
 RUN_JOB = "enrichment.run_job"
+DELIVER_WEBHOOK = "enrichment.deliver_webhook"
+WEBHOOKS_QUEUE = "webhooks"  # consumed by its own workers (a slow receiver holds up nothing)
 UNACKED = "unacked"  # kombu's Redis transport keeps delivered, unacknowledged messages here
 
 
@@ -24,6 +26,15 @@ class CeleryPublisher:
             return
         with app.connection_for_write(self.broker_url) as conn:
             app.send_task(RUN_JOB, args=[job_id], queue=queue, connection=conn)
+
+    def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
+        if self.broker_url is None:
+            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOKS_QUEUE,
+                          countdown=countdown)
+            return
+        with app.connection_for_write(self.broker_url) as conn:
+            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOKS_QUEUE,
+                          countdown=countdown, connection=conn)
 
     def in_broker(self) -> int | None:
         """Messages in the tier queues plus those delivered and not acknowledged (Redis

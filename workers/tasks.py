@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
-from enrichment import admission, alerts, pipeline, privacy
+from enrichment import admission, alerts, jobstore, pipeline, privacy, webhooks
 from enrichment.billing import jobs as billing_jobs
 from enrichment.config import Settings
 from enrichment.services import UNAVAILABLE, Services, build_services
 
 from .celery_app import app
-from .publisher import CeleryPublisher
+from .publisher import WEBHOOKS_QUEUE, CeleryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,30 @@ def relay_outbox() -> dict:
     if any(done.values()):
         log.info("outbox relay: %s", done)
     return done
+
+
+@app.task(name="enrichment.deliver_webhook", base=EnrichmentTask, queue=WEBHOOKS_QUEUE)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt at a webhook delivery; a retry due within a minute (the first ones) or an
+    endpoint busy with others is re-sent here, later ones by the webhook sweeper."""
+    svc = services()
+    attempt = webhooks.deliver(svc.db, delivery_id,
+                               allow_private=svc.settings.webhooks_allow_private_urls,
+                               concurrency=svc.settings.webhook_endpoint_concurrency)
+    delay = 1.0 if attempt.busy else attempt.retry_in
+    if delay is not None and delay <= 60:
+        CeleryPublisher().send_webhook(delivery_id, countdown=delay)
+    return attempt.outcome
+
+
+@app.task(name="enrichment.sweep_webhooks", base=EnrichmentTask)
+def sweep_webhooks() -> int:
+    """Send again the deliveries whose attempt is overdue (long backoffs, lost messages,
+    workers that died mid-attempt)."""
+    svc = services()
+    overdue = webhooks.overdue(svc.db)
+    jobstore.send_webhooks(svc.publisher, overdue)
+    return len(overdue)
 
 
 @app.task(name="enrichment.expire_caches", base=EnrichmentTask)

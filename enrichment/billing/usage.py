@@ -243,6 +243,11 @@ def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime
         "  AND period = %(period)s) AS reserved",
         {"ws": workspace["id"], "period": period, **bounds}).fetchone()
     credit_units, reserved = int(extra["credits"]), int(extra["reserved"] or 0)
+    found = conn.execute(
+        "SELECT count(*) FILTER (WHERE match) AS matched,"
+        " count(*) FILTER (WHERE NOT match) AS unmatched FROM enrichment_jobs"
+        " WHERE workspace_id = %(ws)s AND status = 'succeeded' AND completed_at >= %(start)s"
+        " AND completed_at < %(end)s", {"ws": workspace["id"], **bounds}).fetchone()
     days = compute(conn, plans, period, now.date(), workspace["id"]).get(workspace["id"], [])
     segments = plan_segments(conn, plans, [workspace["id"]], period).get(workspace["id"], [])
     included = sum(grant(s, period, first=i == 0) for i, s in enumerate(segments)) or (
@@ -268,4 +273,6 @@ def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime
         "searches": int(row["searches"]),
         "social_requests": int(row["social_requests"]),
         "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
+        "matched": found["matched"],  # succeeded jobs that found something (charged)
+        "unmatched": found["unmatched"],  # and those that found nothing (not charged)
     }
