@@ -11,13 +11,13 @@ STAMP := $(VENV)/.installed-stamp
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]' -e ./client
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv with the package and its dev extras
+install: $(STAMP) ## create .venv with the package, its dev extras and enrichment-client
 
 run: $(STAMP) ## migrate, then start API :8000, worker, beat, Flower :5555 and the provider simulator
 	$(PY) scripts/run.py

@@ -13,3 +13,10 @@ def bare():
 @app.get("/healthz")
 def healthz():
     return jsonify({"status": "ok"})
+
+
+@app.get("/bare")
+def bare_list():
+    """The read baseline: a JSON list of 100 small objects."""
+    return jsonify({"data": [{"id": i, "status": "succeeded"} for i in range(100)],
+                    "has_more": True})

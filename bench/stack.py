@@ -146,10 +146,13 @@ class Stack(contextlib.ExitStack):
                         PERPLEXITY_API_KEY="bench", SOCIAL_LINKS_API_KEY="bench")
         return url
 
-    def worker(self, concurrency: int = 4, name: str = "worker") -> subprocess.Popen:
+    def worker(self, concurrency: int = 4, name: str = "worker", queues: str | None = None,
+               pool: str | None = None) -> subprocess.Popen:
+        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks")."""
+        extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else [])]
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
-                                 "worker", "-c",
-                                 str(concurrency), "--without-mingle", "--without-gossip",
+                                 "worker", "-c", str(concurrency), *extra,
+                                 "--without-mingle", "--without-gossip",
                                  "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
         if proc.poll() is not None:
