@@ -1,4 +1,5 @@
-# One image for api / worker / beat / flower / migrate, selected by the first argument.
+# One image for every role (api, worker, webhooks, beat, flower, migrate, simulator), selected
+# by the first argument: docker-entrypoint.sh.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 
-COPY setup.cfg pyproject.toml README.md beat_schedule.py constraints.txt ./
+COPY setup.cfg pyproject.toml README.md beat_schedule.py gunicorn.conf.py constraints.txt ./
 COPY enrichment ./enrichment
 COPY api ./api
 COPY workers ./workers
@@ -18,6 +19,7 @@ RUN pip install -c constraints.txt .
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 USER app
-EXPOSE 8000 5555
+# API, Flower, provider simulator, a worker's metrics (WORKER_METRICS_PORT in compose)
+EXPOSE 8000 5555 8010 9808
 ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["api"]

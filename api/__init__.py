@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from enrichment import logs
 from enrichment.config import Settings
 from enrichment.jobstore import Publisher
 from enrichment.services import Services, build_services
@@ -40,14 +43,24 @@ def create_app(
     return app
 
 
+# A client's own request id is kept if it is a plain token (no spaces or control characters
+# that could forge log lines); otherwise the API makes one.
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
 def _log_requests(app: Flask) -> None:
-    """One line per request with the route's name, never its path or query: identifiers
+    """Every request gets an id (the client's X-Request-Id or a new one), returned in
+    X-Request-Id, on every log line written while handling it, and in problem bodies. One
+    access line per request with the route's name, never its path or query: identifiers
     (emails, LinkedIn URLs) travel in those, and logs carry no personal data."""
     log = logging.getLogger("api.access")
 
     @app.before_request
     def _start():
         g.request_started = time.perf_counter()
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        g.request_id_token = logs.request_id.set(g.request_id)
 
     @app.after_request
     def _log(response):
@@ -55,4 +68,11 @@ def _log_requests(app: Flask) -> None:
         workspace = g.get("workspace")
         log.info("%s %s %s %.1fms workspace=%s", request.method, request.endpoint or "-",
                  response.status_code, elapsed, workspace.id if workspace else "-")
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
         return response
+
+    @app.teardown_request
+    def _forget(_exc):
+        if "request_id_token" in g:
+            logs.request_id.reset(g.request_id_token)

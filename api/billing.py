@@ -11,13 +11,14 @@ import json
 import logging
 
 from flask import Blueprint, g, jsonify, request
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, fields
 
-from enrichment.billing import BillingError, BillingNotConfigured, WebhookRejected, webhooks
+from enrichment.billing import webhooks
 from enrichment.billing.stripe_client import verify_webhook
+from enrichment.errors import Invalid, NotFound
 
 from .auth import guard, services
-from .enrichment import json_body, load, validation_problem
+from .enrichment import json_body, load
 from .problems import Problem
 
 log = logging.getLogger(__name__)
@@ -34,37 +35,16 @@ class CreditPackSchema(Schema):
     pack = fields.String(required=True)
 
 
-def not_configured(exc: BillingNotConfigured) -> Problem:
-    """This deployment runs billing ledger-only: a refusal, not a server failure."""
-    return Problem(403, "Forbidden", f"{exc}.", "billing-not-configured")
-
-
-def stripe_problem(exc: BillingError) -> Problem:
-    log.warning("Stripe call failed: %s", exc)
-    if exc.unavailable:
-        return Problem(503, "Service Unavailable", "The payment provider could not be reached "
-                       "in time; retry later.", "payment-provider-unavailable",
-                       {"Retry-After": "30"})
-    return Problem(502, "Bad Gateway", "The payment provider did not answer as expected; "
-                   "retry later.", "payment-provider-error", {"Retry-After": "30"})
-
-
 @bp.post("/credit-packs")
 def buy_credit_pack():
     svc = services()
     packs = svc.settings.plans.packs
     data = load(CreditPackSchema(), json_body())
     if data["pack"] not in packs:  # the packs come from configuration
-        raise validation_problem(
-            ValidationError({"pack": [f"Must be one of: {', '.join(packs)}."]}))
-    try:
-        checkout = webhooks.start_checkout(
-            svc.db, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
-            svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
-    except BillingNotConfigured as exc:
-        raise not_configured(exc) from None
-    except BillingError as exc:
-        raise stripe_problem(exc) from None
+        raise Invalid({"pack": [f"Must be one of: {', '.join(packs)}."]})
+    checkout = webhooks.start_checkout(
+        svc.db, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
+        svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
     pack = packs[data["pack"]]
     resp = jsonify({"checkout_url": checkout.url, "checkout_session_id": checkout.session_id,
                     "pack": pack.name, "units": pack.units})
@@ -100,12 +80,7 @@ def _cached(name: str, fetch):
     hit = svc.redis.get(key)
     if hit is not None:
         return json.loads(hit)
-    try:
-        value = fetch()
-    except BillingNotConfigured as exc:
-        raise not_configured(exc) from None
-    except BillingError as exc:
-        raise stripe_problem(exc) from None
+    value = fetch()
     svc.redis.set(key, json.dumps(value), ex=INVOICE_CACHE_SECONDS)
     return value
 
@@ -124,8 +99,8 @@ def list_invoices():
 def upcoming_invoice():
     customer = _customer()
     if customer is None:
-        raise Problem(404, "Not Found", "This workspace has no billing account yet.",
-                      "no-billing-account")
+        raise NotFound("This workspace has no billing account yet.",
+                       slug="no-billing-account")
     billing = services().billing
     return jsonify(_cached("upcoming",
                            lambda: _invoice_body(billing.upcoming_invoice(customer))))
@@ -139,11 +114,7 @@ def stripe_webhook():
         raise Problem(501, "Not Implemented", "STRIPE_WEBHOOK_SECRET is not set.",
                       "billing-not-configured")
     payload = request.get_data(cache=False)  # the raw body: the signature covers its bytes
-    try:
-        event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret)
-    except WebhookRejected as exc:
-        raise Problem(400, "Bad Request", f"Webhook rejected: {exc}"[:300],
-                      "bad-webhook-signature") from None
+    event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret)
     with svc.db.connection() as conn:
         outcome = webhooks.handle_event(conn, svc.settings.plans, svc.events, event)
     return jsonify({"received": True, "outcome": outcome})

@@ -12,10 +12,11 @@ from marshmallow import ValidationError
 
 from enrichment import admission, jobs, jobstore, webhooks
 from enrichment.billing.usage import usage_summary
+from enrichment.errors import EnrichmentError, Invalid, NotFound
 from enrichment.templates import TEMPLATES
 
 from .auth import guard, services
-from .problems import Problem, flatten_errors, problem_body
+from .problems import Problem, problem_body
 from .schemas import BatchSchema, ListJobsSchema, SubmitSchema
 
 bp = Blueprint("enrichment", __name__, url_prefix="/api/v1")
@@ -87,21 +88,12 @@ def unstorable(value) -> str | None:
     return None
 
 
-def validation_problem(exc: ValidationError) -> Problem:
-    return Problem(422, "Unprocessable Content", "The request body has invalid fields.",
-                   "validation-error", errors=flatten_errors(exc.messages))
-
-
 def load(schema, body: dict) -> dict:
     """The body as `schema` loads it, or a 422 listing the failing fields."""
     try:
         return schema.load(body)
     except ValidationError as exc:
-        raise validation_problem(exc) from None
-
-
-def refusal_problem(exc: admission.Refused) -> Problem:
-    return Problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+        raise Invalid(exc.messages) from None
 
 
 def client_key() -> str | None:
@@ -137,15 +129,12 @@ def with_client_key(handler):
     if key is not None:
         body_hash = admission.request_hash(body)
         with svc.db.connection() as conn:
-            try:
-                stored = admission.stored_answer(conn, workspace.id, key, body_hash)
-            except admission.Refused as exc:
-                raise refusal_problem(exc) from None
+            stored = admission.stored_answer(conn, workspace.id, key, body_hash)
         if stored is not None:
             return answer(stored[0], stored[1], replayed=True)
     try:
         status, out, location, replayed = handler(body)
-    except Problem as exc:
+    except EnrichmentError as exc:
         if key is None or exc.status in (429, 503):
             raise
         status, out = exc.status, problem_body(exc)
@@ -188,11 +177,8 @@ def admitted_status(admitted: admission.Admitted) -> int:
 def submit():
     def handle(body: dict):
         data = load(submit_schema, body)
-        try:
-            admitted = admit_one(data["lead"], data["template"], data["metadata"],
-                                 data["max_age_days"])
-        except admission.Refused as exc:
-            raise refusal_problem(exc) from None
+        admitted = admit_one(data["lead"], data["template"], data["metadata"],
+                             data["max_age_days"])
         job = jobs.job_body(admitted.job)
         return admitted_status(admitted), job, f"/api/v1/enrichment/{job['job_id']}", \
             admitted.replayed
@@ -220,9 +206,9 @@ def submit_batch():
                 admitted = admit_one(one["lead"], one["template"], one["metadata"],
                                      one["max_age_days"], batch_id)
             except ValidationError as exc:
-                entry |= {"status": 422, "problem": problem_body(validation_problem(exc))}
+                entry |= {"status": 422, "problem": problem_body(Invalid(exc.messages))}
             except admission.Refused as exc:
-                entry |= {"status": exc.status, "problem": problem_body(refusal_problem(exc))}
+                entry |= {"status": exc.status, "problem": problem_body(exc)}
             else:
                 entry |= {"status": admitted_status(admitted),
                           "job": jobs.job_body(admitted.job)}
@@ -250,12 +236,8 @@ def submit_batch():
 @bp.get("/enrichment")
 def list_jobs():
     args = load(list_schema, request.args.to_dict())
-    try:
-        with services().db.connection() as conn:
-            rows, more = jobs.list_jobs(conn, g.workspace.id, **args)
-    except jobs.UnknownCursor:
-        raise validation_problem(ValidationError(
-            {"starting_after": ["No job with this id in this workspace."]})) from None
+    with services().db.connection() as conn:
+        rows, more = jobs.list_jobs(conn, g.workspace.id, **args)
     return jsonify({"data": [jobs.job_body(r) for r in rows], "has_more": more})
 
 
@@ -264,7 +246,7 @@ def get_batch(batch_id: uuid.UUID):
     with services().db.connection() as conn:
         body = jobs.batch_progress(conn, g.workspace.id, batch_id)
     if body is None:
-        raise Problem(404, "Not Found", f"No batch {batch_id} in this workspace.", "not-found")
+        raise NotFound(f"No batch {batch_id} in this workspace.")
     return jsonify(body)
 
 
@@ -282,7 +264,7 @@ def get_job(job_id: uuid.UUID):
     with services().db.connection() as conn:
         row = jobs.get_job(conn, g.workspace.id, job_id)
     if row is None:
-        raise Problem(404, "Not Found", f"No job {job_id} in this workspace.", "not-found")
+        raise NotFound(f"No job {job_id} in this workspace.")
     return jsonify(jobs.job_body(row))
 
 

@@ -9,8 +9,8 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from enrichment import jobstore
+from enrichment.errors import BACKING_SERVICE_DOWN
 from enrichment.metrics import OldestRunnable, QueueDepth, exposition
-from enrichment.services import UNAVAILABLE
 
 from .auth import services
 from .problems import Problem
@@ -31,12 +31,12 @@ def readyz():
         with svc.db.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
         checks["postgres"] = "ok"
-    except UNAVAILABLE as exc:
+    except BACKING_SERVICE_DOWN as exc:
         checks["postgres"] = f"unreachable: {type(exc).__name__}"
     try:
         svc.redis.ping()
         checks["redis"] = "ok"
-    except UNAVAILABLE as exc:
+    except BACKING_SERVICE_DOWN as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     resp = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})

@@ -7,11 +7,11 @@ from flask import Blueprint, g, jsonify, make_response, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from enrichment import jobstore, privacy
+from enrichment.errors import Invalid
 from enrichment.workspaces import person_level_allowed
 
 from .auth import guard, services
 from .enrichment import json_body, load
-from .problems import Problem
 
 bp = Blueprint("privacy", __name__, url_prefix="/api/v1")
 guard(bp)
@@ -32,9 +32,8 @@ class ConsentSchema(Schema):
 
 def identifier_arg(value: str | None) -> str:
     if value is None or not value.strip() or len(value) > 500:
-        raise Problem(422, "Unprocessable Content", "Give the subject's identifier (email, "
-                      "LinkedIn URL or domain), at most 500 characters.", "validation-error",
-                      errors=[{"field": "identifier", "message": "Missing or too long."}])
+        raise Invalid({"identifier": ["Missing or too long: give the subject's email, "
+                                      "LinkedIn URL or domain, at most 500 characters."]})
     return value
 
 

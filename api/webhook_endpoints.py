@@ -6,34 +6,29 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, g, jsonify
-from marshmallow import ValidationError
 
 from enrichment import webhooks
+from enrichment.errors import NotFound
 
 from .auth import guard, services
-from .enrichment import json_body, load, validation_problem
-from .problems import Problem
+from .enrichment import json_body, load
 from .schemas import WebhookEndpointSchema
 
 bp = Blueprint("webhook_endpoints", __name__, url_prefix="/api/v1/webhook-endpoints")
 guard(bp)
 
 
-def _not_found(endpoint_id: uuid.UUID) -> Problem:
-    return Problem(404, "Not Found", f"No webhook endpoint {endpoint_id} in this workspace.",
-                   "not-found")
+def _not_found(endpoint_id: uuid.UUID) -> NotFound:
+    return NotFound(f"No webhook endpoint {endpoint_id} in this workspace.")
 
 
 @bp.post("")
 def create():
     data = load(WebhookEndpointSchema(), json_body())
     svc = services()
-    try:
-        with svc.db.connection() as conn:
-            row = webhooks.create_endpoint(conn, g.workspace.id, data["url"], data["events"],
-                                           svc.settings.webhooks_allow_private_urls)
-    except webhooks.BadWebhookUrl as exc:
-        raise validation_problem(ValidationError({"url": [f"{exc}."]})) from None
+    with svc.db.connection() as conn:
+        row = webhooks.create_endpoint(conn, g.workspace.id, data["url"], data["events"],
+                                       svc.settings.webhooks_allow_private_urls)
     resp = jsonify(webhooks.endpoint_body(row, with_secret=True))  # the secret: shown once
     resp.status_code = 201
     return resp

@@ -1,10 +1,12 @@
-"""The WSGI entry point (`gunicorn api.wsgi:app`): the app with the Celery publisher."""
+"""The WSGI entry point (`gunicorn api.wsgi:app`): configuration from the environment,
+logging as LOG_LEVEL / LOG_FORMAT say, and the app with the Celery publisher."""
 
-import logging
-
+from enrichment import logs
+from enrichment.config import Settings
 from workers.publisher import CeleryPublisher
 
 from . import create_app
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-app = create_app(publisher=CeleryPublisher())
+settings = Settings.from_env()
+logs.configure(settings.log_level, settings.log_format)
+app = create_app(settings, publisher=CeleryPublisher())

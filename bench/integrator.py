@@ -4,8 +4,9 @@
    first page, a page deep in the list, and filtered pages, through gunicorn — against a bare
    Flask endpoint — with the query plans;
 2. webhook deliveries per second per worker slot (a fast local receiver);
-3. enrichment jobs/s with every workspace subscribed to a receiver that hangs (10 s timeouts)
-   against none: webhooks run on their own queue and workers.
+3. enrichment jobs/s with no webhook endpoint, with every workspace subscribed to a receiver
+   answering at once, and to one that hangs (10 s timeouts): webhooks run on their own queue
+   and workers, so a hanging receiver costs no more than a fast one.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def plans(workspace_id: str, seeded: dict) -> list[tuple[str, list[str]]]:
         ("first page", "", ()),
         ("deep page (cursor)", "AND (j.created_at, j.id) < (SELECT created_at, id FROM"
          " enrichment_jobs WHERE id = %s)", (seeded["middle"],)),
-        ("status=failed", "AND j.status = ANY(ARRAY['failed'])", ()),
+        ("status=failed", "AND j.status = 'failed'", ()),
     ]
     out = []
     with psycopg.connect(BENCH_DB, row_factory=dict_row) as conn:
@@ -170,9 +171,11 @@ def webhook_throughput(n: int = 2000, slots: int = 4) -> list:
     return [n, slots, rate, rate / slots]
 
 
-def jobs_per_second(hanging: bool, n: int = 300) -> float:
+def jobs_per_second(delay: float | None, n: int = 300) -> float:
+    """Jobs/s with no webhook endpoint (None), or every workspace subscribed to a receiver
+    that answers after `delay` seconds."""
     fresh_database()
-    receiver = Receiver(delay=30.0)
+    receiver = Receiver(delay=delay or 0.0)
     env = {"WEBHOOKS_ALLOW_PRIVATE_URLS": "true", "PERPLEXITY_PLAN_RPS": "100000",
            "SOCIAL_LINKS_PLAN_RPS": "100000"}
     with Stack(env) as stack:
@@ -186,7 +189,7 @@ def jobs_per_second(hanging: bool, n: int = 300) -> float:
         svc = build_services(Settings.from_env(stack.env),
                              publisher=CeleryPublisher(stack.env["CELERY_BROKER_URL"]))
         spaces = workspaces(svc, "pro", 50)
-        if hanging:
+        if delay is not None:
             from enrichment import webhooks
 
             with svc.db.connection() as conn:
@@ -211,9 +214,10 @@ def run() -> None:
     table("Webhook deliveries, one worker (threads pool), a receiver answering at once",
           ["deliveries", "slots", "per second", "per second per slot"],
           [webhook_throughput()])
-    quiet, hung = jobs_per_second(False), jobs_per_second(True)
-    table("Enrichment with every workspace subscribed to a receiver that hangs 30 s",
-          ["webhooks", "jobs/s"], [["none", quiet], ["a hanging receiver", hung]])
+    table("Enrichment jobs/s with every workspace subscribed to one receiver",
+          ["webhooks", "jobs/s"],
+          [["none", jobs_per_second(None)], ["a receiver answering at once", jobs_per_second(0)],
+           ["a receiver that hangs 30 s", jobs_per_second(30.0)]])
 
 
 if __name__ == "__main__":

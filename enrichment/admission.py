@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from . import jobs, jobstore, webhooks
 from .billing.usage import CREDITS_IN_PERIOD, credits, hard_cap, period_bounds
 from .config import Plan
+from .errors import EnrichmentError
 from .jobstore import Runnable
 from .leads import company_only, person_hashes, subject_hash, subject_identifier
 from .periods import day_start, next_period_start, period_start
@@ -33,13 +34,11 @@ from .workspaces import Workspace, person_level_allowed
 CLIENT_KEY_TTL_HOURS = 24
 
 
-class Refused(Exception):
+class Refused(EnrichmentError):
     """A submission the rules turn away, with its HTTP status and problem fields."""
 
     def __init__(self, status: int, slug: str, title: str, detail: str, **extra):
-        super().__init__(detail)
-        self.status, self.slug, self.title, self.detail = status, slug, title, detail
-        self.extra = extra
+        super().__init__(detail, status=status, slug=slug, title=title, **extra)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Alert evaluation (beat, every minute): the seed's five critical metrics over a sliding
+"""Alert evaluation (beat, every minute): the service's critical metrics over a sliding
 window, against the rules in `alerts.toml`. State changes (firing / resolved) are recorded in
 `alert_states` / `alert_events`, logged, and sent as an `enrichment_alert` event.
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import redis
 from psycopg import Connection
 
+from .config import DEFAULT_ALERTS_FILE
 from .events import Events
 from .ratelimit import minute_key
 
 log = logging.getLogger(__name__)
-DEFAULT_RULES = Path(__file__).with_name("alerts.toml")
 DISCREPANCIES_KEY = "billing:discrepancies"
 OPS = {">": operator.gt, "<": operator.lt}
 
@@ -40,7 +40,8 @@ class Rule:
     min_samples: int
 
 
-def load_rules(path: str | Path = DEFAULT_RULES) -> list[Rule]:
+def load_rules(path: str | Path = DEFAULT_ALERTS_FILE) -> list[Rule]:
+    """The rules of ALERTS_FILE (default: enrichment/alerts.toml)."""
     with open(path, "rb") as fh:
         raw = tomllib.load(fh)
     return [Rule(name=name, **spec) for name, spec in raw["rules"].items()]
@@ -99,10 +100,10 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
 
 
 def evaluate(conn: Connection, client: redis.Redis, events: Events, now: datetime,
-             rules: list[Rule] | None = None) -> list[dict]:
+             rules: list[Rule]) -> list[dict]:
     """Evaluate every rule; record and announce the ones whose state changed."""
     changes = []
-    for rule in rules or load_rules():
+    for rule in rules:
         value, samples = measure(rule, conn, client, now)
         firing = (value is not None and samples >= rule.min_samples
                   and OPS[rule.op](value, rule.threshold))

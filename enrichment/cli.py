@@ -1,34 +1,77 @@
-"""The `enrichment` command: migrations, workspaces and API keys."""
+"""The `enrichment` command: migrations, workspaces and API keys, dead letters, retention,
+alerts and billing. Configuration is read when a command first needs it (so `--help` always
+works), and every command runs on the same `Services` as the API and the workers. Errors are
+one line on stderr and exit status 1 (2 for bad usage)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
+from importlib.metadata import version
 
 import click
-import psycopg
-from psycopg.rows import dict_row
 
-from . import alerts, db, dlq, privacy, workspaces
-from .billing import BillingError, BillingNotConfigured, accounts, build_billing, catalog
+from . import alerts, db, dlq, logs, privacy, workspaces
+from .billing import BillingError, accounts, catalog
 from .billing import jobs as billing_jobs
 from .config import Settings
+from .errors import BACKING_SERVICE_DOWN, EnrichmentError
+from .services import Services, build_services
 
 
-def _connect(settings: Settings) -> psycopg.Connection:
-    return psycopg.connect(settings.database_url, row_factory=dict_row, connect_timeout=5,
-                           options="-c timezone=UTC")
+class App:
+    """What commands share: the settings, read on first use, and the services built from
+    them (closed when the command ends)."""
+
+    def __init__(self, ctx: click.Context):
+        self.ctx = ctx
+
+    @cached_property
+    def settings(self) -> Settings:
+        try:
+            settings = Settings.from_env()
+        except (ValueError, OSError) as exc:  # a bad variable, an unreadable PLANS_FILE
+            raise click.ClickException(f"configuration: {exc}") from None
+        logs.configure(settings.log_level, settings.log_format)
+        # The pool's reconnection warnings would bury the one-line error.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        return settings
+
+    @cached_property
+    def services(self) -> Services:
+        svc = build_services(self.settings)
+        self.ctx.call_on_close(svc.close)
+        return svc
 
 
-@click.group()
+pass_app = click.make_pass_decorator(App)
+
+
+class Commands(click.Group):
+    """Domain errors and unreachable backing services as one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EnrichmentError as exc:
+            raise click.ClickException(str(exc)) from None
+        except BACKING_SERVICE_DOWN as exc:
+            raise click.ClickException(
+                f"a backing service is unreachable ({type(exc).__name__}: {exc})") from None
+
+
+Day = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@click.group(cls=Commands)
+@click.version_option(version("lead-enrichment"), prog_name="enrichment")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Lead enrichment service administration."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Settings.from_env()
+    ctx.obj = App(ctx)
 
 
 @main.group("db")
@@ -37,12 +80,14 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-@click.pass_obj
-def db_upgrade(settings: Settings) -> None:
-    """Create the database if missing and apply pending migrations (idempotent)."""
-    if db.ensure_database(settings.database_url):
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the database if missing and apply pending migrations (idempotent). Runs before
+    the services exist: it may have to create their database."""
+    url = app.settings.database_url
+    if db.ensure_database(url):
         click.echo("created database")
-    applied = db.upgrade(settings.database_url)
+    applied = db.upgrade(url)
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -53,25 +98,22 @@ def workspace_group() -> None:
 
 @workspace_group.command("create")
 @click.option("--name", required=True)
-@click.option("--plan", required=True)
+@click.option("--plan", required=True, help="A plan of PLANS_FILE (see `workspace list`).")
 @click.option("--region", type=click.Choice(["us", "eu"]), default="us", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {workspace_id, api_key} as JSON.")
-@click.pass_obj
-def workspace_create(settings: Settings, name: str, plan: str, region: str, as_json: bool):
+@pass_app
+def workspace_create(app: App, name: str, plan: str, region: str, as_json: bool):
     """Create a workspace and its first API key (shown once)."""
-    if plan not in settings.plans:
-        known = ", ".join(settings.plans.names)
+    svc = app.services
+    if plan not in svc.settings.plans:
+        known = ", ".join(svc.settings.plans.names)
         raise click.BadParameter(f"known plans: {known}", param_hint="--plan")
-    with _connect(settings) as conn:
-        ws, key = workspaces.create_workspace(conn, settings.plans, name, plan, region)
-        conn.commit()
-        billing = _billing(settings)
-        if billing.sends:  # the Stripe customer and subscription come with the workspace
+    with svc.db.connection() as conn:
+        ws, key = workspaces.create_workspace(conn, svc.settings.plans, name, plan, region)
+        if svc.billing.sends:  # the Stripe customer and subscription come with the workspace
             try:
-                accounts.attach(conn, billing, ws.id)
-                conn.commit()
-            except (BillingError, LookupError) as exc:  # the key must still be shown
-                conn.rollback()
+                accounts.attach(conn, svc.billing, ws.id)
+            except EnrichmentError as exc:  # the key must still be shown
                 click.echo(f"warning: not attached to Stripe yet ({exc}); the billing sync "
                            "job retries every 10 minutes", err=True)
     if as_json:
@@ -80,29 +122,41 @@ def workspace_create(settings: Settings, name: str, plan: str, region: str, as_j
         click.echo(f"workspace {ws.id} ({ws.plan}, {ws.region})\napi key (shown once): {key}")
 
 
+@workspace_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per workspace.")
+@pass_app
+def workspace_list(app: App, as_json: bool):
+    """Every workspace: id, plan, region, live API keys, Stripe customer."""
+    with app.services.db.connection() as conn:
+        rows = workspaces.list_workspaces(conn)
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps({**r, "id": str(r["id"]),
+                                   "created_at": r["created_at"].isoformat()}))
+        else:
+            click.echo(f"{r['id']}  {r['plan']:<6} {r['region']}  keys={r['live_keys']}  "
+                       f"{r['created_at']:%Y-%m-%d}  {r['stripe_customer_id'] or '-':<20}  "
+                       f"{r['name']}")
+    if not rows and not as_json:
+        click.echo("no workspaces: create one with `enrichment workspace create`")
+
+
 @workspace_group.command("set-plan")
 @click.argument("workspace_id", type=click.UUID)
 @click.argument("plan")
-@click.pass_obj
-def workspace_set_plan(settings: Settings, workspace_id: uuid.UUID, plan: str):
+@pass_app
+def workspace_set_plan(app: App, workspace_id: uuid.UUID, plan: str):
     """Move a workspace to another plan from now on (and its Stripe subscription)."""
-    try:
-        with _connect(settings) as conn:
-            accounts.set_plan(conn, settings.plans, workspace_id, plan)
-            conn.commit()
-            billing = _billing(settings)
-            if billing.sends:
-                try:
-                    moved = accounts.move(conn, billing, workspace_id)
-                    conn.commit()
-                    if moved:
-                        click.echo("Stripe subscription moved to the new plan's prices")
-                except BillingError as exc:
-                    conn.rollback()
-                    click.echo(f"warning: Stripe subscription not moved yet ({exc}); the "
-                               "billing sync job retries every 10 minutes", err=True)
-    except (ValueError, LookupError) as exc:
-        raise click.ClickException(str(exc)) from None
+    svc = app.services
+    with svc.db.connection() as conn:
+        accounts.set_plan(conn, svc.settings.plans, workspace_id, plan)
+        if svc.billing.sends:
+            try:
+                if accounts.move(conn, svc.billing, workspace_id):
+                    click.echo("Stripe subscription moved to the new plan's prices")
+            except BillingError as exc:
+                click.echo(f"warning: Stripe subscription not moved yet ({exc}); the "
+                           "billing sync job retries every 10 minutes", err=True)
     click.echo(f"workspace {workspace_id} is now on {plan}")
 
 
@@ -111,15 +165,12 @@ def workspace_set_plan(settings: Settings, workspace_id: uuid.UUID, plan: str):
 @click.argument("region", type=click.Choice(["us", "eu"]))
 @click.option("--person-level/--no-person-level", default=None,
               help="Allow person-level templates (never in the EU).")
-@click.pass_obj
-def workspace_set_region(settings: Settings, workspace_id: uuid.UUID, region: str,
+@pass_app
+def workspace_set_region(app: App, workspace_id: uuid.UUID, region: str,
                          person_level: bool | None):
     """Move a workspace to a region (EU: person-level enrichment off)."""
-    try:
-        with _connect(settings) as conn:
-            workspaces.set_region(conn, workspace_id, region, person_level)
-    except (ValueError, LookupError) as exc:
-        raise click.ClickException(str(exc)) from None
+    with app.services.db.connection() as conn:
+        workspaces.set_region(conn, workspace_id, region, person_level)
     click.echo(f"workspace {workspace_id} is now in region {region}")
 
 
@@ -131,24 +182,43 @@ def apikey_group() -> None:
 @apikey_group.command("create")
 @click.argument("workspace_id", type=click.UUID)
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def apikey_create(settings: Settings, workspace_id: uuid.UUID, as_json: bool):
+@pass_app
+def apikey_create(app: App, workspace_id: uuid.UUID, as_json: bool):
     """Create another API key for a workspace (shown once)."""
-    try:
-        with _connect(settings) as conn:
-            key = workspaces.create_api_key(conn, workspace_id)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
+    with app.services.db.connection() as conn:
+        key = workspaces.create_api_key(conn, workspace_id)
     click.echo(json.dumps({"workspace_id": str(workspace_id), "api_key": key}) if as_json else key)
+
+
+@apikey_group.command("list")
+@click.argument("workspace_id", type=click.UUID, required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+@pass_app
+def apikey_list(app: App, workspace_id: uuid.UUID | None, as_json: bool):
+    """API keys by prefix (the key itself is never stored), of one workspace or all."""
+    with app.services.db.connection() as conn:
+        rows = workspaces.list_api_keys(conn, workspace_id)
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps({**r, "workspace_id": str(r["workspace_id"]),
+                                   "created_at": r["created_at"].isoformat(),
+                                   "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()}))
+        else:
+            state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "live"
+            click.echo(f"{r['prefix']}  {r['workspace_id']}  "
+                       f"created {r['created_at']:%Y-%m-%d %H:%M}  {state}")
+    if not rows and not as_json:
+        click.echo("no API keys")
 
 
 @apikey_group.command("revoke")
 @click.argument("key_or_prefix")
-@click.pass_obj
-def apikey_revoke(settings: Settings, key_or_prefix: str):
-    """Revoke a key, given the key itself or its prefix (the part after 'lek_')."""
+@pass_app
+def apikey_revoke(app: App, key_or_prefix: str):
+    """Revoke a key, given the key itself or its prefix (the 12 hex characters after
+    'lek_', as `apikey list` shows)."""
     prefix = workspaces.key_prefix(key_or_prefix) or key_or_prefix
-    with _connect(settings) as conn:
+    with app.services.db.connection() as conn:
         if not workspaces.revoke_api_key(conn, prefix):
             raise click.ClickException("no live key with that prefix")
     click.echo(f"revoked key {prefix}")
@@ -162,10 +232,10 @@ def dlq_group() -> None:
 @dlq_group.command("list")
 @click.option("--all", "include_replayed", is_flag=True, help="Include replayed ones.")
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def dlq_list(settings: Settings, include_replayed: bool, as_json: bool):
+@pass_app
+def dlq_list(app: App, include_replayed: bool, as_json: bool):
     """List dead letters, oldest first."""
-    with _connect(settings) as conn:
+    with app.services.db.connection() as conn:
         rows = dlq.list_dead_letters(conn, include_replayed)
     if as_json:
         click.echo(json.dumps(rows, default=str))
@@ -181,16 +251,16 @@ def dlq_list(settings: Settings, include_replayed: bool, as_json: bool):
 @dlq_group.command("replay")
 @click.argument("job_id", type=click.UUID, required=False)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
-@click.pass_obj
-def dlq_replay(settings: Settings, job_id: uuid.UUID | None, replay_all: bool):
+@pass_app
+def dlq_replay(app: App, job_id: uuid.UUID | None, replay_all: bool):
     """Re-queue a dead-lettered job (or all of them); the beat relay publishes them within a
     minute. Replaying a job twice does nothing the second time."""
     if bool(job_id) == replay_all:
         raise click.UsageError("give a JOB_ID or --all")
-    with _connect(settings) as conn:
-        conn.autocommit = True
+    svc = app.services
+    with svc.db.connection() as conn:
         ids = [job_id] if job_id else [r["job_id"] for r in dlq.list_dead_letters(conn, limit=None)]
-        outcomes = [dlq.replay(conn, settings, i, datetime.now(UTC)) for i in ids]
+        outcomes = [dlq.replay(conn, svc.settings, i, datetime.now(UTC)) for i in ids]
     for i, outcome in zip(ids, outcomes, strict=True):
         click.echo(f"{i}  {outcome}")
     if job_id and outcomes[0] != "replayed":
@@ -203,24 +273,25 @@ def retention_group() -> None:
 
 
 @retention_group.command("purge")
-@click.pass_obj
-def retention_purge(settings: Settings):
+@pass_app
+def retention_purge(app: App):
     """Run the retention purge now (idempotent): raw data after RETENTION_RAW_DAYS, jobs,
     results and per-job usage after RETENTION_SUMMARY_DAYS."""
-    with _connect(settings) as conn:
-        conn.autocommit = True
-        removed = privacy.purge(conn, datetime.now(UTC), settings.retention_raw_days,
-                                settings.retention_summary_days)
+    svc = app.services
+    with svc.db.connection() as conn:
+        removed = privacy.purge(conn, datetime.now(UTC), svc.settings.retention_raw_days,
+                                svc.settings.retention_summary_days)
     click.echo(json.dumps(removed))
 
 
 @main.command("alerts")
-@click.pass_obj
-def alerts_command(settings: Settings):
-    """Print the current state of every alert rule."""
-    with _connect(settings) as conn:
+@pass_app
+def alerts_command(app: App):
+    """Print the current state of every alert rule (of ALERTS_FILE)."""
+    svc = app.services
+    with svc.db.connection() as conn:
         states = {r["rule"]: r for r in alerts.current(conn)}
-    for rule in alerts.load_rules():
+    for rule in alerts.load_rules(svc.settings.alerts_file):
         row = states.get(rule.name)
         state = row["state"] if row else "unknown"
         value = "-" if not row or row["value"] is None else f"{row['value']:.3f}"
@@ -234,119 +305,79 @@ def billing_group() -> None:
     """Stripe catalog, customers, the overage report, reconciliation."""
 
 
-def _billing(settings: Settings):
-    return build_billing(settings.stripe_api_key, settings.stripe_api_base,
-                         settings.stripe_timeout)
-
-
-@contextlib.contextmanager
-def _services(settings: Settings):
-    """The same services the API and the workers build (events reach PostHog, alert state
-    reaches Redis); Stripe's failures as one line."""
-    from .services import build_services
-
-    svc = build_services(settings)
-    try:
-        yield svc
-    except BillingNotConfigured as exc:
-        raise click.ClickException(str(exc)) from None
-    except BillingError as exc:
-        raise click.ClickException(f"Stripe: {exc}") from None
-    finally:
-        svc.close()
-
-
 @billing_group.command("sync-catalog")
-@click.pass_obj
-def billing_sync_catalog(settings: Settings):
+@pass_app
+def billing_sync_catalog(app: App):
     """Create the meter, products and prices in Stripe (idempotent, by lookup keys)."""
-    billing = _billing(settings)
-    if not billing.sends:
+    svc = app.services
+    if not svc.billing.sends:
         raise click.ClickException("STRIPE_API_KEY is not set: billing runs ledger-only")
-    try:
-        with _connect(settings) as conn:
-            stored = catalog.sync_catalog(conn, billing, settings.plans)
-    except BillingError as exc:
-        raise click.ClickException(f"Stripe: {exc}") from None
+    with svc.db.connection() as conn:
+        stored = catalog.sync_catalog(conn, svc.billing, svc.settings.plans)
     for key, stripe_id in sorted(stored.items()):
         click.echo(f"{key:32} {stripe_id}")
 
 
 @billing_group.command("attach")
 @click.argument("workspace_id", type=click.UUID)
-@click.pass_obj
-def billing_attach(settings: Settings, workspace_id: uuid.UUID):
+@pass_app
+def billing_attach(app: App, workspace_id: uuid.UUID):
     """Create the workspace's Stripe customer and subscription (once)."""
-    try:
-        with _connect(settings) as conn:
-            customer = accounts.attach(conn, _billing(settings), workspace_id)
-    except (LookupError, BillingNotConfigured) as exc:
-        raise click.ClickException(str(exc)) from None
-    except BillingError as exc:
-        raise click.ClickException(f"Stripe: {exc}") from None
+    svc = app.services
+    with svc.db.connection() as conn:
+        customer = accounts.attach(conn, svc.billing, workspace_id)
     click.echo(f"workspace {workspace_id} → Stripe customer {customer}")
 
 
 @billing_group.command("sync")
-@click.pass_obj
-def billing_sync(settings: Settings):
+@pass_app
+def billing_sync(app: App):
     """Attach workspaces without a Stripe customer; move subscriptions to their plan (what
     the billing sync job does every 10 minutes)."""
-    with _services(settings) as svc:
-        click.echo(json.dumps(billing_jobs.sync_accounts(svc)))
+    click.echo(json.dumps(billing_jobs.sync_accounts(app.services)))
 
 
-def _closed_day(value: str | None) -> date:
-    today = datetime.now(UTC).date()
-    try:
-        return date.fromisoformat(value) if value else today - timedelta(days=1)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)",
-                                 param_hint="--date") from None
+def _closed_day(day: datetime | None) -> date:
+    return day.date() if day else datetime.now(UTC).date() - timedelta(days=1)
 
 
 @billing_group.command("report")
-@click.option("--date", "day", help="Last closed UTC day to report (default: yesterday).")
-@click.pass_obj
-def billing_report(settings: Settings, day: str | None):
+@click.option("--date", "day", type=Day, help="Last closed UTC day to report (default: "
+              "yesterday).")
+@pass_app
+def billing_report(app: App, day: datetime | None):
     """Run the overage report now for closed UTC days up to --date, and send every unsent
     report that may still go through, whatever its backoff. Idempotent."""
     through = _closed_day(day)
-    with _services(settings) as svc:
-        try:
-            done = billing_jobs.report_overage(svc, through, force=True)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    done = billing_jobs.report_overage(app.services, through, force=True)
     click.echo(json.dumps({"through": through.isoformat(), **done}))
 
 
 @billing_group.command("reconcile")
-@click.option("--date", "day", help="Last closed UTC day to check (default: yesterday).")
-@click.pass_obj
-def billing_reconcile(settings: Settings, day: str | None):
+@click.option("--date", "day", type=Day, help="Last closed UTC day to check (default: "
+              "yesterday).")
+@pass_app
+def billing_reconcile(app: App, day: datetime | None):
     """Compare metered usage, usage_reports and Stripe's meter, and list the reports Stripe
     did not take (failed, expired); exit 1 on any."""
-    with _services(settings) as svc:
-        found = billing_jobs.reconcile_billing(svc, _closed_day(day))
+    found = billing_jobs.reconcile_billing(app.services, _closed_day(day))
     for p in found["discrepancies"]:
         click.echo(json.dumps({"discrepancy": p}))
     for r in found["unsent"]:
         click.echo(json.dumps({"unsent": r}))
-    problems = len(found["discrepancies"]) + len(found["unsent"])
-    if problems:
+    if found["discrepancies"] or found["unsent"]:
         raise click.ClickException(f"{len(found['discrepancies'])} discrepancies, "
                                    f"{len(found['unsent'])} unsent reports")
     click.echo("billing reconciled: no discrepancy, nothing unsent")
 
 
 @billing_group.command("settle-expired")
-@click.pass_obj
-def billing_settle_expired(settings: Settings):
+@pass_app
+def billing_settle_expired(app: App):
     """Bill expired reports (days older than Stripe's meter accepts) as invoice items on each
     customer's next invoice. Idempotent."""
-    with _services(settings) as svc:
-        for item in billing_jobs.settle_expired(svc):
-            click.echo(json.dumps(item))
+    for item in billing_jobs.settle_expired(app.services):
+        click.echo(json.dumps(item))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Configuration, read once from the environment (DESIGN §7), and the plans table as data."""
+"""Configuration, read once from the environment (every variable: docs/operations.md), and
+the plans table as data."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 DEFAULT_PLANS_FILE = Path(__file__).with_name("plans.toml")
+DEFAULT_ALERTS_FILE = Path(__file__).with_name("alerts.toml")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PERPLEXITY_MAX_TOKENS = 4096  # the provider's own ceiling, used when a plan sets no cap
 
 
@@ -29,7 +32,7 @@ class Plan:
 
     @property
     def burst(self) -> int:
-        """Token-bucket capacity: max(ceil(RPS), RPM - 60*RPS) (DESIGN §4)."""
+        """Token-bucket capacity: max(ceil(RPS), RPM - 60*RPS) (docs/architecture.md)."""
         return max(math.ceil(self.rps), int(self.rpm - 60 * self.rps))
 
     @property
@@ -93,11 +96,24 @@ def load_plans(path: str | Path = DEFAULT_PLANS_FILE) -> Plans:
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    return float(env.get(key) or default)
+    try:
+        return float(env.get(key) or default)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, not {env.get(key)!r}") from None
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    return int(env.get(key) or default)
+    try:
+        return int(env.get(key) or default)
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number, not {env.get(key)!r}") from None
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(key) or default
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,7 @@ class Settings:
     provider_connect_timeout: float = 3.05
     provider_read_timeout: float = 25.0
     provider_max_attempts: int = 5
-    provider_round_seconds: float = 30.0  # the seed's timeout for one job's provider round
+    provider_round_seconds: float = 30.0  # the time one job's provider round may take
     provider_max_retry_after: float = 60.0  # a provider's Retry-After is honoured up to this
     # Prices used when a provider does not report its own cost (USD).
     perplexity_usd_per_1k_tokens: Decimal = Decimal("0.001")
@@ -149,15 +165,17 @@ class Settings:
     db_pool_max: int = 10
     retention_raw_days: int = 90
     retention_summary_days: int = 365
+    log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line, for log shippers
+    alerts_file: Path = DEFAULT_ALERTS_FILE
     plans: Plans = field(default_factory=load_plans)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         redis_url = env.get("REDIS_URL") or cls.redis_url
-        style = env.get("PERPLEXITY_API_STYLE") or cls.perplexity_api_style
-        if style not in ("agent", "chat"):
-            raise ValueError("PERPLEXITY_API_STYLE must be 'agent' or 'chat'")
+        style = _choice(env, "PERPLEXITY_API_STYLE", cls.perplexity_api_style,
+                        ("agent", "chat"))
         factor = _float(env, "PROVIDER_SAFETY_FACTOR", cls.provider_safety_factor)
         if not 0 < factor <= 1:
             raise ValueError("PROVIDER_SAFETY_FACTOR must be in (0, 1]")
@@ -213,6 +231,10 @@ class Settings:
             retention_raw_days=_int(env, "RETENTION_RAW_DAYS", cls.retention_raw_days),
             retention_summary_days=_int(
                 env, "RETENTION_SUMMARY_DAYS", cls.retention_summary_days),
+            log_level=_choice({"LOG_LEVEL": (env.get("LOG_LEVEL") or "").upper()}, "LOG_LEVEL",
+                              cls.log_level, LOG_LEVELS),
+            log_format=_choice(env, "LOG_FORMAT", cls.log_format, ("text", "json")),
+            alerts_file=Path(env.get("ALERTS_FILE") or DEFAULT_ALERTS_FILE),
             plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
         )
 

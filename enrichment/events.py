@@ -1,5 +1,5 @@
-"""Product events (DESIGN §9) behind one interface. Properties never carry a lead's personal
-data: ids, plan, template and figures only."""
+"""Product events (docs/operations.md#events) behind one interface. Properties never carry a
+lead's personal data: ids, plan, template and figures only."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from psycopg import Connection
 
+from .errors import Invalid
 from .jobstore import JobStatus
 
 SELECT_JOBS = """
@@ -30,7 +31,7 @@ def iso(ts) -> str | None:
 
 
 def job_body(row: dict) -> dict:
-    """The job as the API shows it (DESIGN §5)."""
+    """The job as the API shows it (docs/api.md#the-job-object)."""
     result = None
     if row.get("fields") is not None:
         result = {
@@ -73,8 +74,11 @@ PUBLIC_STATUSES = {"queued": ("waiting", "queued"), "processing": ("processing",
                    "succeeded": ("succeeded",), "failed": ("failed",), "dead": ("dead",)}
 
 
-class UnknownCursor(LookupError):
+class UnknownCursor(Invalid):
     """`starting_after` names no job of this workspace."""
+
+    def __init__(self) -> None:
+        super().__init__({"starting_after": ["No job with this id in this workspace."]})
 
 
 def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
@@ -90,12 +94,14 @@ def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
                               " AND workspace_id = %s", (starting_after, workspace_id)
                               ).fetchone()
         if cursor is None:
-            raise UnknownCursor(str(starting_after))
+            raise UnknownCursor
         where.append("(j.created_at, j.id) < (%s, %s)")
         args += [cursor["created_at"], cursor["id"]]
     if status is not None:
-        where.append("j.status = ANY(%s)")
-        args.append(list(PUBLIC_STATUSES[status]))
+        states = PUBLIC_STATUSES[status]
+        # One state as `=`, so the (workspace, status, created_at, id) index gives the order.
+        where.append("j.status = %s" if len(states) == 1 else "j.status = ANY(%s)")
+        args.append(states[0] if len(states) == 1 else list(states))
     for column, op, value in (("template", "=", template), ("batch_id", "=", batch_id),
                               ("created_at", ">=", created_after),
                               ("created_at", "<", created_before)):

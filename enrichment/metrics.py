@@ -1,5 +1,5 @@
-"""Prometheus metrics for the seed's critical figures (DESIGN §10). Labels stay low-cardinality:
-plan, tier, provider, outcome, template — never workspace or job ids.
+"""Prometheus metrics for the service's critical figures (docs/operations.md#metrics). Labels
+stay low-cardinality: plan, tier, provider, outcome, template — never workspace or job ids.
 
 With PROMETHEUS_MULTIPROC_DIR set (as `make run` and the tests do), every process — gunicorn
 workers, Celery pool processes — writes its samples there and `GET /metrics` serves them all.

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from . import jobstore
 from .config import PERPLEXITY_MAX_TOKENS, Plan
+from .errors import BACKING_SERVICE_DOWN
 from .jobstore import JobStatus, Outcome
 from .leads import company_only
 from .metrics import (
@@ -32,13 +33,13 @@ from .metrics import (
     WORKSPACE_WAIT,
 )
 from .providers import ProviderError, ResearchResult, SocialResult, Spend
-from .services import UNAVAILABLE, Services
+from .services import Services
 from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
 from .workspaces import person_level_allowed
 
 log = logging.getLogger(__name__)
 
-QUALITY_THRESHOLD = 0.8  # the seed's alert line for completeness
+QUALITY_THRESHOLD = 0.8  # the completeness alert's line (alerts.toml)
 MAX_RUNS = 5  # runs of one job (crashes, expired leases) before it is dead
 COST_PLACES = Decimal("0.000001")
 
@@ -91,7 +92,7 @@ def run_job(svc: Services, job_id: str) -> str:
     JOB_DELIVERIES.labels("claimed").inc()
     try:
         return _run(svc, job)
-    except UNAVAILABLE:  # the task retries these itself: its retry is the job's message
+    except BACKING_SERVICE_DOWN:  # the task retries these itself: its retry is the job's message
         _hand_back(svc, job, publish=False)
         raise
     except BaseException:
@@ -112,6 +113,7 @@ def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FE
         return False
     jobstore.publish_all(svc.db, svc.publisher, runnable)
     jobstore.send_webhooks(svc.publisher, outcome.deliveries)
+    log.info("job %s %s (template %s)", job["id"], outcome.status, job["template"])
     JOBS_FINISHED.labels(outcome.status).inc()
     if outcome.dead_letter:
         DEAD_LETTERS.labels(outcome.status).inc()

@@ -1,4 +1,5 @@
-"""Global provider rate limits: the 80% rule across every worker (DESIGN §4).
+"""Global provider rate limits: the 80% rule across every worker
+(docs/architecture.md#global-provider-limits-the-80-rule).
 
 Celery's own `rate_limit` is per worker and cannot hold a limit shared by many processes and
 machines; this one lives in Redis (`lua/provider_slot.lua`). A caller reserves the next slot

@@ -1,5 +1,6 @@
-"""Per-workspace API rate limits (DESIGN §4-5): token bucket + sliding 60 s log, decided by one
-Lua call on the Redis server's clock (`lua/rate_limit.lua`)."""
+"""Per-workspace API rate limits (docs/architecture.md#per-workspace-api-rate-limit): token
+bucket + sliding 60 s log, decided by one Lua call on the Redis server's clock
+(`lua/rate_limit.lua`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import redis
 
 from .config import Plan
 
+STATS_TTL = 7200  # seconds a minute's counters are kept (alert windows are shorter)
+
 
 def minute_key(at: float | None = None) -> str:
-    """This minute's counters hash (requests, rejections, provider outcomes) for alerts."""
+    """This minute's counters hash (requests, rejections, provider outcomes) for alerts; it
+    expires after STATS_TTL (rate_limit.lua and the provider counter set it)."""
     return f"stats:{int((at if at is not None else time.time()) // 60)}"
 
 

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-import psycopg
 import redis
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from .authguard import AuthGuard
 from .billing import Billing, build_billing
@@ -24,12 +23,7 @@ from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
 from .providers.perplexity import PerplexityClient
 from .providers.social_links import SocialLinksClient
-from .ratelimit import RateLimiter, minute_key
-
-# Errors that mean "a backing service is unreachable right now": the API answers 503 with
-# Retry-After, tasks retry.
-UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
-               redis.exceptions.OutOfMemoryError)
+from .ratelimit import STATS_TTL, RateLimiter, minute_key
 
 
 @dataclass
@@ -97,7 +91,11 @@ def _provider_outcome_recorder(client: redis.Redis):
 
     def record(provider: str, outcome: str) -> None:
         PROVIDER_CALLS.labels(provider, outcome).inc()
-        with contextlib.suppress(redis.RedisError):  # a metric must never fail a provider call
-            client.hincrby(minute_key(), f"provider_{'ok' if outcome == 'ok' else 'fail'}", 1)
+        key = minute_key()
+        # A metric must never fail a provider call.
+        with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key, f"provider_{'ok' if outcome == 'ok' else 'fail'}", 1)
+            pipe.expire(key, STATS_TTL)
+            pipe.execute()
 
     return record

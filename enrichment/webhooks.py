@@ -40,6 +40,8 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from .errors import Invalid
+
 log = logging.getLogger(__name__)
 
 EVENTS = ("job.succeeded", "job.failed", "job.dead", "batch.completed")
@@ -49,8 +51,15 @@ TIMEOUT_SECONDS = 10.0
 LEASE = timedelta(seconds=30)
 
 
-class BadWebhookUrl(ValueError):
+class BadWebhookUrl(Invalid):
     """The URL cannot be a webhook target (scheme, host, or where it resolves)."""
+
+    def __init__(self, reason: str):
+        super().__init__({"url": [f"{reason}."]})
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def new_secret() -> str:

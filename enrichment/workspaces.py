@@ -17,6 +17,7 @@ from datetime import datetime
 from psycopg import Connection
 
 from .config import Plans
+from .errors import Invalid, NotFound
 from .templates import COMPANY_TEMPLATES
 
 KEY_SCHEME = "lek"
@@ -48,9 +49,9 @@ def create_workspace(
 ) -> tuple[Workspace, str]:
     """Create a workspace and its first API key. Returns the workspace and the key (shown once)."""
     if plan not in plans:
-        raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
+        raise Invalid({"plan": [f"unknown plan {plan!r}; known: {', '.join(plans.names)}"]})
     if region not in ("us", "eu"):
-        raise ValueError("region must be 'us' or 'eu'")
+        raise Invalid({"region": ["must be 'us' or 'eu'"]})
     ws = Workspace(uuid.uuid4(), name, plan, region, True)
     with conn.transaction():
         conn.execute(
@@ -69,7 +70,7 @@ def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
     fields (name, e-mail, LinkedIn URL) of its company-level jobs are removed: a company-level
     job there holds and sends company fields only."""
     if region not in ("us", "eu"):
-        raise ValueError("region must be 'us' or 'eu'")
+        raise Invalid({"region": ["must be 'us' or 'eu'"]})
     with conn.transaction():
         row = conn.execute(
             "UPDATE workspaces SET region = %s,"
@@ -77,7 +78,7 @@ def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
             " RETURNING region, person_level_enabled",
             (region, person_level_enabled, workspace_id)).fetchone()
         if row is None:
-            raise LookupError(f"no workspace {workspace_id}")
+            raise NotFound(f"no workspace {workspace_id}")
         if not person_level_allowed(row["region"], row["person_level_enabled"]):
             conn.execute(
                 "UPDATE enrichment_jobs SET lead = lead - 'name' - 'email' - 'linkedin_url'"
@@ -95,7 +96,7 @@ def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:
         (uuid.uuid4(), prefix, _hash(key), workspace_id),
     )
     if cur.rowcount != 1:
-        raise LookupError(f"no workspace {workspace_id}")
+        raise NotFound(f"no workspace {workspace_id}")
     return key
 
 
@@ -105,6 +106,24 @@ def revoke_api_key(conn: Connection, prefix: str) -> bool:
         (prefix,),
     )
     return cur.rowcount == 1
+
+
+def list_workspaces(conn: Connection) -> list[dict]:
+    """Every workspace, oldest first, with its count of live API keys."""
+    return conn.execute(
+        "SELECT w.id, w.name, w.plan, w.region, w.person_level_enabled, w.created_at,"
+        " w.stripe_customer_id, count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS live_keys"
+        " FROM workspaces w LEFT JOIN api_keys k ON k.workspace_id = w.id"
+        " GROUP BY w.id ORDER BY w.created_at, w.id").fetchall()
+
+
+def list_api_keys(conn: Connection, workspace_id: uuid.UUID | None = None) -> list[dict]:
+    """API keys by prefix (never the key: only its hash is stored), newest first; of one
+    workspace, or of all."""
+    return conn.execute(
+        "SELECT prefix, workspace_id, created_at, revoked_at FROM api_keys"
+        " WHERE %(ws)s::uuid IS NULL OR workspace_id = %(ws)s"
+        " ORDER BY created_at DESC, prefix", {"ws": workspace_id}).fetchall()
 
 
 def key_prefix(key: str) -> str | None:

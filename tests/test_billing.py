@@ -21,6 +21,7 @@ from enrichment.billing import LedgerBilling, StripeBilling, accounts, catalog, 
 from enrichment.billing import jobs as billing_jobs
 from enrichment.billing.reconcile import reconcile, unsent_reports
 from enrichment.billing.report import SEND_ATTEMPTS
+from enrichment.errors import Invalid
 from enrichment.periods import day_start, next_period_start
 from simulators.stripe_fake import StripeFakeServer, sign
 
@@ -302,7 +303,7 @@ def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, capture
 
 
 def test_a_day_that_has_not_ended_is_refused(db):
-    with pytest.raises(ValueError, match="not ended"):
+    with pytest.raises(Invalid, match="not ended"):
         run_report(db, TODAY)
 
 
@@ -709,8 +710,8 @@ def test_billing_cli(db, fake, make_workspace):
     runner = CliRunner(env={"STRIPE_API_KEY": "sk_test_cli", "STRIPE_API_BASE": fake.url})
     first = runner.invoke(main, ["billing", "sync-catalog"], catch_exceptions=False)
     second = runner.invoke(main, ["billing", "sync-catalog"], catch_exceptions=False)
-    assert first.exit_code == 0 and "enrichment_core_overage" in first.output
-    assert first.output == second.output
+    assert first.exit_code == 0 and "enrichment_core_overage" in first.stdout
+    assert first.stdout == second.stdout
     created = runner.invoke(main, ["workspace", "create", "--name", "Cli", "--plan", "core",
                                    "--json"], catch_exceptions=False)
     ws_id = json.loads(created.output.strip().splitlines()[-1])["workspace_id"]

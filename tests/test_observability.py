@@ -225,7 +225,7 @@ def test_alerts_cli_prints_every_rule(db):
     from enrichment.cli import main
 
     with db.db.connection() as conn:
-        alerts.evaluate(conn, db.redis, db.events, datetime.now(UTC))
+        alerts.evaluate(conn, db.redis, db.events, datetime.now(UTC), alerts.load_rules())
     out = CliRunner().invoke(main, ["alerts"], catch_exceptions=False).output
     for r in alerts.load_rules():
         assert r.name in out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from .celery_app import TIER_QUEUES, app
+from enrichment import logs
+
+from .celery_app import app, tier_queues
 
 RUN_JOB = "enrichment.run_job"
 DELIVER_WEBHOOK = "enrichment.deliver_webhook"
@@ -21,11 +23,14 @@ class CeleryPublisher:
         self._broker: redis.Redis | None = None
 
     def publish(self, job_id: str, queue: str) -> None:
+        # The submitting request's id travels as a header: the worker logs it with the job.
+        headers = {"request_id": rid} if (rid := logs.request_id.get()) else None
         if self.broker_url is None:
-            app.send_task(RUN_JOB, args=[job_id], queue=queue)
+            app.send_task(RUN_JOB, args=[job_id], queue=queue, headers=headers)
             return
         with app.connection_for_write(self.broker_url) as conn:
-            app.send_task(RUN_JOB, args=[job_id], queue=queue, connection=conn)
+            app.send_task(RUN_JOB, args=[job_id], queue=queue, headers=headers,
+                          connection=conn)
 
     def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
         if self.broker_url is None:
@@ -45,7 +50,7 @@ class CeleryPublisher:
         if self._broker is None:
             self._broker = redis.Redis.from_url(url, socket_timeout=1)
         with self._broker.pipeline(transaction=False) as pipe:
-            for queue in TIER_QUEUES:
+            for queue in tier_queues():
                 pipe.llen(queue)
             pipe.hlen(UNACKED)
             return sum(pipe.execute())

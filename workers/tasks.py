@@ -9,15 +9,21 @@ import os
 from datetime import UTC, datetime
 
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
-from enrichment import admission, alerts, jobstore, pipeline, privacy, webhooks
+from enrichment import admission, alerts, jobstore, logs, pipeline, privacy, webhooks
 from enrichment.billing import jobs as billing_jobs
-from enrichment.config import Settings
-from enrichment.services import UNAVAILABLE, Services, build_services
+from enrichment.errors import BACKING_SERVICE_DOWN
+from enrichment.services import Services, build_services
 
-from .celery_app import app
-from .publisher import WEBHOOKS_QUEUE, CeleryPublisher
+from .celery_app import app, settings
+from .publisher import RUN_JOB, WEBHOOKS_QUEUE, CeleryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,7 @@ def services() -> Services:
     """One set of services per worker process, built after the fork."""
     global _services
     if _services is None:
-        _services = build_services(Settings.from_env(), publisher=CeleryPublisher())
+        _services = build_services(settings(), publisher=CeleryPublisher())
     return _services
 
 
@@ -62,8 +68,22 @@ def _serve_metrics(**_):
     start_http_server(int(port), registry=registry)
 
 
+@task_prerun.connect
+def _log_context(task=None, args=None, **_):
+    """The job's id on every line logged while running it, and the id of the API request
+    that submitted it (a message header) when the API published it."""
+    logs.job_id.set(args[0] if task.name == RUN_JOB and args else None)
+    logs.request_id.set(task.request.get("request_id"))
+
+
+@task_postrun.connect
+def _forget_log_context(**_):
+    logs.job_id.set(None)
+    logs.request_id.set(None)
+
+
 class EnrichmentTask(Task):
-    autoretry_for = UNAVAILABLE
+    autoretry_for = BACKING_SERVICE_DOWN
     retry_backoff = 1
     retry_backoff_max = 30
     retry_jitter = True
@@ -158,4 +178,5 @@ def retention_purge() -> dict:
 def evaluate_alerts() -> list:
     svc = services()
     with svc.db.connection() as conn:
-        return alerts.evaluate(conn, svc.redis, svc.events, datetime.now(UTC))
+        return alerts.evaluate(conn, svc.redis, svc.events, datetime.now(UTC),
+                               alerts.load_rules(svc.settings.alerts_file))

@@ -13,8 +13,9 @@ import uuid
 from psycopg import Connection
 
 from ..config import Plans
+from ..errors import EnrichmentError, Invalid, NotFound
 from .catalog import load_catalog
-from .interface import Billing, BillingError, BillingNotConfigured
+from .interface import Billing
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,13 @@ def attach(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> str:
                       " stripe_subscription_id FROM workspaces WHERE id = %s",
                       (workspace_id,)).fetchone()
     if ws is None:
-        raise LookupError(f"no workspace {workspace_id}")
+        raise NotFound(f"no workspace {workspace_id}")
     if ws["stripe_subscription_id"]:
         return ws["stripe_customer_id"]
     catalog = load_catalog(conn)
     if "meter" not in catalog:
-        raise LookupError("no Stripe catalog yet: run `enrichment billing sync-catalog`")
+        raise EnrichmentError("no Stripe catalog yet: run `enrichment billing sync-catalog`",
+                              status=409, title="Conflict", slug="no-stripe-catalog")
     customer = ws["stripe_customer_id"]
     if customer is None:
         customer = billing.create_customer(str(ws["id"]), ws["name"])
@@ -51,12 +53,12 @@ def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str)
     """Move a workspace to `plan` from now on, recording when (the plan history the overage
     report prices each day with). Returns False when it already is on that plan."""
     if plan not in plans:
-        raise ValueError(f"unknown plan {plan!r}; known: {', '.join(plans.names)}")
+        raise Invalid({"plan": [f"unknown plan {plan!r}; known: {', '.join(plans.names)}"]})
     with conn.transaction():
         row = conn.execute("SELECT plan FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
                            (workspace_id,)).fetchone()
         if row is None:
-            raise LookupError(f"no workspace {workspace_id}")
+            raise NotFound(f"no workspace {workspace_id}")
         if row["plan"] == plan:
             return False
         conn.execute("UPDATE workspaces SET plan = %s, plan_since = now() WHERE id = %s",
@@ -103,7 +105,7 @@ def sync(conn: Connection, billing: Billing) -> dict[str, int]:
                 done["attached"] += 1
             elif move(conn, billing, ws["id"]):
                 done["moved"] += 1
-        except (BillingError, BillingNotConfigured, LookupError) as exc:
+        except EnrichmentError as exc:
             log.warning("billing sync of workspace %s: %s (retried next run)", ws["id"], exc)
             done["failed"] += 1
     return done

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ..config import CreditPack, Plans
+from ..errors import EnrichmentError
 
 METER_EVENT = "enrichment_overage_units"
 CREDITS_PRODUCT = "enrichment_credits"
@@ -39,24 +40,40 @@ class Checkout:
     currency: str
 
 
-class BillingNotConfigured(Exception):
-    """The call needs Stripe and there is no STRIPE_API_KEY."""
+class BillingNotConfigured(EnrichmentError):
+    """The call needs Stripe and there is no STRIPE_API_KEY: this deployment bills from its
+    ledger only, so this is a refusal, not a server failure."""
+
+    status, title, slug = 403, "Forbidden", "billing-not-configured"
 
 
-class BillingError(Exception):
+class BillingError(EnrichmentError):
     """Stripe refused or failed a call. `retryable`: it may work later (network, rate limit,
     Stripe's own errors); `too_old`: a meter event outside the 35 days Stripe accepts;
-    `unavailable`: Stripe could not be reached in time (503 on request paths, else 502)."""
+    `unavailable`: Stripe could not be reached in time (503 on request paths, else 502).
+    Stripe's message stays in logs; the caller is told to retry later."""
 
     def __init__(self, message: str, *, retryable: bool, too_old: bool = False,
                  unavailable: bool = False, code: str | None = None):
-        super().__init__(message)
+        super().__init__(
+            message, headers={"Retry-After": "30"},
+            **({"status": 503, "title": "Service Unavailable",
+                "slug": "payment-provider-unavailable",
+                "detail": "The payment provider could not be reached in time; retry later."}
+               if unavailable else
+               {"status": 502, "title": "Bad Gateway", "slug": "payment-provider-error",
+                "detail": "The payment provider did not answer as expected; retry later."}))
         self.retryable, self.too_old, self.unavailable = retryable, too_old, unavailable
         self.code = code
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(EnrichmentError):
     """A webhook whose signature or payload does not verify."""
+
+    slug = "bad-webhook-signature"
+
+    def __init__(self, message: str):
+        super().__init__(message, detail=f"Webhook rejected: {message}"[:300])
 
 
 class Billing(Protocol):

@@ -1,8 +1,8 @@
 """Reconciliation (daily, and `enrichment billing reconcile`): per workspace, the overage the
 usage rows give now, what `usage_reports` froze, what was sent (or recorded ledger-only) and —
 with Stripe — what its meter holds, for the period up to a closed day. Any difference is a
-discrepancy (the seed: alert on any). Reports Stripe did not take (failed, expired) are
-listed beside them."""
+discrepancy (the billing-accuracy alert fires on any). Reports Stripe did not take (failed,
+expired) are listed beside them."""
 
 from __future__ import annotations
 

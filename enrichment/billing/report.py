@@ -29,6 +29,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from ..config import Plans
+from ..errors import Invalid
 from ..events import Events
 from ..periods import day_start, next_period_start, period_start
 from .catalog import load_catalog
@@ -200,8 +201,8 @@ def report(pool: ConnectionPool, plans: Plans, billing: Billing, events: Events,
     """The overage report for closed days up to `through`: freeze, then send."""
     today = now.date()
     if through >= today:
-        raise ValueError(f"{through} has not ended yet (UTC); the latest closed day is "
-                         f"{today - timedelta(days=1)}")
+        raise Invalid({"through": [f"{through} has not ended yet (UTC); the latest closed "
+                                    f"day is {today - timedelta(days=1)}"]})
     with pool.connection() as conn:
         frozen = freeze(conn, plans, through)
     return {"frozen": frozen, **send_pending(pool, billing, events, now, force)}

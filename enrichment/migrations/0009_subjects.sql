@@ -1,7 +1,7 @@
 -- Privacy hardening: a job is found by every personal identifier its lead carried.
 
--- SHA-256 of each normalised personal identifier (email, linkedin_url) of the lead, beside
--- `subject_hash` (the identifier that keyed the job: email, else linkedin_url, else domain).
+-- SHA-256 of each normalised personal identifier (email, linkedin_url, name at company) of the
+-- lead, beside `subject_hash` (the identifier that keyed the job; enrichment/leads.py).
 -- Kept after the 90-day purge clears the lead: erasure must still find the job.
 ALTER TABLE enrichment_jobs ADD COLUMN person_hashes text[] NOT NULL DEFAULT '{}';
 UPDATE enrichment_jobs SET person_hashes = ARRAY(
