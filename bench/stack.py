@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +97,110 @@ class RedisServer:
             self.proc.wait(10)
 
 
+def pg_bindir() -> Path | None:
+    """Where initdb and pg_ctl are: the newest /usr/lib/postgresql/<ver>/bin, else
+    `pg_config --bindir`; None without PostgreSQL server binaries."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if found:
+        return found[-1].parent
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                             check=True)
+        if (Path(out.stdout.strip()) / "initdb").exists():
+            return Path(out.stdout.strip())
+    return None
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own: `initdb` (trust auth) into a new temporary directory,
+    listening on 127.0.0.1 at a free port (and a socket in that directory), fsync off, with
+    database `dbname`: for a test that stops it. initdb and postgres refuse to run as root: as
+    root they run as the `postgres` user, who owns the directory. `close()` stops it and
+    removes the directory."""
+
+    # fsync off loses nothing when only the server stops (the OS keeps the writes);
+    # synchronous_commit stays on: `stop -m immediate` would lose commits already answered.
+    SETTINGS = ("listen_addresses=127.0.0.1", "fsync=off", "full_page_writes=off")
+
+    def __init__(self, dbname: str = "enrichment", user: str = "postgres", tries: int = 5):
+        self.bindir, self.dbname, self.user, self.port = pg_bindir(), dbname, user, 0
+        if self.bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries (initdb) on this machine")
+        self.dir = Path(tempfile.mkdtemp(prefix="own-postgres-"))
+        self.data = self.dir / "data"
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(self.dir, "postgres", "postgres")
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", user, "-E", "UTF8",
+                      "--no-sync")
+            for attempt in range(tries):  # another process may take the port we picked
+                self.port = free_port()
+                try:
+                    self.start()
+                    break
+                except RuntimeError:
+                    if attempt == tries - 1:
+                        raise
+            with psycopg.connect(self.url_for("postgres"), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return self.url_for(self.dbname)
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        """Start it (`pg_ctl -w`: once it accepts connections), then check that what answers
+        on 127.0.0.1:port is this cluster; RuntimeError if not."""
+        opts = ["-p", str(self.port), "-k", str(self.dir)]
+        for setting in self.SETTINGS:
+            opts += ["-c", setting]
+        done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "postgres.log"),
+                         "-w", "-t", "60", "-o", shlex.join(opts), "start", check=False)
+        if done.returncode == 0 and self._ours():
+            return
+        if done.returncode == 0:
+            self.stop("immediate")
+        log = (self.dir / "postgres.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"postgres did not start on port {self.port}:\n{done.stdout}"
+                           f"{done.stderr}{log}")
+
+    def _ours(self) -> bool:
+        try:
+            with psycopg.connect(self.url_for("postgres"), connect_timeout=5) as conn:
+                (data,) = conn.execute("SHOW data_directory").fetchone()
+        except psycopg.Error:
+            return False
+        return os.path.realpath(data) == os.path.realpath(self.data)
+
+    def stop(self, mode: str = "fast") -> None:
+        """`pg_ctl stop -m smart|fast|immediate`, waiting until it is down."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        """Stop it if it runs, remove its directory. (Were the stop to fail, the postmaster
+        shuts itself down on finding its postmaster.pid gone.)"""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop",
+                      check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [str(self.bindir / tool), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, cwd=self.dir, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+        return done
+
+
 class Stack(contextlib.ExitStack):
     """Processes started here are stopped (process group SIGTERM, then SIGKILL) on exit.
     `own_redis`: a redis-server of the stack's own serves Redis and the broker (figures such
@@ -151,7 +257,7 @@ class Stack(contextlib.ExitStack):
         """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks")."""
         extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else [])]
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
-                                 "worker", "-c", str(concurrency), *extra,
+                                 "--quiet", "worker", "-c", str(concurrency), *extra,
                                  "--without-mingle", "--without-gossip",
                                  "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")

@@ -1,6 +1,8 @@
 """Proof under faults, with real processes on this machine: a Redis server of our own (AOF,
-appendfsync everysec) on a free port, the real PostgreSQL, Celery workers and gunicorn as
-subprocesses, the provider simulator. Run alone with `pytest -m faults`; prints a summary.
+appendfsync everysec) on a free port, the test database on the real PostgreSQL (a PostgreSQL
+cluster of our own where the scenario stops the database), Celery workers and gunicorn as
+subprocesses, the provider simulator. Nothing here stops or reconfigures the machine's Redis
+or PostgreSQL. Run alone with `pytest -m faults`; prints a summary.
 
 Each scenario counts, for the jobs the API accepted: completed, dead, lost (never finished)
 and double-billed (more than one usage row, or more than one unit)."""
@@ -10,17 +12,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 import requests
 from click.testing import CliRunner
 
-from bench.stack import RedisServer, Stack
+from bench.stack import PostgresServer, RedisServer, Stack, pg_bindir
+from enrichment import db as db_module
 from enrichment import pipeline
 from enrichment.config import Settings
-from enrichment.services import build_services
+from enrichment.services import Services, build_services
+from enrichment.workspaces import create_workspace
 from workers.publisher import CeleryPublisher
 
 from .conftest import TEST_DATABASE_URL
@@ -28,9 +31,6 @@ from .helpers import eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 SUMMARY: list[list] = []
-PG_VERSION = sorted(os.listdir("/etc/postgresql"))[-1] if os.path.isdir("/etc/postgresql") \
-    else None
-
 
 
 @pytest.fixture
@@ -40,20 +40,33 @@ def own_redis(tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def own_postgres():
+    """A migrated PostgreSQL cluster of the test's own; stopped and removed however it ends."""
+    server = PostgresServer("enrichment_faults")
+    try:
+        db_module.upgrade(server.url)
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def summary(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
     header = ["scenario", "accepted", "completed", "dead", "lost", "double-billed"]
     rows = [header, *SUMMARY]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
-    reporter.write_line("")
-    reporter.write_line("Faults: what happened to the jobs the API accepted")
-    for n, row in enumerate(rows):
-        reporter.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
-                                                                               strict=True)))
-        if n == 0:
-            reporter.write_line("  " + "  ".join("-" * w for w in widths))
+    with plugins.get_plugin("capturemanager").global_and_fixture_disabled():  # to the terminal
+        reporter.write_line("")
+        reporter.write_line("Faults: what happened to the jobs the API accepted")
+        for n, row in enumerate(rows):
+            reporter.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths,
+                                                                                   strict=True)))
+            if n == 0:
+                reporter.write_line("  " + "  ".join("-" * w for w in widths))
 
 
 def stack_for(own_redis, **env) -> Stack:
@@ -62,13 +75,19 @@ def stack_for(own_redis, **env) -> Stack:
                   "LOST_MESSAGE_SECONDS": "3", **env})
 
 
-def sweep(db, stack: Stack) -> None:
-    """What the beat relay does each minute, now, against the scenario's Redis and broker."""
+def services(stack: Stack) -> Services:
+    """This process's services on the scenario's database, Redis and broker (built once)."""
     if "svc" not in stack.__dict__:
         settings = Settings.from_env(stack.env | {"OUTBOX_RELAY_AFTER_SECONDS": "0"})
         stack.svc = build_services(settings, CeleryPublisher(stack.env["CELERY_BROKER_URL"]))
         stack.callback(stack.svc.close)
-    pipeline.sweep(stack.svc)
+    return stack.svc
+
+
+def sweep(stack: Stack) -> None:
+    """What the beat relay does each minute, now, against the scenario's database, Redis and
+    broker."""
+    pipeline.sweep(services(stack))
 
 
 def submit(api: str, key: str, n: int, tag: str) -> list[str]:
@@ -81,8 +100,9 @@ def submit(api: str, key: str, n: int, tag: str) -> list[str]:
     return [r["job"]["job_id"] for r in resp.json()["results"] if r["status"] == 202]
 
 
-def outcome(db, job_ids: list[str]) -> dict:
-    with db.db.connection() as conn:
+def outcome(stack: Stack, job_ids: list[str]) -> dict:
+    """Counted in the database the scenario's processes use."""
+    with services(stack).db.connection() as conn:
         rows = conn.execute(
             "SELECT j.id::text, j.status, count(u.id) AS usage_rows,"
             " coalesce(sum(u.units), 0) AS units FROM enrichment_jobs j"
@@ -98,14 +118,14 @@ def outcome(db, job_ids: list[str]) -> dict:
     }
 
 
-def settle(db, stack: Stack, job_ids: list[str], timeout: float = 90) -> dict:
+def settle(stack: Stack, job_ids: list[str], timeout: float = 90) -> dict:
     def done() -> bool:
-        sweep(db, stack)
-        return outcome(db, job_ids)["lost"] == 0
+        sweep(stack)
+        return outcome(stack, job_ids)["lost"] == 0
 
     with contextlib.suppress(AssertionError):  # what is left is reported as lost
         eventually(done, timeout, interval=1.0)
-    return outcome(db, job_ids)
+    return outcome(stack, job_ids)
 
 
 def record(name: str, result: dict) -> None:
@@ -135,7 +155,7 @@ def test_worker_killed_mid_jobs(db, make_workspace, simulator, own_redis):
         doomed.wait()
         simulator.config.latency_ms = 0
         stack.worker(concurrency=2, name="survivor")
-        record("worker kill -9 mid-job", settle(db, stack, ids))
+        record("worker kill -9 mid-job", settle(stack, ids))
 
 
 def test_redis_killed_and_restarted(db, make_workspace, simulator, own_redis):
@@ -155,7 +175,7 @@ def test_redis_killed_and_restarted(db, make_workspace, simulator, own_redis):
         if restarted:
             stack.worker(concurrency=2, name="restarted")
         name = "redis kill -9, restart" + (" (worker restarted)" if restarted else "")
-        record(name, settle(db, stack, ids))
+        record(name, settle(stack, ids))
 
 
 def _consuming(stack: Stack) -> bool:
@@ -187,21 +207,24 @@ def test_redis_frozen(db, make_workspace, simulator, own_redis):
         else:
             ids.append(resp.json()["job_id"])
         record(f"redis SIGSTOP (submit: {resp.status_code} in {elapsed:.1f}s)",
-               settle(db, stack, ids))
+               settle(stack, ids))
 
 
-@pytest.mark.skipif(PG_VERSION is None, reason="no local PostgreSQL cluster to stop")
-def test_postgres_stopped_and_started(db, make_workspace, simulator, own_redis):
-    ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main"]
-    with stack_for(own_redis) as stack:
+@pytest.mark.skipif(pg_bindir() is None, reason="no PostgreSQL server binaries (initdb)")
+def test_postgres_stopped_and_started(simulator, own_redis, own_postgres):
+    """The database stopped (-m immediate) under load and started again: a cluster of the
+    test's own, never the machine's."""
+    with stack_for(own_redis, DATABASE_URL=own_postgres.url) as stack:
+        svc = services(stack)  # this test process's pool, on the own cluster
+        with svc.db.connection() as conn:
+            _, key = create_workspace(conn, svc.settings.plans, "Acme", "scale", "us")
         stack.worker(concurrency=2)
         api = stack.gunicorn()
-        key = key_for(make_workspace)
         simulator.config.latency_ms = 1500  # jobs still running when the database goes
         ids = submit(api, key, 6, "pg")
         statuses = []
         try:
-            subprocess.run([*ctl, "stop", "-m", "immediate"], check=True, timeout=60)
+            own_postgres.stop("immediate")
             for path in ("/api/v1/enrichment", "/api/v1/templates"):
                 resp = requests.request(
                     "POST" if path.endswith("enrichment") else "GET", f"{api}{path}",
@@ -211,11 +234,11 @@ def test_postgres_stopped_and_started(db, make_workspace, simulator, own_redis):
                 assert resp.status_code == 503 and resp.headers.get("Retry-After"), resp.text
                 assert resp.headers["Content-Type"] == "application/problem+json"
         finally:
-            subprocess.run([*ctl, "start"], check=True, timeout=60)
+            own_postgres.start()
         simulator.config.latency_ms = 0
         eventually(lambda: requests.get(f"{api}/readyz", timeout=5).status_code == 200, 30)
-        eventually(lambda: _pool_recovered(db.db), 30)  # this test process's own pool too
-        record(f"postgres stopped (API: {statuses})", settle(db, stack, ids))
+        eventually(lambda: _pool_recovered(svc.db), 30)  # this test process's own pool too
+        record(f"postgres stopped (API: {statuses})", settle(stack, ids))
 
 
 def _pool_recovered(pool) -> bool:
@@ -237,12 +260,12 @@ def test_provider_outage_then_dead_letter_replay(db, make_workspace, simulator, 
         stack.worker(concurrency=4)
         api = stack.gunicorn()
         ids = submit(api, key_for(make_workspace), 8, "outage")
-        during = settle(db, stack, ids)
+        during = settle(stack, ids)
         assert during["dead"] == len(ids), during
         simulator.config.outage_status = 0
         replay = CliRunner(env={"DATABASE_URL": TEST_DATABASE_URL}).invoke(
             main, ["dlq", "replay", "--all"], catch_exceptions=False)
         assert replay.output.count("replayed") == len(ids)
-        after = settle(db, stack, ids)
+        after = settle(stack, ids)
     record(f"provider outage ({during['dead']} dead) → dlq replay --all", after)
     assert after["completed"] == len(ids)
