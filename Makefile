@@ -28,8 +28,9 @@ test: $(STAMP) ## the whole test suite on real Redis and PostgreSQL
 bench: $(STAMP) ## the benchmarks, printed as tables
 	$(PY) -m bench
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff on everything, mypy on the domain core (enrichment/)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean: ## remove the virtualenv and run state
 	rm -rf $(VENV) .run *.egg-info

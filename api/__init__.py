@@ -39,6 +39,7 @@ def create_app(
     app.register_blueprint(privacy.bp)
     app.register_blueprint(webhook_endpoints.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(openapi.swagger_ui)
     _log_requests(app)
     return app
 

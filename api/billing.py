@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, request
 from marshmallow import RAISE, Schema, fields
 
 from enrichment.billing import webhooks
 from enrichment.billing.stripe_client import verify_webhook
 from enrichment.errors import Invalid, NotFound
 
+from . import answers as a
 from .auth import guard, services
 from .enrichment import json_body, load
 from .problems import Problem
@@ -46,10 +47,9 @@ def buy_credit_pack():
         svc.db, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
         svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
     pack = packs[data["pack"]]
-    resp = jsonify({"checkout_url": checkout.url, "checkout_session_id": checkout.session_id,
-                    "pack": pack.name, "units": pack.units})
-    resp.status_code = 201
-    return resp
+    return a.respond(a.CheckoutSchema, {
+        "checkout_url": checkout.url, "checkout_session_id": checkout.session_id,
+        "pack": pack.name, "units": pack.units}, 201)
 
 
 def _customer() -> str | None:
@@ -89,9 +89,9 @@ def _cached(name: str, fetch):
 def list_invoices():
     customer = _customer()
     if customer is None:
-        return jsonify({"invoices": []})
+        return a.respond(a.InvoicesSchema, {"invoices": []})
     billing = services().billing
-    return jsonify({"invoices": _cached(
+    return a.respond(a.InvoicesSchema, {"invoices": _cached(
         "invoices", lambda: [_invoice_body(i) for i in billing.invoices(customer)])})
 
 
@@ -102,8 +102,8 @@ def upcoming_invoice():
         raise NotFound("This workspace has no billing account yet.",
                        slug="no-billing-account")
     billing = services().billing
-    return jsonify(_cached("upcoming",
-                           lambda: _invoice_body(billing.upcoming_invoice(customer))))
+    return a.respond(a.InvoiceSchema, _cached(
+        "upcoming", lambda: _invoice_body(billing.upcoming_invoice(customer))))
 
 
 @hooks.post("/webhook")
@@ -117,4 +117,4 @@ def stripe_webhook():
     event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret)
     with svc.db.connection() as conn:
         outcome = webhooks.handle_event(conn, svc.settings.plans, svc.events, event)
-    return jsonify({"received": True, "outcome": outcome})
+    return a.respond(a.WebhookAnswerSchema, {"received": True, "outcome": outcome})

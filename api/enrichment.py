@@ -15,6 +15,7 @@ from enrichment.billing.usage import usage_summary
 from enrichment.errors import EnrichmentError, Invalid, NotFound
 from enrichment.templates import TEMPLATES
 
+from . import answers as a
 from .auth import guard, services
 from .problems import Problem, problem_body
 from .schemas import BatchSchema, ListJobsSchema, SubmitSchema
@@ -179,7 +180,7 @@ def submit():
         data = load(submit_schema, body)
         admitted = admit_one(data["lead"], data["template"], data["metadata"],
                              data["max_age_days"])
-        job = jobs.job_body(admitted.job)
+        job = a.dump(a.JobSchema, jobs.job_body(admitted.job))
         return admitted_status(admitted), job, f"/api/v1/enrichment/{job['job_id']}", \
             admitted.replayed
 
@@ -218,17 +219,17 @@ def submit_batch():
                           "problem" in entry))
             results.append(entry)
         with svc.db.connection() as conn, conn.transaction():
+            jobstore.lock_workspace(conn, workspace.id)  # first, as every writer of jobs
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO batch_items (batch_id, idx, job_id, rejected)"
                                 " VALUES (%s, %s, %s, %s)", items)
-            # All answered at once (refused, cached, replays of ended jobs): done already.
-            jobstore.lock_workspace(conn, workspace.id)
-            deliveries = [d for b in webhooks.complete_batches(conn, workspace.id)
-                          for d in webhooks.enqueue(conn, workspace.id, "batch.completed",
-                                                    jobs.batch_progress(conn, workspace.id, b),
-                                                    svc.clock())]
+            # Every lead is in: from now on the batch can complete (once its jobs end) —
+            # now already if all were answered at once (refused, cached, ended replays).
+            conn.execute("UPDATE batches SET submitted_at = now() WHERE id = %s", (batch_id,))
+            deliveries = webhooks.batches_completed(conn, workspace.id, svc.clock())
         jobstore.send_webhooks(svc.publisher, deliveries)
-        return 207, {"batch_id": str(batch_id), "results": results}, None, False
+        return 207, a.dump(a.BatchAnswerSchema, {"batch_id": batch_id, "results": results}), \
+            None, False
 
     return with_client_key(handle)
 
@@ -238,7 +239,8 @@ def list_jobs():
     args = load(list_schema, request.args.to_dict())
     with services().db.connection() as conn:
         rows, more = jobs.list_jobs(conn, g.workspace.id, **args)
-    return jsonify({"data": [jobs.job_body(r) for r in rows], "has_more": more})
+    return a.respond(a.JobListSchema, {"data": [jobs.job_body(r) for r in rows],
+                                       "has_more": more})
 
 
 @bp.get("/enrichment/batches/<uuid:batch_id>")
@@ -247,7 +249,7 @@ def get_batch(batch_id: uuid.UUID):
         body = jobs.batch_progress(conn, g.workspace.id, batch_id)
     if body is None:
         raise NotFound(f"No batch {batch_id} in this workspace.")
-    return jsonify(body)
+    return a.respond(a.BatchProgressSchema, body)
 
 
 @bp.get("/enrichment/usage")
@@ -256,7 +258,8 @@ def usage():
     with svc.db.connection() as conn:
         workspace = {"id": g.workspace.id, "plan": g.workspace.plan,
                      "plan_since": g.workspace.plan_since}
-        return jsonify(usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
+        return a.respond(a.UsageSchema,
+                         usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
 
 
 @bp.get("/enrichment/<uuid:job_id>")
@@ -265,12 +268,12 @@ def get_job(job_id: uuid.UUID):
         row = jobs.get_job(conn, g.workspace.id, job_id)
     if row is None:
         raise NotFound(f"No job {job_id} in this workspace.")
-    return jsonify(jobs.job_body(row))
+    return a.respond(a.JobSchema, jobs.job_body(row))
 
 
 @bp.get("/templates")
 def list_templates():
-    return jsonify({"templates": [
+    return a.respond(a.TemplatesSchema, {"templates": [
         {
             "name": t.name,
             "level": t.level,

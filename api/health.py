@@ -6,12 +6,13 @@ import hmac
 from functools import partial
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from enrichment import jobstore
 from enrichment.errors import BACKING_SERVICE_DOWN
 from enrichment.metrics import OldestRunnable, QueueDepth, exposition
 
+from .answers import HealthSchema, respond
 from .auth import services
 from .problems import Problem
 
@@ -20,7 +21,7 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify({"status": "ok"})
+    return respond(HealthSchema, {"status": "ok"})
 
 
 @bp.get("/readyz")
@@ -39,8 +40,8 @@ def readyz():
     except BACKING_SERVICE_DOWN as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    resp = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
-    resp.status_code = 200 if ready else 503
+    resp = respond(HealthSchema, {"status": "ready" if ready else "unavailable",
+                                  "checks": checks}, 200 if ready else 503)
     if not ready:
         resp.headers["Retry-After"] = "5"
     return resp

@@ -1,25 +1,36 @@
-"""The OpenAPI 3 document, generated from the app's routes and the marshmallow schemas
-(apispec), and a self-contained HTML rendering of it at /docs (no assets from the internet).
+"""The OpenAPI 3 document, generated from the app's routes and the marshmallow schemas the
+answers are serialised through (apispec), and Swagger UI at /docs/ — served from the
+flask-swagger-ui package, nothing loaded from the internet.
 
 Every rule in the URL map must have an entry in OPERATIONS: building the document fails
-otherwise, so a new route cannot go undocumented.
+otherwise, so a new route cannot go undocumented. Each has an operationId and a tag; enums
+come from the schemas' OneOf validators (plans and credit packs from this deployment's
+configuration); every header the API reads or sends is documented.
 """
 
 from __future__ import annotations
 
-import html
 import re
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
+from flask_swagger_ui import get_swaggerui_blueprint
 
-from . import docs_schemas as d
+from . import answers as d
 from .billing import CreditPackSchema
 from .privacy import ConsentSchema, ErasureSchema
-from .schemas import BatchSchema, SubmitSchema, WebhookEndpointSchema
+from .schemas import (
+    BatchSchema,
+    SubmitSchema,
+    WebhookEndpointSchema,
+    WebhookEndpointUpdateSchema,
+)
 
 bp = Blueprint("openapi", __name__)
+# Swagger UI from the package's own files; no validator call to swagger.io.
+swagger_ui = get_swaggerui_blueprint("/docs", "/openapi.json", config={
+    "app_name": "Lead enrichment API", "validatorUrl": None})
 
 AUTH = (401, 429, 503)  # any authenticated, rate-limited call
 BODY = (400, 413, 415, 422)  # any call with a JSON body
@@ -38,20 +49,36 @@ ERRORS = {
     502: "Payment provider error",
     503: "A backing service is unreachable (Retry-After)",
 }
+TAGS = [
+    {"name": "Enrichment", "description": "Submit leads, read jobs, batches and usage."},
+    {"name": "Webhooks", "description": "Endpoints that receive job and batch events "
+                                        "(Standard Webhooks)."},
+    {"name": "Billing", "description": "Credit packs, invoices, and Stripe's events."},
+    {"name": "Privacy", "description": "Data-subject rights and the workspace's settings."},
+    {"name": "Operations", "description": "Health, metrics and this document."},
+]
+TAG_OF = {"enrichment": "Enrichment", "webhook_endpoints": "Webhooks", "billing": "Billing",
+          "stripe_webhook": "Billing", "privacy": "Privacy", "health": "Operations",
+          "openapi": "Operations", "swagger_ui": "Operations"}
+
+LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
 
 OPERATIONS: dict[str, dict] = {
-    "enrichment.submit": {
-        "summary": "Submit one lead", "body": SubmitSchema, "client_key": True,
+    "enrichment.submit": {"id": "submitLead",
+        "summary": "Submit one lead", "body": SubmitSchema, "client_key": True, "example": {
+            "template": "person_basic", "lead": LEAD, "metadata": {"crm_id": "0031x"}},
         "ok": {202: ("Accepted: a new job", d.JobSchema),
                200: ("The same-day job this repeats (Idempotent-Replayed: true)", d.JobSchema)},
         "errors": AUTH + BODY + (402, 403)},
-    "enrichment.submit_batch": {
+    "enrichment.submit_batch": {"id": "submitBatch",
         "summary": "Submit up to 100 leads", "body": BatchSchema, "client_key": True,
+        "example": {"template": "company_profile",
+                    "leads": [{"domain": "acme.com"}, {"domain": "globex.com"}]},
         "ok": {207: ("One entry per lead", d.BatchAnswerSchema)}, "errors": AUTH + BODY},
-    "enrichment.get_job": {
+    "enrichment.get_job": {"id": "getJob",
         "summary": "A job's status and result",
         "ok": {200: ("The job", d.JobSchema)}, "errors": (*AUTH, 404)},
-    "enrichment.list_jobs": {
+    "enrichment.list_jobs": {"id": "listJobs",
         "summary": "The workspace's jobs, newest first (cursor pages)",
         "query": [("limit", "1-100 (default 20)", False,
                    {"type": "integer", "minimum": 1, "maximum": 100}),
@@ -68,72 +95,87 @@ OPERATIONS: dict[str, dict] = {
                   ("created_before", "ISO 8601, exclusive", False,
                    {"type": "string", "format": "date-time"})],
         "ok": {200: ("A page of jobs", d.JobListSchema)}, "errors": (*AUTH, 422)},
-    "enrichment.get_batch": {
+    "enrichment.get_batch": {"id": "getBatch",
         "summary": "A batch's progress",
         "ok": {200: ("The batch", d.BatchProgressSchema)}, "errors": (*AUTH, 404)},
-    "webhook_endpoints.create": {
+    "webhook_endpoints.create": {"id": "createWebhookEndpoint",
         "summary": "Register a URL for job and batch events (its secret is shown only here)",
-        "body": WebhookEndpointSchema,
+        "body": WebhookEndpointSchema, "example": {
+            "url": "https://crm.example.com/hooks",
+            "events": ["job.succeeded", "job.failed", "batch.completed"]},
         "ok": {201: ("The endpoint, with its secret", d.NewEndpointSchema)},
         "errors": AUTH + BODY},
-    "webhook_endpoints.list_all": {
+    "webhook_endpoints.list_all": {"id": "listWebhookEndpoints",
         "summary": "The workspace's webhook endpoints (no secrets)",
         "ok": {200: ("Endpoints", d.EndpointsSchema)}, "errors": AUTH},
-    "webhook_endpoints.delete": {
+    "webhook_endpoints.update": {"id": "updateWebhookEndpoint",
+        "summary": "Re-enable an endpoint disabled after 3 days of failures (or disable one)",
+        "body": WebhookEndpointUpdateSchema, "example": {"enabled": True},
+        "ok": {200: ("The endpoint", d.EndpointSchema)}, "errors": (*AUTH, *BODY, 404)},
+    "webhook_endpoints.delete": {"id": "deleteWebhookEndpoint",
         "summary": "Remove a webhook endpoint",
         "ok": {204: ("Removed", None)}, "errors": (*AUTH, 404)},
-    "webhook_endpoints.deliveries": {
+    "webhook_endpoints.deliveries": {"id": "listWebhookDeliveries",
         "summary": "An endpoint's delivery log, newest first",
         "ok": {200: ("Deliveries", d.DeliveriesSchema)}, "errors": (*AUTH, 404)},
-    "enrichment.usage": {"summary": "This billing period's usage",
+    "enrichment.usage": {"id": "getUsage", "summary": "This billing period's usage",
                          "ok": {200: ("Usage", d.UsageSchema)}, "errors": AUTH},
-    "enrichment.list_templates": {"summary": "Templates and their fields",
+    "enrichment.list_templates": {"id": "listTemplates", "summary": "Templates and their fields",
                                   "ok": {200: ("Templates", d.TemplatesSchema)},
                                   "errors": AUTH},
-    "billing.buy_credit_pack": {
+    "billing.buy_credit_pack": {"id": "buyCreditPack",
         "summary": "Start buying a credit pack (Stripe Checkout)", "body": CreditPackSchema,
+        "example": {"pack": "500"},
         "ok": {201: ("Checkout session", d.CheckoutSchema)},
         "errors": AUTH + BODY + (403, 502, 503)},
-    "billing.list_invoices": {"summary": "The workspace's invoices",
+    "billing.list_invoices": {"id": "listInvoices", "summary": "The workspace's invoices",
                               "ok": {200: ("Invoices", d.InvoicesSchema)},
                               "errors": (*AUTH, 502, 503)},
-    "billing.upcoming_invoice": {"summary": "The next invoice, previewed",
+    "billing.upcoming_invoice": {"id": "getUpcomingInvoice",
+                                 "summary": "The next invoice, previewed",
                                  "ok": {200: ("Preview", d.InvoiceSchema)},
                                  "errors": (*AUTH, 403, 404, 502, 503)},
-    "stripe_webhook.stripe_webhook": {
+    "stripe_webhook.stripe_webhook": {"id": "receiveStripeEvent",
         "summary": "Stripe events (signature verified on the raw body)", "auth": False,
         "body": "object", "ok": {200: ("Received", d.WebhookAnswerSchema)},
         "errors": (400, 413, 501, 503)},
-    "privacy.export_subject": {
+    "privacy.export_subject": {"id": "exportSubject",
         "summary": "Everything held about one subject",
         "query": [("identifier", "Email, LinkedIn URL or domain")],
         "ok": {200: ("The subject's data", d.ExportSchema)}, "errors": (*AUTH, 422)},
-    "privacy.erase": {
+    "privacy.erase": {"id": "eraseSubject",
         "summary": "Erase a subject and suppress future enrichment", "body": ErasureSchema,
+        "example": {"identifier": "jane@acme.com"},
         "ok": {204: ("Erased (or nothing held)", None)}, "errors": AUTH + BODY},
-    "privacy.erase_subject": {
+    "privacy.erase_subject": {"id": "eraseSubjectByPath",
         "summary": "Erase a subject (deprecated: the identifier would sit in URLs and logs;"
                    " use POST /api/v1/privacy/erasures)", "deprecated": True,
         "ok": {204: ("Erased (or nothing held)", None)},
         "errors": (*AUTH, 404, 422)},  # 404: an identifier no route can carry (a newline)
-    "privacy.record_consent": {
-        "summary": "Record consent or objection", "body": ConsentSchema,
+    "privacy.record_consent": {"id": "recordConsent",
+        "summary": "Record consent or objection", "body": ConsentSchema, "example": {
+            "identifier": "jane@acme.com", "purpose": "enrichment",
+            "basis": "legitimate_interest", "granted": False, "source": "support ticket 812"},
         "ok": {201: ("The record", d.ConsentRecordSchema)}, "errors": AUTH + BODY},
-    "privacy.workspace_settings": {
+    "privacy.workspace_settings": {"id": "getWorkspace",
         "summary": "This workspace's settings (region, person-level enrichment)",
         "ok": {200: ("Settings", d.WorkspaceSchema)}, "errors": AUTH},
-    "health.healthz": {"summary": "Liveness", "auth": False,
+    "health.healthz": {"id": "healthz", "summary": "Liveness", "auth": False,
                        "ok": {200: ("Alive", d.HealthSchema)}, "errors": ()},
-    "health.readyz": {"summary": "Readiness: PostgreSQL and Redis reachable", "auth": False,
+    "health.readyz": {"id": "readyz", "summary": "Readiness: PostgreSQL and Redis reachable",
+                      "auth": False,
                       "ok": {200: ("Ready", d.HealthSchema)}, "errors": (503,),
                       "error_schema": d.HealthSchema},
-    "health.metrics": {"summary": "Prometheus metrics (a bearer token when METRICS_TOKEN is "
-                                  "set)", "auth": False, "text": "text/plain",
+    "health.metrics": {"id": "metrics", "summary": "Prometheus metrics (a bearer token when "
+                                                   "METRICS_TOKEN is set)",
+                       "auth": False, "text": "text/plain",
                        "ok": {200: ("Text exposition format", None)}, "errors": (401,)},
-    "openapi.openapi_json": {"summary": "This document", "auth": False,
+    "openapi.openapi_json": {"id": "getOpenApiDocument", "summary": "This document", "auth": False,
                              "ok": {200: ("OpenAPI 3", "object")}, "errors": ()},
-    "openapi.docs": {"summary": "This document, rendered", "auth": False, "text": "text/html",
-                     "ok": {200: ("HTML", None)}, "errors": ()},
+    "swagger_ui.show": {"id": "docs", "summary": "This document in Swagger UI (its page and "
+                                                 "files, served locally)", "auth": False,
+                        "text": "text/html", "ok": {200: ("HTML, JS, CSS", None)},
+                        "errors": (404,)},
 }
 
 CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
@@ -142,16 +184,17 @@ CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
 def build(app: Flask) -> dict:
     spec = APISpec(
         title="Lead enrichment API", version="1", openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[MarshmallowPlugin()], tags=TAGS,
         info={"description": "Submit leads, read cited results and usage, buy credit packs, "
                              "exercise data-subject rights. Errors are application/problem+json "
-                             "(RFC 9457). Rate-limit headers (RateLimit, RateLimit-Policy, "
-                             "X-RateLimit-*; X-RateLimit-Reset in Unix epoch seconds) are on "
-                             "every authenticated /api/v1 answer."})
+                             "(RFC 9457) with the request's id. Authenticated /api/v1 answers "
+                             "carry rate-limit headers (RateLimit, RateLimit-Policy, "
+                             "X-RateLimit-*; X-RateLimit-Reset in Unix epoch seconds)."})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("Problem", schema=d.ProblemSchema)
-    # Credit packs come from configuration: document the ones this deployment sells.
-    packs = sorted(app.extensions["enrichment"].settings.plans.packs)
+    for name, header in HEADERS.items():
+        spec.components.header(name, header)
+    seen = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue
@@ -164,45 +207,96 @@ def build(app: Flask) -> dict:
                     "description": q[1],
                     "schema": q[3] if len(q) > 3 else {"type": "string", "minLength": 1}}
                    for q in op.get("query", [])]
+        params.append(REQUEST_ID)
         if op.get("client_key"):
-            params.append({"in": "header", "name": "Idempotency-Key", "required": False,
-                           "schema": {"type": "string"},
-                           "description": "Honoured for 24 h: same key and body → the same "
-                                          "answer; same key, different body → 422."})
+            params.append(IDEMPOTENCY_KEY)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            spec.path(path=path, operations={method.lower(): operation(op, params)})
+            operation_id = op["id"] if op["id"] not in seen else f"{op['id']}File"
+            seen.add(operation_id)
+            spec.path(path=path, operations={method.lower(): operation(
+                op, params, operation_id, TAG_OF[rule.endpoint.split(".")[0]])})
     document = spec.to_dict()
-    pack = document["components"]["schemas"]["CreditPack"]["properties"]["pack"]
-    pack["enum"] = packs
+    # Plans and credit packs come from configuration: this deployment's.
+    plans = app.extensions["enrichment"].settings.plans
+    schemas = document["components"]["schemas"]
+    schemas["CreditPack"]["properties"]["pack"]["enum"] = sorted(plans.packs)
+    for name in ("Usage", "Workspace"):
+        schemas[name]["properties"]["plan"]["enum"] = plans.names
     return document
 
 
-def _content(schema, media: str = "application/json") -> dict:
+REQUEST_ID = {"in": "header", "name": "X-Request-Id", "required": False,
+              "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+              "description": "Your id for this request (else one is made): returned in "
+                             "X-Request-Id, in problem bodies and on every log line."}
+IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
+                   "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                   "description": "Honoured for 24 h: same key and body → the same answer "
+                                  "(Idempotent-Replayed: true); same key, other body → 422."}
+_INT = {"schema": {"type": "integer"}}
+_STR = {"schema": {"type": "string"}}
+HEADERS = {
+    "X-Request-Id": {"description": "This request's id", **_STR},
+    "RateLimit": {"description": "Remaining requests and seconds to reset "
+                                 "(draft-ietf-httpapi-ratelimit-headers)", **_STR},
+    "RateLimit-Policy": {"description": "The limit and its window", **_STR},
+    "X-RateLimit-Limit": {"description": "Requests allowed per window", **_INT},
+    "X-RateLimit-Remaining": {"description": "Requests left in this window", **_INT},
+    "X-RateLimit-Reset": {"description": "When the window resets (Unix epoch seconds)", **_INT},
+    "Retry-After": {"description": "Seconds to wait before retrying", **_INT},
+    "Location": {"description": "The new job", **_STR},
+    "Idempotent-Replayed": {"description": "true: the stored answer of this Idempotency-Key "
+                                           "(or the same-day job this repeats)", **_STR},
+    "Deprecation": {"description": "This operation is deprecated", **_STR},
+    "Link": {"description": "Its successor", **_STR},
+    "WWW-Authenticate": {"description": "How to authenticate", **_STR},
+}
+RATE = ("RateLimit", "RateLimit-Policy", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+        "X-RateLimit-Reset")
+
+
+def _content(schema, media: str = "application/json", example=None) -> dict:
     if schema is None:
         return {}
-    if schema == "object":
-        return {"content": {media: {"schema": {"type": "object"}}}}
-    return {"content": {media: {"schema": schema}}}
+    body = {"schema": {"type": "object"} if schema == "object" else schema}
+    if example is not None:
+        body["example"] = example
+    return {"content": {media: body}}
 
 
-def operation(op: dict, params: list) -> dict:
+def _headers(names) -> dict:
+    return {"headers": {n: {"$ref": f"#/components/headers/{n}"} for n in names}}
+
+
+def operation(op: dict, params: list, operation_id: str, tag: str) -> dict:
+    authed = op.get("auth", True)
     responses = {}
     for status, (text, schema) in op["ok"].items():
         body = {"content": {op["text"]: {"schema": {"type": "string"}}}} if op.get("text") \
             else _content(schema)
-        responses[str(status)] = {"description": text, **body}
+        names = ["X-Request-Id", *(RATE if authed else ())]
+        if status == 202:
+            names.append("Location")
+        if op.get("client_key") and status in (200, 207):
+            names.append("Idempotent-Replayed")
+        if op.get("deprecated"):
+            names += ["Deprecation", "Link"]
+        responses[str(status)] = {"description": text, **body, **_headers(names)}
     error_schema = op.get("error_schema")
     for status in op["errors"]:
-        responses[str(status)] = {"description": ERRORS[status], **(
+        names = ["X-Request-Id", *(["Retry-After"] if status in (429, 502, 503) else ()),
+                 *(["WWW-Authenticate"] if status == 401 and not authed else ())]
+        responses[str(status)] = {"description": ERRORS[status], **_headers(names), **(
             _content(error_schema) if error_schema else
             {"content": {"application/problem+json": {"schema": "Problem"}}})}
-    out = {"summary": op["summary"], "responses": responses, "parameters": params}
+    out = {"operationId": operation_id, "tags": [tag], "summary": op["summary"],
+           "responses": responses, "parameters": params}
     if op.get("deprecated"):
         out["deprecated"] = True
-    if op.get("auth", True):
+    if authed:
         out["security"] = [{"bearer": []}]
     if "body" in op:
-        out["requestBody"] = {"required": True, **_content(op["body"])}
+        out["requestBody"] = {"required": True, **_content(op["body"], example=op.get("example"))}
     return out
 
 
@@ -211,34 +305,3 @@ def openapi_json():
     if "openapi" not in current_app.extensions:
         current_app.extensions["openapi"] = build(current_app)
     return jsonify(current_app.extensions["openapi"])
-
-
-@bp.get("/docs")
-def docs():
-    spec = current_app.extensions.get("openapi") or build(current_app)
-    rows = []
-    for path, ops in spec["paths"].items():
-        for method, op in ops.items():
-            statuses = ", ".join(op["responses"])
-            body = ""
-            if "requestBody" in op:
-                schema = next(iter(op["requestBody"]["content"].values()))["schema"]
-                body = html.escape(str(schema.get("$ref", schema)).rsplit("/", 1)[-1])
-            rows.append(f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}"
-                        f"</code></td><td>{html.escape(op['summary'])}</td><td>{body}</td>"
-                        f"<td>{statuses}</td></tr>")
-    schemas = "".join(
-        f"<h3 id='{name}'>{name}</h3><ul>" + "".join(
-            f"<li><code>{html.escape(field)}</code> {html.escape(prop.get('type', 'object'))}"
-            f"{' (required)' if field in schema.get('required', []) else ''}</li>"
-            for field, prop in schema.get("properties", {}).items()) + "</ul>"
-        for name, schema in spec["components"]["schemas"].items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{spec['info']['title']}"
-            "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-            "td{padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}</style>"
-            f"</head><body><h1>{spec['info']['title']}</h1>"
-            f"<p>{html.escape(spec['info']['description'])}</p>"
-            "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
-            "<table><tr><th></th><th>path</th><th>does</th><th>body</th><th>answers</th></tr>"
-            f"{''.join(rows)}</table><h2>Schemas</h2>{schemas}</body></html>")
-    return Response(page, mimetype="text/html")

@@ -3,13 +3,14 @@ workspace's own settings (region, person-level enrichment)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, make_response, request
+from flask import Blueprint, g, make_response, request
 from marshmallow import RAISE, Schema, fields, validate
 
 from enrichment import jobstore, privacy
 from enrichment.errors import Invalid
 from enrichment.workspaces import person_level_allowed
 
+from . import answers as a
 from .auth import guard, services
 from .enrichment import json_body, load
 
@@ -41,7 +42,7 @@ def identifier_arg(value: str | None) -> str:
 def export_subject():
     identifier = identifier_arg(request.args.get("identifier"))
     with services().db.connection() as conn:
-        return jsonify(privacy.export(conn, g.workspace.id, identifier))
+        return a.respond(a.ExportSchema, privacy.export(conn, g.workspace.id, identifier))
 
 
 class ErasureSchema(Schema):
@@ -54,9 +55,10 @@ class ErasureSchema(Schema):
 def _erase(identifier: str):
     svc = services()
     with svc.db.connection() as conn:
-        runnable = privacy.erase(conn, g.workspace.id, identifier_arg(identifier),
-                                 svc.settings.slots(g.workspace.plan))
+        runnable, deliveries = privacy.erase(conn, g.workspace.id, identifier_arg(identifier),
+                                             svc.settings.slots(g.workspace.plan))
     jobstore.publish_all(svc.db, svc.publisher, runnable)
+    jobstore.send_webhooks(svc.publisher, deliveries)
     return "", 204
 
 
@@ -81,15 +83,13 @@ def record_consent():
     data = load(ConsentSchema(), json_body())
     with services().db.connection() as conn:
         body = privacy.record_consent(conn, g.workspace.id, privacy.Consent(**data))
-    resp = jsonify(body)
-    resp.status_code = 201
-    return resp
+    return a.respond(a.ConsentRecordSchema, body, 201)
 
 
 @bp.get("/workspace")
 def workspace_settings():
     ws = g.workspace
-    return jsonify({"workspace_id": str(ws.id), "name": ws.name, "plan": ws.plan,
-                    "region": ws.region, "person_level_enabled": ws.person_level_enabled,
-                    "person_level_allowed": person_level_allowed(ws.region,
-                                                                 ws.person_level_enabled)})
+    return a.respond(a.WorkspaceSchema, {
+        "workspace_id": ws.id, "name": ws.name, "plan": ws.plan, "region": ws.region,
+        "person_level_enabled": ws.person_level_enabled,
+        "person_level_allowed": person_level_allowed(ws.region, ws.person_level_enabled)})

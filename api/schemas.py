@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC
+from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -18,6 +19,19 @@ BATCH_MAX_LEADS = 100
 MAX_AGE_DAYS = 7  # results answer a repeat for this long
 
 
+class Domain(fields.String):
+    """A company's domain. A website address is taken too, reduced to its host without
+    "www." (https://www.acme.com/about → acme.com): what CRMs export as "Website"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip().lower()
+        try:
+            host = urlsplit(text if "//" in text else f"//{text}").hostname or ""
+        except ValueError:
+            raise ValidationError("Not a valid domain name.") from None
+        return host.removeprefix("www.").rstrip(".")
+
+
 class LeadSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -25,7 +39,7 @@ class LeadSchema(Schema):
     email = fields.Email(validate=validate.Length(max=254))
     name = fields.String(validate=validate.Length(min=1, max=200))
     company = fields.String(validate=validate.Length(min=1, max=200))
-    domain = fields.String(validate=[
+    domain = Domain(validate=[
         validate.Length(max=253),
         validate.Regexp(DOMAIN_RE, error="Not a valid domain name."),
     ])
@@ -103,6 +117,13 @@ class ListJobsSchema(Schema):
     batch_id = fields.UUID()
     created_after = fields.AwareDateTime(default_timezone=UTC)
     created_before = fields.AwareDateTime(default_timezone=UTC)
+
+
+class WebhookEndpointUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(required=True)
 
 
 class WebhookEndpointSchema(Schema):

@@ -1,18 +1,19 @@
-"""/api/v1/webhook-endpoints: register, list and remove the URLs that receive job and batch
-events (Standard Webhooks), and read an endpoint's delivery log."""
+"""/api/v1/webhook-endpoints: register, list, re-enable and remove the URLs that receive job
+and batch events (Standard Webhooks), and read an endpoint's delivery log."""
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from enrichment import webhooks
 from enrichment.errors import NotFound
 
+from . import answers as a
 from .auth import guard, services
 from .enrichment import json_body, load
-from .schemas import WebhookEndpointSchema
+from .schemas import WebhookEndpointSchema, WebhookEndpointUpdateSchema
 
 bp = Blueprint("webhook_endpoints", __name__, url_prefix="/api/v1/webhook-endpoints")
 guard(bp)
@@ -29,16 +30,26 @@ def create():
     with svc.db.connection() as conn:
         row = webhooks.create_endpoint(conn, g.workspace.id, data["url"], data["events"],
                                        svc.settings.webhooks_allow_private_urls)
-    resp = jsonify(webhooks.endpoint_body(row, with_secret=True))  # the secret: shown once
-    resp.status_code = 201
-    return resp
+    # The secret: shown once.
+    return a.respond(a.NewEndpointSchema, webhooks.endpoint_body(row, with_secret=True), 201)
 
 
 @bp.get("")
 def list_all():
     with services().db.connection() as conn:
         rows = webhooks.list_endpoints(conn, g.workspace.id)
-    return jsonify({"data": [webhooks.endpoint_body(r) for r in rows]})
+    return a.respond(a.EndpointsSchema, {"data": [webhooks.endpoint_body(r) for r in rows]})
+
+
+@bp.patch("/<uuid:endpoint_id>")
+def update(endpoint_id: uuid.UUID):
+    """Re-enable an endpoint disabled after 3 days of failures (or disable one)."""
+    data = load(WebhookEndpointUpdateSchema(), json_body())
+    with services().db.connection() as conn:
+        row = webhooks.enable_endpoint(conn, g.workspace.id, endpoint_id, data["enabled"])
+    if row is None:
+        raise _not_found(endpoint_id)
+    return a.respond(a.EndpointSchema, webhooks.endpoint_body(row))
 
 
 @bp.delete("/<uuid:endpoint_id>")
@@ -55,4 +66,4 @@ def deliveries(endpoint_id: uuid.UUID):
         log = webhooks.deliveries(conn, g.workspace.id, endpoint_id)
     if log is None:
         raise _not_found(endpoint_id)
-    return jsonify({"data": log})
+    return a.respond(a.DeliveriesSchema, {"data": log})

@@ -2,7 +2,7 @@
 
 1. GET /api/v1/enrichment on a workspace with 1,000,000 jobs (seeded by SQL): p50/p99 of the
    first page, a page deep in the list, and filtered pages, through gunicorn — against a bare
-   Flask endpoint — with the query plans;
+   Flask endpoint — with the query plans; and GET /usage over the same month;
 2. webhook deliveries per second per worker slot (a fast local receiver);
 3. enrichment jobs/s with no webhook endpoint, with every workspace subscribed to a receiver
    answering at once, and to one that hangs (10 s timeouts): webhooks run on their own queue
@@ -30,11 +30,12 @@ PLANS = str(Path(__file__).with_name("plans.toml"))
 
 
 def seed_jobs(workspace_id: str) -> dict:
-    """JOBS jobs over 30 days, a few failed, every 1,000th in one batch."""
+    """JOBS jobs over 29 days with their usage rows, a few failed, every 10,000th in one
+    batch of 100 (a batch holds at most 100 leads)."""
     with psycopg.connect(BENCH_DB, autocommit=True) as conn:
         batch = uuid.uuid4()
-        conn.execute("INSERT INTO batches (id, workspace_id, template, total) VALUES"
-                     " (%s, %s, 'company_profile', 1000)", (batch, workspace_id))
+        conn.execute("INSERT INTO batches (id, workspace_id, template, total, submitted_at)"
+                     " VALUES (%s, %s, 'company_profile', 100, now())", (batch, workspace_id))
         conn.execute(
             "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, status,"
             " subject_hash, lead, idempotency_key, created_at, completed_at, batch_id, match)"
@@ -43,10 +44,16 @@ def seed_jobs(workspace_id: str) -> dict:
             "  md5(n::text), jsonb_build_object('domain', 'c' || n || '.example.com'),"
             "  md5('k' || n), now() - (n * interval '2.5 seconds'),"
             "  now() - (n * interval '2.5 seconds'),"
-            "  CASE WHEN n %% 1000 = 0 THEN %(batch)s::uuid END, n %% 200 <> 0"
+            "  CASE WHEN n %% 10000 = 0 THEN %(batch)s::uuid END, n %% 200 <> 0"
             " FROM generate_series(1, %(n)s) n", {"ws": workspace_id, "batch": batch,
                                                    "n": JOBS})
-        conn.execute("ANALYZE enrichment_jobs")
+        conn.execute("INSERT INTO batch_items (batch_id, idx, job_id)"
+                     " SELECT batch_id, row_number() OVER (ORDER BY created_at) - 1, id"
+                     " FROM enrichment_jobs WHERE batch_id = %s", (batch,))
+        conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units,"
+                     " tokens, match, created_at) SELECT workspace_id, id, template,"
+                     " match::int, 900, match, completed_at FROM enrichment_jobs")
+        conn.execute("ANALYZE")
         middle = conn.execute("SELECT id FROM enrichment_jobs ORDER BY created_at DESC,"
                               " id DESC OFFSET %s LIMIT 1", (JOBS // 2,)).fetchone()[0]
     return {"batch": str(batch), "middle": str(middle)}
@@ -106,10 +113,11 @@ def list_endpoint() -> None:
                 ("a page 500,000 jobs deep", "/api/v1/enrichment?limit=100&starting_after="
                  + seeded["middle"]),
                 ("status=failed (0.5% of jobs)", "/api/v1/enrichment?limit=100&status=failed"),
-                ("batch_id (1,000 jobs)", "/api/v1/enrichment?limit=100&batch_id="
+                ("batch_id (100 jobs)", "/api/v1/enrichment?limit=100&batch_id="
                  + seeded["batch"]),
                 ("created_before a day ago", "/api/v1/enrichment?limit=100&created_before="
-                 + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400)))]:
+                 + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400))),
+                ("GET /usage (the period's usage rows)", "/api/v1/enrichment/usage")]:
             lat = timed(api_port, path, key)
             rows.append([label, statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]])
         found = plans(workspace_id, seeded)

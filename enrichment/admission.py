@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from . import jobs, jobstore, webhooks
 from .billing.usage import CREDITS_IN_PERIOD, credits, hard_cap, period_bounds
 from .config import Plan
+from .db import Conn, one
 from .errors import EnrichmentError
 from .jobstore import Runnable
 from .leads import company_only, person_hashes, subject_hash, subject_identifier
@@ -72,7 +72,7 @@ RESERVE = (
 )
 
 
-def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
+def reserve_unit(conn: Conn, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
     """Reserve one unit of the period if the hard cap (plus credits) allows it."""
     args = {"ws": workspace_id, "period": period, "cap": cap, **period_bounds(period)}
     if conn.execute(RESERVE, args).fetchone():
@@ -84,7 +84,7 @@ def reserve_unit(conn: Connection, workspace_id: uuid.UUID, period: date, cap: i
     return conn.execute(RESERVE, args).fetchone() is not None
 
 
-def cap_refusal(conn: Connection, workspace_id: uuid.UUID, cap: int, period: date) -> Refused:
+def cap_refusal(conn: Conn, workspace_id: uuid.UUID, cap: int, period: date) -> Refused:
     cap += credits(conn, workspace_id, period)
     resets_at = jobs.iso(day_start(next_period_start(period)))
     return Refused(402, "hard-cap-reached", "Payment Required",
@@ -94,7 +94,7 @@ def cap_refusal(conn: Connection, workspace_id: uuid.UUID, cap: int, period: dat
                    hard_cap=cap, resets_at=resets_at)
 
 
-def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Template,
+def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
           lead: dict, metadata: dict, now: datetime, slots: int, max_age_days: int = 7,
           batch_id: uuid.UUID | None = None) -> Admitted:
     """Admit one lead: the same-day job it repeats; else a job answered at once from the
@@ -126,9 +126,13 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
     today = datetime.combine(now.astimezone(UTC).date(), time.min, UTC)
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace.id)
-        cached = jobstore.fresh(conn, workspace.id, subject, template.name,
-                                now - timedelta(days=max_age_days), today) \
-            if max_age_days > 0 else None
+        if max_age_days > 0:
+            cached = jobstore.fresh(conn, workspace.id, subject, template.name,
+                                    now - timedelta(days=max_age_days), today)
+        else:  # fresh data asked for: a cached answer given earlier today is no replay
+            cached = None
+            conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
+                         " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
         row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
                               queue=plan.queue, subject=subject, persons=person_hashes(lead),
                               lead=lead, metadata=metadata, key=key, period=period,
@@ -142,10 +146,10 @@ def admit(conn: Connection, *, workspace: Workspace, plan: Plan, template: Templ
             if existing is None:
                 raise Refused(403, "subject-suppressed", "Forbidden",
                               "This subject asked not to be enriched (erasure or objection).")
-            return Admitted(jobs.get_job(conn, workspace.id, existing["id"]), replayed=True)
+            return Admitted(jobs.known_job(conn, workspace.id, existing["id"]), replayed=True)
         if cached:  # answered from the earlier result: nothing to reserve or to run
             deliveries = webhooks.job_ended(conn, workspace.id, row["id"], "succeeded")
-            return Admitted(jobs.get_job(conn, workspace.id, row["id"]), cached=True,
+            return Admitted(jobs.known_job(conn, workspace.id, row["id"]), cached=True,
                             deliveries=deliveries)
         cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
         if not reserve_unit(conn, workspace.id, period, cap):
@@ -161,7 +165,7 @@ def request_hash(body: dict) -> str:
                           ).hexdigest()
 
 
-def stored_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash: str
+def stored_answer(conn: Conn, workspace_id: uuid.UUID, key: str, body_hash: str
                   ) -> tuple[int, dict] | None:
     """The answer kept for this key (within 24 h), or None. A different body → 422."""
     row = conn.execute(
@@ -177,7 +181,7 @@ def stored_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash
     return row["status"], row["response"]
 
 
-def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash: str,
+def store_answer(conn: Conn, workspace_id: uuid.UUID, key: str, body_hash: str,
                  status: int, response: dict) -> None:
     """Keep the answer for the key — unless a job it shows was erased since it was made: the
     workspace lock (which erasure takes too) makes "check, then store" one step, so an
@@ -186,8 +190,8 @@ def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash:
         entry["job"] for entry in response.get("results", []) if "job" in entry])]
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace_id)
-        alive = conn.execute("SELECT count(*) AS n FROM enrichment_jobs WHERE id = ANY(%s::uuid[])",
-                             (shown,)).fetchone()["n"]
+        alive = one(conn.execute("SELECT count(*) AS n FROM enrichment_jobs"
+                                 " WHERE id = ANY(%s::uuid[])", (shown,)))["n"]
         if alive < len(set(shown)):
             return
         conn.execute(
@@ -199,7 +203,7 @@ def store_answer(conn: Connection, workspace_id: uuid.UUID, key: str, body_hash:
             (workspace_id, key, body_hash, status, Jsonb(response), CLIENT_KEY_TTL_HOURS))
 
 
-def expire_caches(conn: Connection, batch: int = 5000) -> dict[str, int]:
+def expire_caches(conn: Conn, batch: int = 5000) -> dict[str, int]:
     """Forget idempotency data past its window, in small batches (no long locks): results stop
     serving as cache after 7 days (their key is cleared; the result itself stays until the
     retention purge), client Idempotency-Key answers after 24 h."""

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
-from psycopg import Connection
 
 from .config import DEFAULT_ALERTS_FILE
+from .db import Conn, one
 from .events import Events
 from .ratelimit import minute_key
 
@@ -58,7 +58,7 @@ def _minutes(client: redis.Redis, now: datetime, window: int) -> dict[str, int]:
     return totals
 
 
-def measure(rule: Rule, conn: Connection, client: redis.Redis,
+def measure(rule: Rule, conn: Conn, client: redis.Redis,
             now: datetime) -> tuple[float | None, int]:
     """(value, samples) of the rule's source over its window."""
     since = now - timedelta(minutes=rule.window_minutes)
@@ -73,7 +73,7 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
         # Runnable → started, for the jobs that started in the window and for the runnable
         # ones still not started (so the alert fires when nothing starts at all). Time spent
         # waiting behind a workspace's own jobs is not queue wait.
-        row = conn.execute(
+        cur = conn.execute(
             "SELECT avg(w) AS v, count(*) AS n FROM ("
             " SELECT extract(epoch FROM started_at - runnable_at) AS w FROM enrichment_jobs"
             " WHERE started_at >= %(since)s AND started_at < %(now)s"
@@ -82,24 +82,25 @@ def measure(rule: Rule, conn: Connection, client: redis.Redis,
             " SELECT extract(epoch FROM %(now)s - runnable_at) FROM enrichment_jobs"
             " WHERE status = 'queued' AND runnable_at < %(now)s"
             " AND (started_at IS NULL OR runnable_at > started_at)) waits",
-            {"since": since, "now": now}).fetchone()
+            {"since": since, "now": now})
     elif rule.source == "completeness_avg":
-        row = conn.execute(
+        cur = conn.execute(
             "SELECT avg(completeness) AS v, count(*) AS n FROM enrichment_results"
-            " WHERE created_at >= %s AND created_at < %s", (since, now)).fetchone()
+            " WHERE created_at >= %s AND created_at < %s", (since, now))
     elif rule.source == "billing_unsent":
-        row = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
+        cur = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
                            " WHERE status IN ('failed', 'expired') OR (status = 'pending'"
-                           "  AND created_at < %s - interval '2 days')", (now,)).fetchone()
+                           "  AND created_at < %s - interval '2 days')", (now,))
     elif rule.source == "billing_discrepancies":
         value = client.get(DISCREPANCIES_KEY)
         return (float(value) if value is not None else None), 1 if value is not None else 0
     else:
         raise ValueError(f"unknown alert source {rule.source!r}")
+    row = one(cur)
     return (float(row["v"]) if row["v"] is not None else None), int(row["n"])
 
 
-def evaluate(conn: Connection, client: redis.Redis, events: Events, now: datetime,
+def evaluate(conn: Conn, client: redis.Redis, events: Events, now: datetime,
              rules: list[Rule]) -> list[dict]:
     """Evaluate every rule; record and announce the ones whose state changed."""
     changes = []
@@ -133,6 +134,6 @@ def evaluate(conn: Connection, client: redis.Redis, events: Events, now: datetim
     return changes
 
 
-def current(conn: Connection) -> list[dict]:
+def current(conn: Conn) -> list[dict]:
     return conn.execute("SELECT rule, state, value, since, evaluated_at FROM alert_states"
                         " ORDER BY rule").fetchall()

@@ -38,7 +38,7 @@ class AuthGuard:
         known = f"{self.prefix}:ok:{key_prefix}" if key_prefix else None
         values = self.redis.mget([*self._keys(address, key_prefix), *([known] if known else [])])
         counts = values[:2] if key_prefix else values[:1]
-        if known and values[-1] is not None and values[-1].decode() == _digest(key):
+        if known and values[-1] == _digest(key).encode():
             return None, True
         limits = (self.per_address, self.per_prefix)
         if any(int(n or 0) >= limit for n, limit in zip(counts, limits, strict=False)):

@@ -6,6 +6,7 @@ import logging
 import time
 import weakref
 from importlib import resources
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import sql
@@ -15,6 +16,18 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
+# What the domain's functions are given: autocommit connections returning rows as dicts.
+Conn: TypeAlias = psycopg.Connection[dict[str, Any]]
+Pool: TypeAlias = ConnectionPool[Conn]
+
+
+def one(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    """The row a statement always returns (an aggregate, an upsert's RETURNING)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row
+
 # Serialises concurrent `db upgrade` runs (make run twice, several test workers).
 MIGRATION_LOCK = 0x6C65_6164  # "lead"
 
@@ -23,11 +36,11 @@ RECHECK_IDLE_SECONDS = 1.0
 _returned_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _note_return(conn: psycopg.Connection) -> None:
+def _note_return(conn: Conn) -> None:
     _returned_at[conn] = time.monotonic()
 
 
-def _check_if_idle(conn: psycopg.Connection) -> None:
+def _check_if_idle(conn: Conn) -> None:
     """Verify a connection before handing it out (one empty query) only if it sat idle: a
     database restart breaks idle connections, while one used a moment ago is almost surely
     fine — and under load every connection is, so the check costs nothing there."""
@@ -35,13 +48,14 @@ def _check_if_idle(conn: psycopg.Connection) -> None:
         ConnectionPool.check_connection(conn)
 
 
-def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> ConnectionPool:
+def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> Pool:
     """A pool of autocommit connections returning dict rows: a single statement costs one
     round trip; statements that must hold together use `with conn.transaction():`.
     `timeout` bounds the wait for a connection, so a saturated or unreachable database becomes
     an error (503) instead of a hung request."""
     return ConnectionPool(
         url,
+        connection_class=psycopg.Connection[dict[str, Any]],
         min_size=1,
         max_size=max_size,
         timeout=timeout,
@@ -58,7 +72,7 @@ def connect_pool(url: str, max_size: int = 10, timeout: float = 5.0) -> Connecti
 def ensure_database(url: str) -> bool:
     """Create the database named in `url` if it does not exist. Returns True if it created it."""
     params = conninfo_to_dict(url)
-    dbname = params.get("dbname") or params.get("user")
+    dbname = str(params.get("dbname") or params.get("user"))
     admin = make_conninfo(url, dbname="postgres")
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()

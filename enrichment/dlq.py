@@ -7,16 +7,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from psycopg import Connection, Rollback
+from psycopg import Rollback
 
 from . import jobstore
 from .admission import reserve_unit
 from .billing.usage import hard_cap
 from .config import Settings
+from .db import Conn
 from .periods import period_start
 
 
-def list_dead_letters(conn: Connection, include_replayed: bool = False,
+def list_dead_letters(conn: Conn, include_replayed: bool = False,
                       limit: int | None = 100) -> list[dict]:
     return conn.execute(
         "SELECT d.job_id, d.workspace_id, j.template, d.status, d.attempts, d.error,"
@@ -35,7 +36,7 @@ PENDING = (
 )
 
 
-def replay(conn: Connection, settings: Settings, job_id: uuid.UUID, now: datetime) -> str:
+def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> str:
     """Put one dead-lettered job back in its workspace's line. Returns 'replayed', 'not-dead'
     (nothing to do: already replayed, or not a dead letter), 'suppressed' (its subject has
     objected or was erased since), 'purged' (its lead is gone: the retention window passed)

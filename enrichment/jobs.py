@@ -6,8 +6,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from psycopg import Connection
-
+from .db import Conn, one
 from .errors import Invalid
 from .jobstore import JobStatus
 
@@ -21,9 +20,14 @@ LEFT JOIN enrichment_usage u ON u.job_id = j.id AND u.workspace_id = j.workspace
 JOB_QUERY = SELECT_JOBS + "WHERE j.workspace_id = %s AND j.id = %s"
 
 
-def get_job(conn: Connection, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict | None:
+def get_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict | None:
     """A job with its result and usage, only if it belongs to `workspace_id`."""
     return conn.execute(JOB_QUERY, (workspace_id, job_id)).fetchone()
+
+
+def known_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict:
+    """get_job, for a job this transaction knows exists."""
+    return one(conn.execute(JOB_QUERY, (workspace_id, job_id)))
 
 
 def iso(ts) -> str | None:
@@ -81,14 +85,15 @@ class UnknownCursor(Invalid):
         super().__init__({"starting_after": ["No job with this id in this workspace."]})
 
 
-def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
+def list_jobs(conn: Conn, workspace_id: uuid.UUID, *, limit: int,
               starting_after: uuid.UUID | None = None, status: str | None = None,
               template: str | None = None, batch_id: uuid.UUID | None = None,
               created_after=None, created_before=None) -> tuple[list[dict], bool]:
     """A page of the workspace's jobs, newest first (created_at, then id: a stable order),
     and whether another page follows. Cursor pages never repeat or skip a job, whatever is
     submitted meanwhile (new jobs sort before the cursor)."""
-    where, args = ["j.workspace_id = %s"], [workspace_id]
+    where: list[str] = ["j.workspace_id = %s"]
+    args: list = [workspace_id]
     if starting_after is not None:
         cursor = conn.execute("SELECT created_at, id FROM enrichment_jobs WHERE id = %s"
                               " AND workspace_id = %s", (starting_after, workspace_id)
@@ -102,8 +107,10 @@ def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
         # One state as `=`, so the (workspace, status, created_at, id) index gives the order.
         where.append("j.status = %s" if len(states) == 1 else "j.status = ANY(%s)")
         args.append(states[0] if len(states) == 1 else list(states))
-    for column, op, value in (("template", "=", template), ("batch_id", "=", batch_id),
-                              ("created_at", ">=", created_after),
+    if batch_id is not None:  # its items: every lead's job, same-day repeats included
+        where.append("j.id IN (SELECT job_id FROM batch_items WHERE batch_id = %s)")
+        args.append(batch_id)
+    for column, op, value in (("template", "=", template), ("created_at", ">=", created_after),
                               ("created_at", "<", created_before)):
         if value is not None:
             where.append(f"j.{column} {op} %s")
@@ -114,7 +121,7 @@ def list_jobs(conn: Connection, workspace_id: uuid.UUID, *, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def batch_progress(conn: Connection, workspace_id: uuid.UUID, batch_id: uuid.UUID
+def batch_progress(conn: Conn, workspace_id: uuid.UUID, batch_id: uuid.UUID
                    ) -> dict | None:
     """A batch's progress: its leads by their job's public status (refused ones as
     `rejected`; one whose job was erased as `failed`), and whether it is done."""
@@ -129,7 +136,8 @@ def batch_progress(conn: Connection, workspace_id: uuid.UUID, batch_id: uuid.UUI
         " count(*) FILTER (WHERE j.status = 'dead') AS dead"
         " FROM batches b JOIN batch_items i ON i.batch_id = b.id"
         " LEFT JOIN enrichment_jobs j ON j.id = i.job_id"
-        " WHERE b.id = %s AND b.workspace_id = %s GROUP BY b.id",
+        " WHERE b.id = %s AND b.workspace_id = %s AND b.submitted_at IS NOT NULL"
+        " GROUP BY b.id",
         (batch_id, workspace_id)).fetchone()
     if row is None:
         return None

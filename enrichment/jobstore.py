@@ -32,10 +32,9 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from psycopg import Connection
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
+from .db import Conn, Pool, one
 from .metrics import JOB_MESSAGES
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,25 @@ CLAIMABLE = ("(j.status = 'queued' OR (j.status = 'processing' AND j.lease_until
 
 
 class Publisher(Protocol):
-    """Sends the task that runs a job to its queue (Celery, in workers/). It may also offer
-    `in_broker() -> int | None`: the job messages the broker holds (queued, or delivered and
-    not acknowledged); the lost-message sweep then re-sends no more than are missing."""
+    """Sends the task that runs a job to its queue, and a webhook delivery's to the webhooks
+    queue (Celery, in workers/). It may also offer `in_broker() -> int | None`: the job
+    messages the broker holds (queued, or delivered and not acknowledged); the lost-message
+    sweep then re-sends no more than are missing."""
 
     def publish(self, job_id: str, queue: str) -> None: ...
+
+    def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None: ...
+
+
+class NoPublisher:
+    """The publisher of services built without a broker (the CLI): whatever would be sent
+    stays in the outbox and the webhook table, and the beat relay and sweeper send it."""
+
+    def publish(self, job_id: str, queue: str) -> None:
+        raise ConnectionError("no broker: the outbox relay sends it")
+
+    def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
+        raise ConnectionError("no broker: the webhook sweeper sends it")
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,7 @@ class Runnable:
     outbox_at: datetime
 
 
-def lock_workspace(conn: Connection, workspace_id: uuid.UUID) -> None:
+def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> None:
     conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (workspace_id,))
 
 
@@ -99,14 +112,14 @@ RETURNING job_id, queue, created_at
 """
 
 
-def fill(conn: Connection, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
+def fill(conn: Conn, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
     """Give the workspace's free slots to its oldest waiting jobs. The caller is inside a
     transaction and has locked the workspace row in an earlier statement."""
     rows = conn.execute(FILL, {"ws": workspace_id, "limit": max(0, limit)}).fetchall()
     return [Runnable(r["job_id"], r["queue"], r["created_at"]) for r in rows]
 
 
-def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None) -> None:
+def release_unit(conn: Conn, workspace_id: uuid.UUID, period: date | None) -> None:
     """Give back the unit a job reserved at admission (it ended failed or dead)."""
     if period is not None:
         conn.execute("UPDATE usage_counters SET reserved = reserved - 1"
@@ -119,10 +132,12 @@ def release_unit(conn: Connection, workspace_id: uuid.UUID, period: date | None)
 INSERT = (
     "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
     " person_hashes, lead, metadata, idempotency_key, billing_period, batch_id, status,"
-    " cached_from, match, started_at, completed_at)"
+    " cached_from, match, started_at, completed_at, created_at)"
     " SELECT %(id)s, %(ws)s, %(template)s, %(queue)s, %(subject)s, %(persons)s, %(lead)s,"
     "  %(metadata)s, %(key)s, %(period)s, %(batch)s, %(status)s, %(cached_from)s,"
-    "  %(match)s, %(done_at)s, %(done_at)s WHERE NOT EXISTS ("
+    # created_at: the time of insert, under the workspace lock (not the transaction's
+    # start): lists by created_at see a workspace's jobs in the order they were admitted.
+    "  %(match)s, %(done_at)s, %(done_at)s, clock_timestamp() WHERE NOT EXISTS ("
     "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s"
     "  AND subject_hash = ANY(%(hashes)s))"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
@@ -132,20 +147,21 @@ FRESH = (
     "SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
     " JOIN enrichment_results r ON r.job_id = j.id"
     " WHERE j.workspace_id = %(ws)s AND j.subject_hash = %(subject)s"
-    " AND j.template = %(template)s AND j.status = 'succeeded' AND j.raw_purged_at IS NULL"
-    " AND j.completed_at >= %(since)s AND j.created_at < %(today)s"
+    " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
+    " AND j.raw_purged_at IS NULL AND j.completed_at >= %(since)s AND j.created_at < %(today)s"
     " ORDER BY j.completed_at DESC LIMIT 1"
 )
 
 
-def fresh(conn: Connection, workspace_id: uuid.UUID, subject: str, template: str,
+def fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
           since: datetime, today: datetime) -> dict | None:
-    """The subject's latest success with the template since `since`, from before today."""
+    """The subject's latest success with the template since `since`, from before today, as
+    the providers answered it (never itself a cached answer: the data is as old as that)."""
     return conn.execute(FRESH, {"ws": workspace_id, "subject": subject, "template": template,
                                 "since": since, "today": today}).fetchone()
 
 
-def insert(conn: Connection, *, workspace_id: uuid.UUID, template: str, queue: str,
+def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
            period: date, batch_id: uuid.UUID | None = None,
            cached: dict | None = None) -> dict | None:
@@ -193,7 +209,7 @@ CLAIM = (
 )
 
 
-def claim(pool: ConnectionPool, job_id: str, lease_seconds: int) -> dict | None:
+def claim(pool: Pool, job_id: str, lease_seconds: int) -> dict | None:
     """Move a claimable job to processing under a fresh lease token. Returns the job with its
     workspace's plan and region, or None for a duplicate delivery or a finished job."""
     with pool.connection() as conn:
@@ -232,7 +248,7 @@ FENCE_LEASE = "lease_token = %(token)s"
 FENCE_EXPIRED = "lease_until < now()"
 
 
-def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
+def finish(conn: Conn, job: dict, outcome: Outcome, limit: int,
            fence: str = FENCE_LEASE) -> list[Runnable] | None:
     """Write a claimed job's outcome in one transaction and hand its slot on. The write is
     fenced by the lease token (or, for the sweeper, by the expired lease): if another worker
@@ -268,9 +284,10 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
             # One row per job: a replayed job's rerun adds its spend to the dead run's and
             # sets the units, counted on the day the rerun ends.
             "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
-            " searches, social_requests, max_tokens, max_searches, cost_estimate_usd)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE"
-            " SET units = excluded.units, created_at = excluded.created_at,"
+            " searches, social_requests, max_tokens, max_searches, cost_estimate_usd, match)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id)"
+            " DO UPDATE SET units = excluded.units, created_at = excluded.created_at,"
+            " match = excluded.match,"
             " tokens = enrichment_usage.tokens + excluded.tokens,"
             " searches = enrichment_usage.searches + excluded.searches,"
             " social_requests = enrichment_usage.social_requests + excluded.social_requests,"
@@ -278,7 +295,7 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
             "  + excluded.cost_estimate_usd",
             (job["workspace_id"], job["id"], job["template"], outcome.units, outcome.tokens,
              outcome.searches, outcome.social_requests, outcome.max_tokens,
-             outcome.max_searches, outcome.cost_estimate_usd),
+             outcome.max_searches, outcome.cost_estimate_usd, outcome.match),
         )
         from . import webhooks  # it reads job bodies (jobs imports this module)
 
@@ -287,7 +304,7 @@ def finish(conn: Connection, job: dict, outcome: Outcome, limit: int,
         return fill(conn, job["workspace_id"], limit)
 
 
-def requeue(conn: Connection, job: dict, *, publish: bool = True, delay: float = 0.0,
+def requeue(conn: Conn, job: dict, *, publish: bool = True, delay: float = 0.0,
             relay_after: float = 0.0, counts: bool = True) -> bool:
     """Put a claimed job back in line, keeping its slot. Fenced by its lease token.
     `publish`: through the outbox (the relay sends it, `delay` seconds from now at the
@@ -309,7 +326,7 @@ def requeue(conn: Connection, job: dict, *, publish: bool = True, delay: float =
 
 # --- publishing and the sweeper ------------------------------------------------------------
 
-def publish(pool: ConnectionPool, publisher: Publisher, job: Runnable) -> bool:
+def publish(pool: Pool, publisher: Publisher, job: Runnable) -> bool:
     """Send a committed runnable job's message and clear its outbox row. On a broker error the
     row stays for the relay and False is returned: the job is durable either way."""
     try:
@@ -324,7 +341,7 @@ def publish(pool: ConnectionPool, publisher: Publisher, job: Runnable) -> bool:
     return True
 
 
-def publish_all(pool: ConnectionPool, publisher: Publisher, runnable: list[Runnable]) -> None:
+def publish_all(pool: Pool, publisher: Publisher, runnable: list[Runnable]) -> None:
     for job in runnable:
         publish(pool, publisher, job)
 
@@ -332,15 +349,14 @@ def publish_all(pool: ConnectionPool, publisher: Publisher, runnable: list[Runna
 def send_webhooks(publisher: Publisher, deliveries: list) -> None:
     """Send committed webhook messages to their queue (the webhook sweeper sends any this
     misses)."""
-    send = getattr(publisher, "send_webhook", None)
-    for delivery_id in deliveries if send is not None else ():
+    for delivery_id in deliveries:
         try:
-            send(str(delivery_id))
+            publisher.send_webhook(str(delivery_id))
         except Exception:
             log.exception("webhook %s not queued; the sweeper will", delivery_id)
 
 
-def relay_outbox(pool: ConnectionPool, publisher: Publisher, older_than_seconds: int,
+def relay_outbox(pool: Pool, publisher: Publisher, older_than_seconds: int,
                  limit: int = 500) -> int:
     """Publish outbox rows left behind (older than the grace period). Concurrent relays skip
     each other's rows. Returns how many were published. Only outbox rows are locked while
@@ -364,7 +380,7 @@ def relay_outbox(pool: ConnectionPool, publisher: Publisher, older_than_seconds:
     return len(rows)
 
 
-def requeue_lost(pool: ConnectionPool, older_than_seconds: int, at_most: int | None = None
+def requeue_lost(pool: Pool, older_than_seconds: int, at_most: int | None = None
                  ) -> int:
     """Queued jobs whose last publish is long past, with no outbox row: the broker may have
     lost the message (a crash within its fsync window). Queue a re-send of the `at_most`
@@ -382,15 +398,15 @@ def requeue_lost(pool: ConnectionPool, older_than_seconds: int, at_most: int | N
             " ON CONFLICT DO NOTHING", (older_than_seconds, at_most)).rowcount
 
 
-def published_unclaimed(pool: ConnectionPool) -> int:
+def published_unclaimed(pool: Pool) -> int:
     """Runnable jobs sent and not claimed yet: each should have a message in the broker."""
     with pool.connection() as conn:
-        return conn.execute(
+        return one(conn.execute(
             "SELECT count(*) AS n FROM enrichment_jobs j WHERE j.status = 'queued'"
-            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)").fetchone()["n"]
+            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"))["n"]
 
 
-def expired(pool: ConnectionPool, limit: int = 500) -> list[dict]:
+def expired(pool: Pool, limit: int = 500) -> list[dict]:
     """Jobs stuck in processing past their lease (their worker died)."""
     with pool.connection() as conn:
         return conn.execute(
@@ -399,7 +415,7 @@ def expired(pool: ConnectionPool, limit: int = 500) -> list[dict]:
             " ORDER BY j.lease_until LIMIT %s", (limit,)).fetchall()
 
 
-def requeue_expired(conn: Connection, job: dict) -> bool:
+def requeue_expired(conn: Conn, job: dict) -> bool:
     """Back in line (keeping its slot) a job whose lease ran out."""
     with conn.transaction():
         back = conn.execute(
@@ -414,7 +430,7 @@ def requeue_expired(conn: Connection, job: dict) -> bool:
     return bool(back)
 
 
-def stranded(pool: ConnectionPool, limits: dict[str, int]) -> list[dict]:
+def stranded(pool: Pool, limits: dict[str, int]) -> list[dict]:
     """Workspaces with waiting jobs and a free slot (a lowered load after a plan change, or a
     hand-over that never ran): what the sweeper fills."""
     with pool.connection() as conn:
@@ -427,13 +443,13 @@ def stranded(pool: ConnectionPool, limits: dict[str, int]) -> list[dict]:
             "     < coalesce((%s::jsonb ->> w.plan)::int, 1)", (Jsonb(limits),)).fetchall()
 
 
-def fill_workspace(pool: ConnectionPool, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
+def fill_workspace(pool: Pool, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
     with pool.connection() as conn, conn.transaction():
         lock_workspace(conn, workspace_id)
         return fill(conn, workspace_id, limit)
 
 
-def oldest_runnable(pool: ConnectionPool) -> dict[str, float]:
+def oldest_runnable(pool: Pool) -> dict[str, float]:
     """Seconds the oldest runnable job not claimed since it became runnable has waited, per
     tier."""
     with pool.connection() as conn:

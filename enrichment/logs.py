@@ -10,8 +10,8 @@ lead's personal fields: code logs ids, routes and counts only.
 from __future__ import annotations
 
 import logging
-import time
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -27,15 +27,15 @@ class ContextFilter(logging.Filter):
     """Puts the current request and job ids on the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id, record.job_id = request_id.get(), job_id.get()
-        record.context = "".join(f" {name}={value}" for name, value in
-                                 (("request_id", record.request_id), ("job_id", record.job_id))
-                                 if value)
+        ids = {"request_id": request_id.get(), "job_id": job_id.get()}
+        record.__dict__.update(ids, context="".join(
+            f" {name}={value}" for name, value in ids.items() if value))
         return True
 
 
 class UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(" ", "milliseconds")
 
 
 def formatter(fmt: str) -> logging.Formatter:

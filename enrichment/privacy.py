@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from psycopg import Connection
-
-from . import jobs, jobstore
+from . import jobs, jobstore, webhooks
+from .db import Conn, one
 from .jobstore import TERMINAL
 from .leads import normalise, subject_hash
 
@@ -25,16 +24,16 @@ OF_SUBJECT = ("workspace_id = %(ws)s AND (subject_hash = ANY(%(hashes)s)"
               " OR person_hashes && %(hashes)s::text[])")
 
 
-def subject_hashes(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> list[str]:
+def subject_hashes(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> list[str]:
     """The identifier's hash and those of every personal identifier linked to it through this
     workspace's jobs — transitively (jane@a and a LinkedIn URL in one job, that URL and
     jane@b in another: all three): what an erasure or objection suppresses."""
     found = {subject_hash(identifier)}
     for _ in range(10):  # links are short chains; the bound only guards against pathologies
-        row = conn.execute(
+        row = one(conn.execute(
             "SELECT array_agg(DISTINCT p) AS hashes"  # noqa: S608 (constant)
             " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + OF_SUBJECT,
-            {"ws": workspace_id, "hashes": sorted(found)}).fetchone()
+            {"ws": workspace_id, "hashes": sorted(found)}))
         more = set(row["hashes"] or []) - found
         if not more:
             break
@@ -42,14 +41,14 @@ def subject_hashes(conn: Connection, workspace_id: uuid.UUID, identifier: str) -
     return sorted(found)
 
 
-def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
+def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
     """Everything this workspace holds about the subject."""
     subject = subject_hash(identifier)
     hashes = subject_hashes(conn, workspace_id, identifier)
     job_ids = [r["id"] for r in conn.execute(
         "SELECT id FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
         + " ORDER BY created_at", {"ws": workspace_id, "hashes": hashes})]
-    found = [jobs.job_body(jobs.get_job(conn, workspace_id, job_id)) for job_id in job_ids]
+    found = [jobs.job_body(jobs.known_job(conn, workspace_id, job_id)) for job_id in job_ids]
     consents = conn.execute(
         "SELECT id, purpose, basis, granted, source, created_at FROM consents"
         " WHERE workspace_id = %s AND subject_hash = ANY(%s) ORDER BY created_at",
@@ -57,6 +56,10 @@ def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
     suppression = conn.execute(
         "SELECT reason, created_at FROM suppressions WHERE workspace_id = %s"
         " AND subject_hash = %s", (workspace_id, subject)).fetchone()
+    sent = conn.execute(  # webhook messages that carried the subject's jobs to the customer
+        "SELECT id, endpoint_id, event_type, status, created_at, delivered_at"
+        " FROM webhook_deliveries WHERE job_id = ANY(%s) ORDER BY created_at",
+        (job_ids,)).fetchall()
     return {
         "identifier": normalise(identifier),
         "subject_hash": subject,
@@ -64,20 +67,25 @@ def export(conn: Connection, workspace_id: uuid.UUID, identifier: str) -> dict:
         "consents": [consent_body(c) for c in consents],
         "suppression": ({"reason": suppression["reason"],
                          "since": jobs.iso(suppression["created_at"])} if suppression else None),
+        "webhook_deliveries": [
+            {"id": str(d["id"]), "endpoint_id": str(d["endpoint_id"]), "event": d["event_type"],
+             "status": d["status"], "created_at": jobs.iso(d["created_at"]),
+             "delivered_at": jobs.iso(d["delivered_at"])} for d in sent],
     }
 
 
-def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
-          ) -> list[jobstore.Runnable]:
+def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int
+          ) -> tuple[list[jobstore.Runnable], list[uuid.UUID]]:
     """Erase the subject from this workspace and suppress future enrichment of it.
 
-    Jobs go (their results, outbox rows and dead letters with them), with stored client
-    Idempotency-Key answers that contain them; units reserved by unfinished jobs are given
-    back, and slots they held pass to the workspace's next waiting jobs (returned: publish
-    them) — except the slot of a job still running: its worker finds its fenced final write
+    Jobs go (their results, outbox rows, dead letters and webhook messages with them), with
+    stored client Idempotency-Key answers that contain them; units reserved by unfinished
+    jobs are given back, and slots they held pass to the workspace's next waiting jobs —
+    except the slot of a job still running: its worker finds its fenced final write
     rejected, leaves nothing behind, and only then hands the slot on (so the workspace never
-    runs more than its slots). Usage rows stay: they hold no personal data (workspace, job
-    id, units) and keep invoices explainable."""
+    runs more than its slots). A batch whose last open job this was completes now. Returns
+    the runnable jobs and webhook deliveries to publish. Usage rows stay: they hold no
+    personal data (workspace, job id, units) and keep invoices explainable."""
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace_id)
         hashes = subject_hashes(conn, workspace_id, identifier)
@@ -98,7 +106,8 @@ def erase(conn: Connection, workspace_id: uuid.UUID, identifier: str, slots: int
             " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
             (workspace_id, hashes))
         running = sum(job["status"] == jobstore.JobStatus.PROCESSING for job in gone)
-        return jobstore.fill(conn, workspace_id, slots - running)
+        deliveries = webhooks.batches_completed(conn, workspace_id, datetime.now(UTC))
+        return jobstore.fill(conn, workspace_id, slots - running), deliveries
 
 
 @dataclass
@@ -116,18 +125,19 @@ def consent_body(row: dict) -> dict:
             "recorded_at": jobs.iso(row["created_at"])}
 
 
-def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) -> dict:
+def record_consent(conn: Conn, workspace_id: uuid.UUID, consent: Consent) -> dict:
     """Record consent or an objection. An objection suppresses the subject — by every
-    personal identifier found beside this one — without deleting this record; a later grant
-    lifts an objection, never an erasure."""
+    personal identifier found beside this one — without deleting this record, and drops the
+    webhook messages about its jobs not yet delivered; a later grant lifts an objection,
+    never an erasure."""
     subject = subject_hash(consent.identifier)
     with conn.transaction():
         jobstore.lock_workspace(conn, workspace_id)  # as erasure: links seen whole
-        row = conn.execute(
+        row = one(conn.execute(
             "INSERT INTO consents (id, workspace_id, subject_hash, purpose, basis, granted,"
             " source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
             (uuid.uuid4(), workspace_id, subject, consent.purpose, consent.basis,
-             consent.granted, consent.source)).fetchone()
+             consent.granted, consent.source)))
         hashes = subject_hashes(conn, workspace_id, consent.identifier)
         if consent.granted:
             conn.execute("DELETE FROM suppressions WHERE workspace_id = %s"
@@ -137,19 +147,23 @@ def record_consent(conn: Connection, workspace_id: uuid.UUID, consent: Consent) 
             conn.execute("INSERT INTO suppressions (workspace_id, subject_hash, reason)"
                          " SELECT %s, h, 'objection' FROM unnest(%s::text[]) h"
                          " ON CONFLICT DO NOTHING", (workspace_id, hashes))
+            conn.execute(
+                "DELETE FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"  # noqa: S608
+                " AND job_id IN (SELECT id FROM enrichment_jobs WHERE " + OF_SUBJECT + ")",
+                {"ws": workspace_id, "hashes": hashes})
     return {"identifier": normalise(consent.identifier), **consent_body(row)}
 
 
-def purge(conn: Connection, now: datetime, raw_days: int = 90, summary_days: int = 365,
+def purge(conn: Conn, now: datetime, raw_days: int = 90, summary_days: int = 365,
           batch: int = 1000) -> dict[str, int]:
     """The retention purge, for finished jobs only, in small batches (no long locks);
     idempotent. Raw data — the lead, the customer's metadata, error details and the dead
     letter's text — goes after `raw_days` (the identifier hashes stay, so an erasure still
-    finds the job; a purged job cannot be replayed); jobs with their results, and per-job
-    usage rows, after `summary_days` (billing keeps its per-day aggregates in
-    usage_reports)."""
+    finds the job; a purged job cannot be replayed) and so do webhook messages, which carry
+    job bodies; jobs with their results, and per-job usage rows, after `summary_days`
+    (billing keeps its per-day aggregates in usage_reports)."""
     raw_cutoff, summary_cutoff = now - timedelta(days=raw_days), now - timedelta(days=summary_days)
-    removed = {"raw": 0, "jobs": 0, "usage_rows": 0}
+    removed = {"raw": 0, "webhook_deliveries": 0, "jobs": 0, "usage_rows": 0}
     while ids := [r["id"] for r in conn.execute(
             "UPDATE enrichment_jobs SET lead = '{}', metadata = '{}', error = NULL,"
             " raw_purged_at = %s WHERE id IN (SELECT id FROM enrichment_jobs"
@@ -157,6 +171,10 @@ def purge(conn: Connection, now: datetime, raw_days: int = 90, summary_days: int
             " RETURNING id", (now, list(TERMINAL), raw_cutoff, batch))]:
         conn.execute("UPDATE dead_letters SET error = NULL WHERE job_id = ANY(%s)", (ids,))
         removed["raw"] += len(ids)
+    while n := conn.execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+            " WHERE created_at < %s LIMIT %s)", (raw_cutoff, batch)).rowcount:
+        removed["webhook_deliveries"] += n
     while n := conn.execute(
             "DELETE FROM enrichment_jobs WHERE id IN (SELECT id FROM enrichment_jobs"
             " WHERE status = ANY(%s) AND completed_at < %s LIMIT %s)",

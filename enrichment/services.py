@@ -10,14 +10,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import redis
-from psycopg_pool import ConnectionPool
 
 from .authguard import AuthGuard
 from .billing import Billing, build_billing
 from .config import Settings
-from .db import connect_pool
+from .db import Pool, connect_pool
 from .events import Events, build_events
-from .jobstore import Publisher
+from .jobstore import NoPublisher, Publisher
 from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
@@ -29,7 +28,7 @@ from .ratelimit import STATS_TTL, RateLimiter, minute_key
 @dataclass
 class Services:
     settings: Settings
-    db: ConnectionPool
+    db: Pool
     redis: redis.Redis
     research: ResearchProvider
     social: SocialProvider
@@ -38,7 +37,7 @@ class Services:
     provider_limiter: ProviderLimiter
     billing: Billing
     auth_guard: AuthGuard
-    publisher: Publisher | None = None
+    publisher: Publisher = field(default_factory=NoPublisher)
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -72,7 +71,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         ),
         social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key),
         events=build_events(s.posthog_api_key, s.posthog_host),
-        publisher=publisher,
+        publisher=publisher or NoPublisher(),
         base_policy=CallPolicy(
             record=_provider_outcome_recorder(redis_client),
             max_attempts=s.provider_max_attempts,

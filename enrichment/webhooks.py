@@ -8,19 +8,28 @@ POSTs the same body with the same `webhook-id`, a fresh `webhook-timestamp` and
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the endpoint's
 `whsec_` secret; a 2xx within 10 s is delivered, anything else is retried after about 5 s,
 5 min, 30 min, 2 h, 5 h, 10 h and 10 h (with jitter; 27 h in all), then given up. An endpoint
-failing for 3 days is disabled. At most WEBHOOK_ENDPOINT_CONCURRENCY deliveries to one
-endpoint run at once.
+failing for 3 days (no success, and no day without failures) is disabled until re-enabled.
 
-The SSRF guard: a URL must be https and its host must resolve only to public addresses
-(not loopback, private, link-local, multicast or reserved) — checked when the endpoint is
-registered and again at every attempt, which connects to the address it checked (no second
-lookup to rebind) and follows no redirect. WEBHOOKS_ALLOW_PRIVATE_URLS=true lifts the guard
-(and allows http) for development and tests.
+An attempt takes at most 10 s in all — name lookup, connect, sending, the answer (of which
+at most 64 KiB is read) — and only the attempt holding the delivery's lease token writes its
+outcome. At most WEBHOOK_ENDPOINT_CONCURRENCY attempts to one endpoint, and
+WORKSPACE_IN_FLIGHT to one workspace's endpoints, run at once, so one customer's slow
+receivers cannot occupy every webhook worker; a delivery that finds no room waits a few
+seconds (one message per delivery, never a loop). A workspace has at most MAX_ENDPOINTS.
+
+The SSRF guard: a URL must be https, carry no credentials, and its host must resolve only to
+public addresses (not loopback, private, link-local, multicast or reserved; nor IPv6 forms
+that embed such an IPv4 address) — checked when the endpoint is registered and again at every
+attempt, which connects to the address it checked (no second lookup to rebind) and follows no
+redirect. WEBHOOKS_ALLOW_PRIVATE_URLS=true lifts the guard (and allows http) for development
+and tests. Messages arrive in no guaranteed order (`batch.completed` may precede the last
+`job.*`): receivers order by the payload's timestamps.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -29,17 +38,21 @@ import logging
 import random
 import secrets
 import socket
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import certifi
 import urllib3
-from psycopg import Connection
+import urllib3.connection
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
+from .db import Conn, Pool, one
 from .errors import Invalid
 
 log = logging.getLogger(__name__)
@@ -47,8 +60,16 @@ log = logging.getLogger(__name__)
 EVENTS = ("job.succeeded", "job.failed", "job.dead", "batch.completed")
 RETRY_DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)  # seconds after attempts 1..7
 DISABLE_AFTER = timedelta(days=3)
-TIMEOUT_SECONDS = 10.0
-LEASE = timedelta(seconds=30)
+QUIET_DAY = timedelta(days=1)  # a day without failures ends a run of failures
+TIMEOUT_SECONDS = 10.0  # one attempt, all of it
+LEASE = timedelta(seconds=30)  # > TIMEOUT_SECONDS: a live attempt is never taken over
+MAX_RESPONSE_BYTES = 64 * 1024  # of a receiver's answer body, read and dropped
+MAX_ENDPOINTS = 16  # per workspace (Stripe's limit per account)
+WORKSPACE_IN_FLIGHT = 4  # attempts at once to one workspace's endpoints
+BUSY_DELAY = (2.0, 6.0)  # seconds a delivery that found no room waits (uniform)
+SWEEP_AGAIN = timedelta(minutes=10)  # the sweeper re-sends a message at most this often
+# IPv6 ranges that embed an IPv4 address (NAT64, 6to4): the IPv4 one decides.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class BadWebhookUrl(Invalid):
@@ -72,24 +93,50 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def resolve(url: str, allow_private: bool) -> tuple[str, str, int]:
-    """(scheme, the address to connect to, port) of an allowed target; BadWebhookUrl if not."""
-    parts = urlsplit(url)
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if ip.version == 6:
+        embedded = (ip.ipv4_mapped or ip.sixtofour
+                    or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None))
+        if embedded is not None:
+            return _public(embedded)
+    return ip.is_global and not ip.is_multicast
+
+
+def _lookup(host: str, port: int, timeout: float) -> list[str]:
+    """The host's addresses, within `timeout` (the system resolver has no timeout of its own
+    we can set: a slow lookup is abandoned to its thread)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        infos = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM
+                            ).result(timeout=timeout)
+    except FutureTimeout:
+        raise BadWebhookUrl("the host did not resolve in time") from None
+    except (OSError, UnicodeError):
+        raise BadWebhookUrl("the host does not resolve") from None
+    finally:
+        pool.shutdown(wait=False)
+    return [str(info[4][0]) for info in infos]
+
+
+def resolve(url: str, allow_private: bool, timeout: float = TIMEOUT_SECONDS
+            ) -> tuple[str, str, int]:
+    """(scheme, the address to connect to, port) of an allowed target; BadWebhookUrl if not.
+    The reasons never name an address: they would map a private network for the caller."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise BadWebhookUrl("the URL is malformed") from None
     if parts.scheme not in (("https", "http") if allow_private else ("https",)):
         raise BadWebhookUrl("the URL must be https")
     if not parts.hostname:
         raise BadWebhookUrl("the URL has no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise BadWebhookUrl(f"the host does not resolve ({exc})") from None
-    addresses = [info[4][0] for info in infos]
-    if not allow_private:
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
-                raise BadWebhookUrl(f"the host resolves to a non-public address ({ip})")
+    if parts.username is not None or parts.password is not None:
+        raise BadWebhookUrl("the URL may not carry credentials")
+    addresses = _lookup(parts.hostname, port, timeout)
+    if not allow_private and not all(
+            _public(ipaddress.ip_address(a.split("%")[0])) for a in addresses):
+        raise BadWebhookUrl("the host resolves to a non-public address")
     return parts.scheme, addresses[0], port
 
 
@@ -104,26 +151,49 @@ def endpoint_body(row: dict, with_secret: bool = False) -> dict:
     return body
 
 
-def create_endpoint(conn: Connection, workspace_id: uuid.UUID, url: str, events: list[str],
+def create_endpoint(conn: Conn, workspace_id: uuid.UUID, url: str, events: list[str],
                     allow_private: bool) -> dict:
+    """A new endpoint with a new secret; Invalid past MAX_ENDPOINTS or for a URL the guard
+    refuses."""
     resolve(url, allow_private)
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
+                     (workspace_id,))  # counted and added as one step
+        row = conn.execute(
+            "INSERT INTO webhook_endpoints (id, workspace_id, url, events, secret)"
+            " SELECT %s, %s, %s, %s, %s WHERE (SELECT count(*) FROM webhook_endpoints"
+            " WHERE workspace_id = %s) < %s RETURNING *",
+            (uuid.uuid4(), workspace_id, url, sorted(set(events)), new_secret(),
+             workspace_id, MAX_ENDPOINTS)).fetchone()
+    if row is None:
+        raise Invalid({"url": [f"A workspace has at most {MAX_ENDPOINTS} endpoints; delete "
+                               "one first."]})
+    return row
+
+
+def enable_endpoint(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
+                    enabled: bool) -> dict | None:
+    """Enable (a disabled endpoint starts with a clean record) or disable an endpoint;
+    None for another workspace's."""
     return conn.execute(
-        "INSERT INTO webhook_endpoints (id, workspace_id, url, events, secret)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING *",
-        (uuid.uuid4(), workspace_id, url, sorted(set(events)), new_secret())).fetchone()
+        "UPDATE webhook_endpoints SET disabled_at = CASE WHEN %(on)s THEN NULL"
+        " ELSE coalesce(disabled_at, now()) END,"
+        " failing_since = CASE WHEN %(on)s THEN NULL ELSE failing_since END"
+        " WHERE id = %(id)s AND workspace_id = %(ws)s RETURNING *",
+        {"on": enabled, "id": endpoint_id, "ws": workspace_id}).fetchone()
 
 
-def list_endpoints(conn: Connection, workspace_id: uuid.UUID) -> list[dict]:
+def list_endpoints(conn: Conn, workspace_id: uuid.UUID) -> list[dict]:
     return conn.execute("SELECT * FROM webhook_endpoints WHERE workspace_id = %s"
                         " ORDER BY created_at DESC", (workspace_id,)).fetchall()
 
 
-def delete_endpoint(conn: Connection, workspace_id: uuid.UUID, endpoint_id: uuid.UUID) -> bool:
+def delete_endpoint(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID) -> bool:
     return conn.execute("DELETE FROM webhook_endpoints WHERE id = %s AND workspace_id = %s",
                         (endpoint_id, workspace_id)).rowcount == 1
 
 
-def deliveries(conn: Connection, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
+def deliveries(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
                limit: int = 100) -> list[dict] | None:
     """The endpoint's delivery log, newest first; None for another workspace's endpoint."""
     if conn.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s AND workspace_id = %s",
@@ -144,7 +214,7 @@ def deliveries(conn: Connection, workspace_id: uuid.UUID, endpoint_id: uuid.UUID
 
 # --- messages -------------------------------------------------------------------------------
 
-def enqueue(conn: Connection, workspace_id: uuid.UUID, event: str, data: dict,
+def enqueue(conn: Conn, workspace_id: uuid.UUID, event: str, data: dict,
             now: datetime, job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """One delivery per live endpoint of the workspace subscribed to `event`, in the caller's
     transaction. Returns their ids (publish them after commit)."""
@@ -159,7 +229,7 @@ def enqueue(conn: Connection, workspace_id: uuid.UUID, event: str, data: dict,
     return [r["id"] for r in rows]
 
 
-def job_ended(conn: Connection, workspace_id: uuid.UUID, job_id: uuid.UUID,
+def job_ended(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID,
               status: str) -> list[uuid.UUID]:
     """In the transaction that ends a job: its `job.<status>` message, and `batch.completed`
     for each batch it completes (the workspace row is locked: the last job of a batch to end
@@ -171,23 +241,37 @@ def job_ended(conn: Connection, workspace_id: uuid.UUID, job_id: uuid.UUID,
     if conn.execute("SELECT 1 FROM webhook_endpoints WHERE workspace_id = %s"
                     " AND disabled_at IS NULL AND %s = ANY(events) LIMIT 1",
                     (workspace_id, f"job.{status}")).fetchone():
-        body = jobs.job_body(jobs.get_job(conn, workspace_id, job_id))
-        out += enqueue(conn, workspace_id, f"job.{status}", body, now, job_id=job_id)
+        row = jobs.get_job(conn, workspace_id, job_id)
+        if row is not None:
+            out += enqueue(conn, workspace_id, f"job.{status}", jobs.job_body(row), now,
+                           job_id=job_id)
+    return out + batches_completed(conn, workspace_id, now, job_id)
+
+
+def batches_completed(conn: Conn, workspace_id: uuid.UUID, now: datetime,
+                      job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """`batch.completed` for each batch this completes (see complete_batches)."""
+    from . import jobs
+
+    out = []
     for batch in complete_batches(conn, workspace_id, job_id):
-        out += enqueue(conn, workspace_id, "batch.completed",
-                       jobs.batch_progress(conn, workspace_id, batch), now)
+        progress = jobs.batch_progress(conn, workspace_id, batch)
+        if progress is not None:
+            out += enqueue(conn, workspace_id, "batch.completed", progress, now)
     return out
 
 
-def complete_batches(conn: Connection, workspace_id: uuid.UUID,
+def complete_batches(conn: Conn, workspace_id: uuid.UUID,
                      job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """Mark done the workspace's batches (those holding `job_id`, or all open ones) whose jobs
-    have all ended; returns them. Each batch is completed once."""
+    have all ended; returns them. Each batch is completed once, and only once all its leads
+    are in (a batch still being submitted has no unfinished items yet)."""
     scope = ("b.id IN (SELECT batch_id FROM batch_items WHERE job_id = %(job)s)"
              if job_id is not None else "b.workspace_id = %(ws)s")
     return [r["id"] for r in conn.execute(
         "UPDATE batches b SET completed_at = now() WHERE " + scope  # noqa: S608 (constant)
-        + " AND b.completed_at IS NULL AND NOT EXISTS (SELECT 1 FROM batch_items i"
+        + " AND b.submitted_at IS NOT NULL AND b.completed_at IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM batch_items i"
         "  JOIN enrichment_jobs j ON j.id = i.job_id WHERE i.batch_id = b.id"
         "  AND j.status NOT IN ('succeeded', 'failed', 'dead')) RETURNING b.id",
         {"job": job_id, "ws": workspace_id})]
@@ -196,42 +280,59 @@ def complete_batches(conn: Connection, workspace_id: uuid.UUID,
 @dataclass
 class Attempt:
     """What became of one delivery attempt: `retry_in` seconds until the next one (None:
-    none due — delivered, given up, or not claimable now); `busy`: the endpoint had its
-    fill of deliveries in flight, try again in a moment."""
+    none due — delivered, given up, or not claimable now). Outcome `busy`: no room (the
+    endpoint's or the workspace's attempts in flight), it waits a moment."""
 
     outcome: str
     retry_in: float | None = None
-    busy: bool = False
 
 
-def _claim(conn: Connection, delivery_id: uuid.UUID, concurrency: int) -> dict | str | None:
+# A delivery an attempt may take: waiting and due, or taken by an attempt that outran its lease.
+DUE = ("(d.status = 'pending' OR (d.status = 'delivering' AND d.lease_until < now()))"
+       " AND d.next_attempt_at <= now() + interval '1 second'")
+
+
+def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | str | None:
+    """The delivery under a new lease token if it is due and its endpoint and workspace have
+    room; "busy" (it then waits BUSY_DELAY) if not; None if it is not due — delivered,
+    given up, not yet due, or its endpoint disabled: the message is dropped."""
     with conn.transaction():
-        target = conn.execute("SELECT endpoint_id FROM webhook_deliveries WHERE id = %s",
-                              (delivery_id,)).fetchone()
-        if target is None:
+        row = conn.execute(
+            "SELECT d.id, d.endpoint_id, d.workspace_id FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = %s"
+            " AND e.disabled_at IS NULL", (delivery_id,)).fetchone()
+        if row is None:
             return None
+        # One claim at a time per workspace: its counts below are exact.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhook'),"
-                     " hashtext(%s::text))", (target["endpoint_id"],))
-        in_flight = conn.execute(
-            "SELECT count(*) AS n FROM webhook_deliveries WHERE endpoint_id = %s"
-            " AND status = 'delivering' AND lease_until > now()",
-            (target["endpoint_id"],)).fetchone()["n"]
-        if in_flight >= concurrency:
+                     " hashtext(%s::text))", (row["workspace_id"],))
+        if conn.execute("SELECT 1 FROM webhook_deliveries d WHERE id = %s AND "  # noqa: S608
+                        + DUE, (delivery_id,)).fetchone() is None:  # (constant)
+            return None
+        in_flight = one(conn.execute(
+            "SELECT count(*) FILTER (WHERE endpoint_id = %s) AS endpoint, count(*) AS workspace"
+            " FROM webhook_deliveries WHERE workspace_id = %s AND status = 'delivering'"
+            " AND lease_until > now()", (row["endpoint_id"], row["workspace_id"])))
+        if in_flight["endpoint"] >= concurrency or in_flight["workspace"] >= WORKSPACE_IN_FLIGHT:
+            conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now()"
+                         " + make_interval(secs => %s) WHERE id = %s",
+                         (random.uniform(*BUSY_DELAY), delivery_id))
             return "busy"
         return conn.execute(
-            "UPDATE webhook_deliveries d SET status = 'delivering', attempts = d.attempts + 1,"
-            " lease_until = now() + %s FROM webhook_endpoints e WHERE d.id = %s"
-            " AND e.id = d.endpoint_id AND e.disabled_at IS NULL"
-            " AND (d.status = 'pending' OR (d.status = 'delivering' AND d.lease_until < now()))"
-            " AND d.next_attempt_at <= now() + interval '1 second'"
-            " RETURNING d.*, e.url, e.secret", (LEASE, delivery_id)).fetchone()
+            "UPDATE webhook_deliveries d SET status = 'delivering',"  # noqa: S608 (constant)
+            " attempts = d.attempts + 1, lease_until = now() + %s, lease_token = gen_random_uuid()"
+            " FROM webhook_endpoints e WHERE d.id = %s AND e.id = d.endpoint_id AND " + DUE
+            + " RETURNING d.*, e.url, e.secret", (LEASE, delivery_id)).fetchone()
 
 
 def _post(url: str, secret: str, msg_id: str, body: bytes, allow_private: bool
           ) -> tuple[int | None, str | None]:
-    """POST once, to the address the guard checked, no redirects: (status, error)."""
+    """POST once, to the address the guard checked, no redirects, all within
+    TIMEOUT_SECONDS: a watchdog shuts the socket when the time is up, whatever the receiver
+    is doing (a slow lookup, connect, or an answer dripping in). (status, error)."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
     try:
-        scheme, address, port = resolve(url, allow_private)
+        scheme, address, port = resolve(url, allow_private, TIMEOUT_SECONDS)
     except BadWebhookUrl as exc:
         return None, str(exc)
     parts = urlsplit(url)
@@ -240,78 +341,101 @@ def _post(url: str, secret: str, msg_id: str, body: bytes, allow_private: bool
                "user-agent": "lead-enrichment-webhooks/1", "webhook-id": msg_id,
                "webhook-timestamp": str(timestamp),
                "webhook-signature": sign(secret, msg_id, timestamp, body)}
-    timeout = urllib3.Timeout(total=TIMEOUT_SECONDS)
+    left = max(0.1, deadline - time.monotonic())
+    conn: urllib3.connection.HTTPConnection
     if scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(address, port, timeout=timeout, retries=False,
-                                           server_hostname=parts.hostname,
-                                           assert_hostname=parts.hostname,
-                                           cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+        conn = urllib3.connection.HTTPSConnection(
+            address, port, timeout=left, server_hostname=parts.hostname,
+            assert_hostname=parts.hostname, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
     else:
-        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
+        conn = urllib3.connection.HTTPConnection(address, port, timeout=left)
+    watchdog = threading.Timer(left, _shut, (conn,))
+    watchdog.start()
     try:
-        with pool:
-            resp = pool.urlopen("POST", path, body=body, headers=headers, redirect=False,
-                                preload_content=True)
-        return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-    except urllib3.exceptions.HTTPError as exc:
-        return None, type(exc).__name__
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(MAX_RESPONSE_BYTES)  # the answer's body is not used; a bounded part is read
+        status = resp.status
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return None, "timed out" if time.monotonic() >= deadline else type(exc).__name__
+    finally:
+        watchdog.cancel()
+        conn.close()
+    return status, None if 200 <= status < 300 else f"HTTP {status}"
 
 
-def deliver(pool: ConnectionPool, delivery_id: uuid.UUID, *, allow_private: bool,
+def _shut(conn) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        conn.sock.shutdown(socket.SHUT_RDWR)
+
+
+SETTLE = "UPDATE webhook_deliveries SET {} WHERE id = %(id)s AND lease_token = %(token)s"
+
+
+def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
             concurrency: int) -> Attempt:
-    """One attempt at a delivery, if it is due and its endpoint has room."""
+    """One attempt at a delivery, if it is due and there is room for it."""
     with pool.connection() as conn:
         row = _claim(conn, delivery_id, concurrency)
     if row is None:
         return Attempt("not-due")
-    if row == "busy":
-        return Attempt("busy", busy=True)
+    if isinstance(row, str):  # "busy"
+        return Attempt("busy", retry_in=BUSY_DELAY[1])
     body = json.dumps(row["payload"], separators=(",", ":")).encode()
     status, error = _post(row["url"], row["secret"], str(row["id"]), body, allow_private)
+    done = {"id": row["id"], "token": row["lease_token"], "status": status, "error": error}
     with pool.connection() as conn, conn.transaction():
         if error is None:
-            conn.execute("UPDATE webhook_deliveries SET status = 'succeeded',"
-                         " delivered_at = now(), last_status_code = %s, last_error = NULL,"
-                         " lease_until = NULL WHERE id = %s", (status, row["id"]))
+            if not conn.execute(SETTLE.format(
+                    "status = 'succeeded', delivered_at = now(), last_status_code = %(status)s,"
+                    " last_error = NULL, lease_until = NULL, lease_token = NULL"), done).rowcount:
+                return Attempt("lost")  # deleted meanwhile (endpoint, erasure, objection)
             conn.execute("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = %s",
                          (row["endpoint_id"],))
             return Attempt("delivered")
         endpoint = conn.execute(
-            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now())"
+            "UPDATE webhook_endpoints SET last_failure_at = now(),"
+            " failing_since = CASE WHEN failing_since IS NULL OR last_failure_at < now() - %s"
+            "  THEN now() ELSE failing_since END"
             " WHERE id = %s RETURNING failing_since < now() - %s AS gone",
-            (row["endpoint_id"], DISABLE_AFTER)).fetchone()
+            (QUIET_DAY, row["endpoint_id"], DISABLE_AFTER)).fetchone()
+        if endpoint is None:
+            return Attempt("lost")  # the endpoint was deleted, its deliveries with it
         if endpoint["gone"]:  # failing for 3 days: disabled, its queue given up
             conn.execute("UPDATE webhook_endpoints SET disabled_at = now() WHERE id = %s",
                          (row["endpoint_id"],))
             conn.execute("UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
                          " last_error = coalesce(last_error, 'endpoint disabled')"
-                         " WHERE endpoint_id = %s AND status IN ('pending', 'delivering')",
+                         " WHERE endpoint_id = %s AND status = 'pending'",
                          (row["endpoint_id"],))
         if endpoint["gone"] or row["attempts"] > len(RETRY_DELAYS):
-            conn.execute("UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL,"
-                         " last_status_code = %s, last_error = %s WHERE id = %s",
-                         (status, error, row["id"]))
-            log.warning("webhook %s to endpoint %s given up: %s", row["id"],
-                        row["endpoint_id"], error)
+            if conn.execute(SETTLE.format(
+                    "status = 'failed', lease_until = NULL, lease_token = NULL,"
+                    " last_status_code = %(status)s, last_error = %(error)s"), done).rowcount:
+                log.warning("webhook %s to endpoint %s given up: %s", row["id"],
+                            row["endpoint_id"], error)
             return Attempt("failed")
         delay = RETRY_DELAYS[row["attempts"] - 1] * random.uniform(0.8, 1.2)
-        conn.execute("UPDATE webhook_deliveries SET status = 'pending', lease_until = NULL,"
-                     " next_attempt_at = now() + make_interval(secs => %s),"
-                     " last_status_code = %s, last_error = %s WHERE id = %s",
-                     (delay, status, error, row["id"]))
+        if not conn.execute(SETTLE.format(
+                "status = 'pending', lease_until = NULL, lease_token = NULL,"
+                " next_attempt_at = now() + make_interval(secs => %(delay)s),"
+                " last_status_code = %(status)s, last_error = %(error)s"),
+                {**done, "delay": delay}).rowcount:
+            return Attempt("lost")
         return Attempt("retry", retry_in=delay)
 
 
-def overdue(pool: ConnectionPool, late: timedelta = timedelta(minutes=1),
+def overdue(pool: Pool, late: timedelta = timedelta(minutes=1),
             limit: int = 1000) -> list[uuid.UUID]:
     """Deliveries whose attempt is overdue (a long backoff came due, a message was lost, a
-    worker died mid-attempt): the sweeper sends them again (a second message is a no-op
+    worker died mid-attempt), for the sweeper to send again — each at most once per
+    SWEEP_AGAIN, so a backlog in the queue is not multiplied (an extra message is a no-op
     claim)."""
     with pool.connection() as conn:
         return [r["id"] for r in conn.execute(
-            "SELECT id FROM webhook_deliveries WHERE (status = 'pending'"
-            " AND next_attempt_at < now() - %s) OR (status = 'delivering'"
-            " AND lease_until < now()) ORDER BY next_attempt_at LIMIT %s", (late, limit))]
+            "UPDATE webhook_deliveries SET swept_at = now() WHERE id IN ("
+            " SELECT id FROM webhook_deliveries WHERE ((status = 'pending'"
+            "  AND next_attempt_at < now() - %s) OR (status = 'delivering'"
+            "  AND lease_until < now())) AND (swept_at IS NULL OR swept_at < now() - %s)"
+            " ORDER BY next_attempt_at LIMIT %s) RETURNING id", (late, SWEEP_AGAIN, limit))]

@@ -14,9 +14,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import Connection
-
 from .config import Plans
+from .db import Conn
 from .errors import Invalid, NotFound
 from .templates import COMPANY_TEMPLATES
 
@@ -45,7 +44,7 @@ def _hash(key: str) -> bytes:
 
 
 def create_workspace(
-    conn: Connection, plans: Plans, name: str, plan: str, region: str = "us"
+    conn: Conn, plans: Plans, name: str, plan: str, region: str = "us"
 ) -> tuple[Workspace, str]:
     """Create a workspace and its first API key. Returns the workspace and the key (shown once)."""
     if plan not in plans:
@@ -64,7 +63,7 @@ def create_workspace(
     return ws, key
 
 
-def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
+def set_region(conn: Conn, workspace_id: uuid.UUID, region: str,
                person_level_enabled: bool | None = None) -> None:
     """Move a workspace to a region. Where person-level enrichment ends up off, the personal
     fields (name, e-mail, LinkedIn URL) of its company-level jobs are removed: a company-level
@@ -87,7 +86,7 @@ def set_region(conn: Connection, workspace_id: uuid.UUID, region: str,
                 (workspace_id, COMPANY_TEMPLATES))
 
 
-def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:
+def create_api_key(conn: Conn, workspace_id: uuid.UUID) -> str:
     prefix = secrets.token_hex(PREFIX_BYTES)
     key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
     cur = conn.execute(
@@ -100,7 +99,7 @@ def create_api_key(conn: Connection, workspace_id: uuid.UUID) -> str:
     return key
 
 
-def revoke_api_key(conn: Connection, prefix: str) -> bool:
+def revoke_api_key(conn: Conn, prefix: str) -> bool:
     cur = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
         (prefix,),
@@ -108,7 +107,7 @@ def revoke_api_key(conn: Connection, prefix: str) -> bool:
     return cur.rowcount == 1
 
 
-def list_workspaces(conn: Connection) -> list[dict]:
+def list_workspaces(conn: Conn) -> list[dict]:
     """Every workspace, oldest first, with its count of live API keys."""
     return conn.execute(
         "SELECT w.id, w.name, w.plan, w.region, w.person_level_enabled, w.created_at,"
@@ -117,7 +116,7 @@ def list_workspaces(conn: Connection) -> list[dict]:
         " GROUP BY w.id ORDER BY w.created_at, w.id").fetchall()
 
 
-def list_api_keys(conn: Connection, workspace_id: uuid.UUID | None = None) -> list[dict]:
+def list_api_keys(conn: Conn, workspace_id: uuid.UUID | None = None) -> list[dict]:
     """API keys by prefix (never the key: only its hash is stored), newest first; of one
     workspace, or of all."""
     return conn.execute(
@@ -134,7 +133,7 @@ def key_prefix(key: str) -> str | None:
     return prefix
 
 
-def authenticate(conn: Connection, key: str) -> Workspace | None:
+def authenticate(conn: Conn, key: str) -> Workspace | None:
     """The workspace a live key belongs to, or None (unknown, malformed or revoked key)."""
     prefix = key_prefix(key)
     if prefix is None:

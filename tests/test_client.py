@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
@@ -36,9 +37,9 @@ def write_csv(path, rows=ROWS):
 
 
 def client(api, key, *args, **kwargs) -> subprocess.Popen:
+    template = [] if "--template" in args else ["--template", "person_social"]
     return subprocess.Popen(
-        [sys.executable, "-m", "enrichment_client.cli", "enrich", *args,
-         "--template", "person_social"],
+        [sys.executable, "-m", "enrichment_client.cli", "enrich", *args, *template],
         env={**os.environ, "ENRICHMENT_API_URL": api, "ENRICHMENT_API_KEY": key},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
@@ -82,12 +83,68 @@ def test_a_csv_is_enriched_in_order_and_a_rerun_after_a_kill_charges_nothing_twi
 
 def test_a_bad_csv_is_one_clear_line_and_exit_2(api, make_workspace, tmp_path):
     _, key = make_workspace()
-    no_id = tmp_path / "no_id.csv"
-    no_id.write_text("name,title\nJane,CEO\n", encoding="utf-8")
+    no_lead = tmp_path / "no_lead.csv"
+    no_lead.write_text("colour,size\nred,L\n", encoding="utf-8")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("email,name\njos\xe9@acme.com,Jos\xe9\n".encode("latin-1"))
-    for path, words in ((no_id, "no identifier column"), (latin, "is not UTF-8"),
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("email\njane@acme.com,extra\n", encoding="utf-8")
+    for path, words in ((no_lead, "no lead column"), (latin, "is not UTF-8"),
+                        (ragged, "more cells than the header"),
                         (tmp_path / "missing.csv", "No such file")):
         proc = client(api, key, str(path))
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 2 and words in stderr and len(stderr.splitlines()) == 1
+
+
+def set_remaining(db, ws, client_api, key, units: int) -> None:
+    """Leave `units` of the workspace's hard cap (as if the rest were reserved)."""
+    import requests
+
+    from enrichment.periods import period_start
+
+    usage = requests.get(f"{client_api}/api/v1/enrichment/usage", timeout=10,
+                         headers={"Authorization": f"Bearer {key}"}).json()
+    with db.db.connection() as conn:
+        conn.execute("INSERT INTO usage_counters (workspace_id, period, reserved)"
+                     " VALUES (%(ws)s, %(p)s, %(r)s) ON CONFLICT (workspace_id, period)"
+                     " DO UPDATE SET reserved = %(r)s",
+                     {"ws": ws.id, "p": period_start(datetime.now(UTC)),
+                      "r": usage["hard_cap"] - units})
+
+
+def test_a_run_stopped_by_the_hard_cap_resumes_the_refused_leads(api, make_workspace, db,
+                                                                  tmp_path):
+    ws, key = make_workspace()
+    leads, out = tmp_path / "leads.csv", tmp_path / "out.csv"
+    write_csv(leads, rows=5)
+    set_remaining(db, ws, api, key, 2)
+    first = client(api, key, str(leads), "--out", str(out))
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 1 and "stopped" in stderr, stderr
+    with open(out, encoding="utf-8") as fh:
+        assert [r["status"] for r in csv.DictReader(fh)].count("not_submitted") == 3
+    set_remaining(db, ws, api, key, 3 + 10)  # credits bought: room for the three
+    second = client(api, key, str(leads), "--out", str(out))
+    _, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    with open(out, encoding="utf-8") as fh:
+        assert {r["status"] for r in csv.DictReader(fh)} == {"succeeded"}
+    units, jobs, twice = units_and_jobs(db)
+    assert jobs == 5 and twice == 0 and units <= 5
+
+
+def test_columns_pass_through_by_position_and_websites_are_domains(api, make_workspace,
+                                                                    tmp_path):
+    _, key = make_workspace()
+    leads, out = tmp_path / "leads.csv", tmp_path / "out.csv"
+    leads.write_text("note,Website,note\nfirst,https://www.acme.com/about,second\n"
+                     "third,not a website,fourth\n", encoding="utf-8")
+    run = client(api, key, str(leads), "--out", str(out), "--template", "company_profile")
+    run.communicate(timeout=120)
+    with open(out, encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][:3] == ["note", "Website", "note"]
+    assert rows[1][:3] == ["first", "https://www.acme.com/about", "second"]
+    assert rows[1][3] == "succeeded" and rows[2][3] == "rejected"
+    assert "domain" in rows[2][6]  # the error cell names the field

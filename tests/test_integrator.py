@@ -106,6 +106,45 @@ def test_a_batch_has_an_id_on_every_job_and_counts_that_add_up(client, make_work
                       headers=h(key)).status_code == 404
 
 
+def test_a_batch_completes_only_once_all_its_leads_are_in(client, make_workspace, db,
+                                                        receiver):
+    ws, key = make_workspace()
+    endpoint(client, key, receiver(fail=100).url, ["batch.completed"])
+    with db.db.connection() as conn:  # another submission of this workspace, still admitting
+        conn.execute("INSERT INTO batches (id, workspace_id, template, total)"
+                     " VALUES (%s, %s, 'company_profile', 2)", (uuid.uuid4(), ws.id))
+    done_at_once = client.post("/api/v1/enrichment/batch", headers=h(key), json={
+        "template": "company_profile", "leads": [{"domain": "not a domain"}]}).get_json()
+    with db.db.connection() as conn:
+        completed = conn.execute("SELECT id FROM batches WHERE completed_at IS NOT NULL"
+                                 ).fetchall()
+        sent = conn.execute("SELECT payload FROM webhook_deliveries").fetchall()
+    assert [str(r["id"]) for r in completed] == [done_at_once["batch_id"]]
+    assert [m["payload"]["data"]["batch_id"] for m in sent] == [done_at_once["batch_id"]]
+
+
+def test_a_batch_lists_every_lead_and_erasing_its_last_open_job_completes_it(
+        client, make_workspace, db, receiver):
+    _, key = make_workspace()
+    endpoint(client, key, receiver(fail=100).url, ["batch.completed"])
+    single = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social", "lead": {"email": "a@acme.com"}}).get_json()["job_id"]
+    batch = client.post("/api/v1/enrichment/batch", headers=h(key), json={
+        "template": "person_social",
+        "leads": [{"email": "a@acme.com"}, {"email": "jane@acme.com"}]}).get_json()
+    listed = client.get("/api/v1/enrichment", headers=h(key),
+                        query_string={"batch_id": batch["batch_id"]}).get_json()["data"]
+    assert single in {j["job_id"] for j in listed} and len(listed) == 2  # the repeat too
+    assert pipeline.run_job(db, single) == "succeeded"
+    client.post("/api/v1/privacy/erasures", headers=h(key), json={"identifier": "jane@acme.com"})
+    progress = client.get(f"/api/v1/enrichment/batches/{batch['batch_id']}",
+                          headers=h(key)).get_json()
+    assert progress["done"] and progress["counts"]["failed"] == 1
+    with db.db.connection() as conn:
+        sent = conn.execute("SELECT payload FROM webhook_deliveries").fetchall()
+    assert [m["payload"]["data"]["batch_id"] for m in sent] == [batch["batch_id"]]
+
+
 # --- cache and matches ---------------------------------------------------------------------
 
 def backdate(db, job_id, days):
@@ -157,6 +196,38 @@ def test_max_age_zero_skips_the_cache_and_is_charged(client, make_workspace, db)
     backdate(db, rerun, 2)
     answer = client.post("/api/v1/enrichment", headers=h(key), json=body).get_json()
     assert answer["cached_from"] == rerun
+
+
+def test_a_cached_answer_never_answers_again(client, make_workspace, db):
+    """The cache serves what the providers answered, never a copy of a copy: data is as old
+    as its original, and max_age_days bounds that."""
+    _, key = make_workspace()
+    body = {"template": "company_profile", "lead": {"domain": "acme.com"}}
+    first = client.post("/api/v1/enrichment", headers=h(key), json=body).get_json()["job_id"]
+    assert pipeline.run_job(db, first) == "succeeded"
+    backdate(db, first, 6)
+    copy = client.post("/api/v1/enrichment", headers=h(key), json=body).get_json()
+    assert copy["cached_from"] == first
+    backdate(db, first, 2)  # the providers answered 8 days ago: too old
+    backdate(db, copy["job_id"], 5)  # though the copy of that answer is 5 days old
+    again = client.post("/api/v1/enrichment", headers=h(key), json=body)
+    assert again.status_code == 202 and again.get_json()["cached"] is False
+
+
+def test_max_age_zero_runs_fresh_after_a_cached_answer_today(client, make_workspace, db):
+    _, key = make_workspace()
+    body = {"template": "company_profile", "lead": {"domain": "acme.com"}}
+    first = client.post("/api/v1/enrichment", headers=h(key), json=body).get_json()["job_id"]
+    assert pipeline.run_job(db, first) == "succeeded"
+    backdate(db, first, 6)
+    assert client.post("/api/v1/enrichment", headers=h(key), json=body).get_json()["cached"]
+    fresh = client.post("/api/v1/enrichment", headers=h(key), json=body | {"max_age_days": 0})
+    assert fresh.status_code == 202 and fresh.get_json()["cached"] is False
+    assert pipeline.run_job(db, fresh.get_json()["job_id"]) == "succeeded"
+    replay = client.post("/api/v1/enrichment", headers=h(key), json=body)  # today's fresh run
+    assert replay.get_json()["job_id"] == fresh.get_json()["job_id"]
+    usage = client.get("/api/v1/enrichment/usage", headers=h(key)).get_json()
+    assert (usage["used"], usage["matched"], usage["unmatched"]) == (2, 2, 0)  # not the copy
 
 
 def test_suppression_wins_over_the_cache(client, make_workspace, db):
@@ -311,3 +382,145 @@ def test_erasure_deletes_queued_deliveries_that_carry_the_subject(client, make_w
     with db.db.connection() as conn:
         assert conn.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
     assert "jane" not in json.dumps(client.get("/api/v1/enrichment", headers=h(key)).get_json())
+
+
+def one_delivery(client, key, db, url):
+    """A succeeded job of jane@acme.com with its job.succeeded message to `url`."""
+    created = endpoint(client, key, url, ["job.succeeded"])
+    job_id = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social", "lead": {"email": "jane@acme.com"}}).get_json()["job_id"]
+    assert pipeline.run_job(db, job_id) == "succeeded"
+    with db.db.connection() as conn:
+        delivery = conn.execute("SELECT id FROM webhook_deliveries").fetchone()["id"]
+    return created, job_id, delivery
+
+
+def attempt(db, delivery_id):
+    return webhooks.deliver(db.db, delivery_id, allow_private=True, concurrency=2).outcome
+
+
+def test_an_objection_drops_undelivered_messages_and_the_purge_old_ones(client, make_workspace,
+                                                                        db, receiver):
+    from enrichment import privacy
+
+    _, key = make_workspace()
+    hook = receiver(fail=100)
+    _, _, delivery = one_delivery(client, key, db, hook.url)
+    assert attempt(db, delivery) == "retry"
+    client.post("/api/v1/privacy/consents", headers=h(key), json={
+        "identifier": "jane@acme.com", "purpose": "enrichment",
+        "basis": "legitimate_interest", "granted": False, "source": "mail"})
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
+    assert attempt(db, delivery) == "not-due" and len(hook.requests) == 1
+    other = client.post("/api/v1/enrichment", headers=h(key), json={
+        "template": "person_social", "lead": {"email": "bob@acme.com"}}).get_json()["job_id"]
+    assert pipeline.run_job(db, other) == "succeeded"
+    with db.db.connection() as conn:
+        removed = privacy.purge(conn, datetime.now(UTC) + timedelta(days=91))
+        assert removed["webhook_deliveries"] >= 1  # they carry job bodies: raw data
+        assert conn.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
+
+
+def test_an_attempt_is_bounded_fenced_and_never_loops(client, make_workspace, db, receiver,
+                                                      monkeypatch):
+    _, key = make_workspace()
+    hook = receiver()
+    created, _, delivery = one_delivery(client, key, db, hook.url)
+    assert attempt(db, delivery) == "delivered"
+    assert attempt(db, delivery) == "not-due"  # a duplicate message: dropped, not re-sent
+    with db.db.connection() as conn:  # the endpoint busy with two other attempts
+        conn.execute("INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id,"
+                     " event_type, payload, status, lease_until) SELECT gen_random_uuid(),"
+                     " endpoint_id, workspace_id, event_type, payload, 'delivering',"
+                     " now() + interval '30 s' FROM webhook_deliveries, generate_series(1, 2)")
+        waiting = conn.execute(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_type,"
+            " payload) SELECT gen_random_uuid(), endpoint_id, workspace_id, event_type,"
+            " payload FROM webhook_deliveries LIMIT 1 RETURNING id").fetchone()["id"]
+    busy = webhooks.deliver(db.db, waiting, allow_private=True, concurrency=2)
+    assert busy.outcome == "busy" and busy.retry_in >= webhooks.BUSY_DELAY[0]
+    assert attempt(db, waiting) == "not-due"  # it waits; an early message does nothing
+
+    # The endpoint deleted while an attempt is out: the attempt's outcome is dropped.
+    def post_then_delete(*_args):
+        client.delete(f"/api/v1/webhook-endpoints/{created['id']}", headers=h(key))
+        return None, "ConnectTimeoutError"
+
+    monkeypatch.setattr(webhooks, "_post", post_then_delete)
+    with db.db.connection() as conn:
+        conn.execute("UPDATE webhook_deliveries SET status = 'pending', lease_until = NULL,"
+                     " next_attempt_at = now() WHERE id = %s", (waiting,))
+        conn.execute("DELETE FROM webhook_deliveries WHERE status = 'delivering'")
+    assert attempt(db, waiting) == "lost"
+
+
+def test_a_receiver_dripping_its_answer_is_cut_at_the_attempt_deadline(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 1.0)
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    stop = threading.Event()
+
+    def drip():  # headers at once, then a byte of body every 0.3 s for 30 s
+        conn, _ = server.accept()
+        accepted.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        while not stop.wait(0.3):
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                return
+
+    threading.Thread(target=drip, daemon=True).start()
+    status, error = webhooks._post(f"http://127.0.0.1:{server.getsockname()[1]}/",
+                                   webhooks.new_secret(), "msg_1", b"{}", True)
+    stop.set()
+    for sock in (*accepted, server):
+        sock.close()
+    assert (status, error) == (None, "timed out")
+
+
+def test_endpoint_urls_limits_and_re_enabling(client, make_workspace, db, monkeypatch):
+    import socket
+
+    _, key = make_workspace()
+    for url in ("https://example.com:99999/x", "https://a.com:abc/x", "https://[::1/x",
+                "http://user:s3cret@127.0.0.1:9/x"):
+        resp = client.post("/api/v1/webhook-endpoints", headers=h(key),
+                           json={"url": url, "events": ["job.succeeded"]})
+        assert resp.status_code == 422, url
+    # Never names the address a private host resolves to; IPv6 forms embedding one count.
+    for address in ("10.0.0.7", "64:ff9b::a00:7", "2002:a00:7::1", "::ffff:10.0.0.7"):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, _f=family, _a=address, **k: [
+            (_f, socket.SOCK_STREAM, 6, "", (_a, 443))])
+        with pytest.raises(webhooks.BadWebhookUrl) as refused:
+            webhooks.resolve("https://internal.example.com/x", allow_private=False)
+        assert "10.0.0.7" not in str(refused.value) and "a00" not in str(refused.value)
+    monkeypatch.undo()
+    made = [endpoint(client, key, f"http://127.0.0.1:9/{i}")
+            for i in range(webhooks.MAX_ENDPOINTS)]
+    over = client.post("/api/v1/webhook-endpoints", headers=h(key),
+                       json={"url": "http://127.0.0.1:9/x", "events": ["job.succeeded"]})
+    assert over.status_code == 422
+    with db.db.connection() as conn:
+        conn.execute("UPDATE webhook_endpoints SET disabled_at = now(), failing_since ="
+                     " now() - interval '4 days' WHERE id = %s", (made[0]["id"],))
+    on = client.patch(f"/api/v1/webhook-endpoints/{made[0]['id']}", headers=h(key),
+                      json={"enabled": True})
+    assert on.status_code == 200 and on.get_json()["disabled"] is False
+
+
+def test_a_quiet_day_starts_a_new_run_of_failures(client, make_workspace, db, receiver):
+    _, key = make_workspace()
+    created, _, delivery = one_delivery(client, key, db, receiver(fail=100).url)
+    with db.db.connection() as conn:  # failed once, 4 days ago; quiet since
+        conn.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '4 days',"
+                     " last_failure_at = now() - interval '4 days' WHERE id = %s",
+                     (created["id"],))
+    assert attempt(db, delivery) == "retry"  # a new run of failures, not a disabled endpoint
+    listed = client.get("/api/v1/webhook-endpoints", headers=h(key)).get_json()["data"]
+    assert listed[0]["disabled"] is False

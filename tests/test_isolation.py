@@ -43,7 +43,8 @@ def test_a_never_sees_or_touches_bs_data(client, make_workspace, db, simulator):
             if param in path:
                 for method in ops:
                     resp = client.open(path.replace(param, value), method=method.upper(),
-                                       headers=a_h)
+                                       headers=a_h,
+                                       json={"enabled": True} if method == "patch" else None)
                     assert resp.status_code == 404, (method, path)
                 walked.add(path)
         if "{identifier}" in path:

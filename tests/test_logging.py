@@ -12,7 +12,7 @@ import requests
 
 from bench.stack import Stack
 
-from .conftest import TEST_BROKER_URL, TEST_DATABASE_URL, TEST_REDIS_URL
+from .conftest import TEST_DATABASE_URL
 from .helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -25,9 +25,9 @@ FORGED = "forged\" level=ERROR"  # would forge a log line: replaced
 def test_json_logs_carry_request_and_job_ids(db, make_workspace, simulator):
     _, key = make_workspace()
     headers = {"Authorization": f"Bearer {key}"}
-    with Stack({"DATABASE_URL": TEST_DATABASE_URL, "REDIS_URL": TEST_REDIS_URL,
-                "CELERY_BROKER_URL": TEST_BROKER_URL, "LOG_FORMAT": "json",
-                "LOG_LEVEL": "INFO"}) as stack:
+    # Its own Redis: no other worker of the test session takes the job.
+    with Stack({"DATABASE_URL": TEST_DATABASE_URL, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"},
+               own_redis=True) as stack:
         stack.worker(concurrency=1)
         api = stack.gunicorn()
         resp = requests.post(f"{api}/api/v1/enrichment", timeout=10,

@@ -187,8 +187,9 @@ def test_retention_purge_with_a_controllable_clock(db, make_workspace, simulator
             conn.execute("UPDATE enrichment_usage SET created_at = %s WHERE job_id = %s",
                          (now - timedelta(days=age), ids[name]))
         removed = privacy.purge(conn, now)
-        assert removed == {"raw": 2, "jobs": 1, "usage_rows": 1}
-        assert privacy.purge(conn, now) == {"raw": 0, "jobs": 0, "usage_rows": 0}
+        assert removed == {"raw": 2, "webhook_deliveries": 0, "jobs": 1, "usage_rows": 1}
+        assert privacy.purge(conn, now) == {"raw": 0, "webhook_deliveries": 0, "jobs": 0,
+                                            "usage_rows": 0}
         rows = {str(r["id"]): r for r in conn.execute(
             "SELECT id, lead, error, status FROM enrichment_jobs")}
         results = {str(r["job_id"]) for r in conn.execute("SELECT job_id FROM enrichment_results")}

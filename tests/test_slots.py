@@ -117,7 +117,7 @@ def test_erasure_hands_the_slots_of_erased_jobs_on(svc, make_workspace):
     first = submit(svc, ws, 1, tag="gone")[0]
     rest = submit(svc, ws, 2, tag="stay")
     with svc.db.connection() as conn:
-        runnable = privacy.erase(conn, ws.id, "gone0@acme.com", slots=1)
+        runnable, _ = privacy.erase(conn, ws.id, "gone0@acme.com", slots=1)
     assert [str(r.job_id) for r in runnable] == rest[:1]
     assert statuses(svc, [first, *rest]) == [None, "queued", "waiting"]
 

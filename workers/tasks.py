@@ -111,9 +111,8 @@ def deliver_webhook(delivery_id: str) -> str:
     attempt = webhooks.deliver(svc.db, delivery_id,
                                allow_private=svc.settings.webhooks_allow_private_urls,
                                concurrency=svc.settings.webhook_endpoint_concurrency)
-    delay = 1.0 if attempt.busy else attempt.retry_in
-    if delay is not None and delay <= 60:
-        CeleryPublisher().send_webhook(delivery_id, countdown=delay)
+    if attempt.retry_in is not None and attempt.retry_in <= 60:
+        CeleryPublisher().send_webhook(delivery_id, countdown=attempt.retry_in)
     return attempt.outcome
 
 

@@ -4,11 +4,12 @@ Sends a CSV of leads through the lead-enrichment API (ENRICHMENT_API_URL, ENRICH
 in batches of at most 100, waits for the results and writes one row per input row, in order.
 
 * Columns are matched to lead fields by name (email, name, company, domain, linkedin_url and
-  common variants such as "E-mail", "Company name", "Website", "LinkedIn"); other columns are
-  kept as they are.
+  common variants such as "E-mail", "Company name", "Website", "LinkedIn"); every column,
+  mapped or not, is written back as it was (by position: duplicate names are fine).
 * Each batch carries an Idempotency-Key derived from the file's content and the batch's
-  place in it, so running the same file again resumes: batches already sent are answered as
-  before (no lead is charged twice), the rest are sent.
+  place in it, so running the same file again (within 24 h) resumes: batches already sent
+  are answered as before (no lead is charged twice), the rest are sent. Leads the hard cap
+  turned away are sent again (a same-day repeat of a lead is never charged twice).
 * A 429 is waited out (Retry-After); a 402 (the workspace's hard cap) stops the run cleanly:
   what was sent is waited for and written, the rest is marked `not_submitted`.
 * Progress: a bar on a terminal, plain lines otherwise. Exit 0 when done, 1 when stopped by
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import email.utils
 import hashlib
 import io
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import requests
@@ -38,7 +41,8 @@ ALIASES = {
     "domain": ("domain", "website", "company_domain", "url", "web"),
     "linkedin_url": ("linkedin_url", "linkedin", "linkedin_profile", "linkedin_profile_url"),
 }
-IDENTIFIERS = ("email", "linkedin_url", "domain")
+MAX_FIELD = 1024 * 1024  # characters in one cell
+READS_PER_SECOND = 2.0  # polling pace; the smallest plan's read budget is 5/s
 
 
 class Stop(Exception):
@@ -53,27 +57,36 @@ def _key(header: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in header.strip().lower()).strip("_")
 
 
-def read_csv(path: str) -> tuple[bytes, list[str], list[dict], dict[str, str]]:
-    """(raw bytes, header, rows, lead field → column)."""
+def read_csv(path: str) -> tuple[bytes, list[str], list[list[str]], dict[str, int]]:
+    """(raw bytes, header, rows, lead field → column index)."""
     try:
-        raw = open(path, "rb").read()  # noqa: SIM115
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError as exc:
         raise Stop(f"{path}: {exc.strerror}", 2) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Stop(f"{path} is not UTF-8 text: save it as CSV UTF-8 and try again", 2) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    mapping = {}
-    for column in header:
+    csv.field_size_limit(MAX_FIELD)
+    try:
+        lines = [r for r in csv.reader(io.StringIO(text)) if r]  # blank lines hold no lead
+    except csv.Error as exc:
+        raise Stop(f"{path}: not a readable CSV ({exc})", 2) from None
+    header, rows = (lines[0], lines[1:]) if lines else ([], [])
+    for number, row in enumerate(rows, start=2):
+        if len(row) > len(header) and any(cell.strip() for cell in row[len(header):]):
+            raise Stop(f"{path}: row {number} has more cells than the header", 2)
+        row[len(header):] = [""] * (len(header) - len(row))  # short rows: empty cells
+    mapping: dict[str, int] = {}
+    for index, column in enumerate(header):
         for lead_field, names in ALIASES.items():
             if _key(column) in names and lead_field not in mapping:
-                mapping[lead_field] = column
-    if not any(f in mapping for f in IDENTIFIERS):
-        raise Stop(f"{path} has no identifier column: add an email, linkedin_url or domain "
-                   f"column (found: {', '.join(header) or 'no header'})", 2)
-    return raw, header, list(reader), mapping
+                mapping[lead_field] = index
+    if not mapping:
+        raise Stop(f"{path} has no lead column: add email, linkedin_url, domain, company or "
+                   f"name (found: {', '.join(header) or 'no header'})", 2)
+    return raw, header, rows, mapping
 
 
 @dataclass
@@ -131,7 +144,7 @@ class Api:
                 time.sleep(min(30, 2 ** attempt))
                 continue
             if resp.status_code == 429 or resp.status_code >= 500:
-                time.sleep(float(resp.headers.get("Retry-After") or min(30, 2 ** attempt)))
+                time.sleep(retry_after(resp.headers.get("Retry-After"), min(30, 2 ** attempt)))
                 continue
             if resp.status_code == 401:
                 raise Stop("the API key was refused (401): check ENRICHMENT_API_KEY", 1)
@@ -143,9 +156,21 @@ class Api:
         raise Stop(f"{method} {path} kept failing (last: HTTP {resp.status_code})", 1)
 
 
-def leads_of(rows: list[dict], mapping: dict[str, str]) -> list[dict]:
-    return [{f: row[c].strip() for f, c in mapping.items() if (row.get(c) or "").strip()}
-            for row in rows]
+def retry_after(value: str | None, default: float) -> float:
+    """Retry-After as seconds or an HTTP date; `default` when absent or unreadable."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return default
+
+
+def leads_of(rows: list[list[str]], mapping: dict[str, int]) -> list[dict]:
+    return [{f: row[c].strip() for f, c in mapping.items() if row[c].strip()} for row in rows]
 
 
 def enrich(args) -> int:
@@ -156,83 +181,89 @@ def enrich(args) -> int:
         raise Stop("set ENRICHMENT_API_URL and ENRICHMENT_API_KEY (or --api-url/--api-key)", 2)
     api, leads = Api(url, key), leads_of(rows, mapping)
     digest = hashlib.sha256(raw + f"|{args.template}|{args.max_age_days}".encode()).hexdigest()
-    outcome: list[dict] = [{} for _ in rows]  # per row: job or problem
-    batches: list[str] = []
+    outcome: list[dict] = [{} for _ in rows]  # per row: its batch entry (job or problem)
     progress = Progress(len(rows))
+    out = args.out or _out_name(args.file)
     stopped = None
     try:
         for start in range(0, len(leads), BATCH):
-            resp = api.call("POST", "/api/v1/enrichment/batch", json={
-                "template": args.template, "leads": leads[start:start + BATCH],
-                "max_age_days": args.max_age_days},
-                headers={"Idempotency-Key": f"csv-{digest[:32]}-{start // BATCH}"})
-            if resp.status_code == 402:
-                stopped = resp.json().get("detail", "the workspace's hard cap is reached")
-                break
-            if resp.status_code != 207:
-                raise Stop(f"batch {start // BATCH + 1}: HTTP {resp.status_code}: "
-                           f"{resp.json().get('detail', resp.text[:200])}", 1)
-            body = resp.json()
-            batches.append(body["batch_id"])
-            for entry in body["results"]:
-                outcome[start + entry["index"]] = entry
-                if entry["status"] == 402 and stopped is None:
-                    stopped = entry["problem"].get("detail", "hard cap reached")
-            progress.update(submitted=min(len(rows), start + BATCH))
+            chunk = list(range(start, min(start + BATCH, len(leads))))
+            stopped = submit(api, args, leads, outcome, chunk,
+                             f"csv-{digest[:32]}-{start // BATCH}")
+            if stopped is None and any(outcome[i].get("status") == 402 for i in chunk) and \
+                    outcome[chunk[0]].get("replayed_answer"):
+                # A re-run: this batch's answer is the stored one, in which the hard cap
+                # turned leads away. Send those again (a fresh key: no lead is charged twice
+                # in a day, whatever the key).
+                again = [i for i in chunk if outcome[i].get("status") == 402]
+                stopped = submit(api, args, leads, outcome, again,
+                                 f"csv-{digest[:32]}-{start // BATCH}-{uuid.uuid4().hex[:12]}")
+            if stopped is None and any(outcome[i].get("status") == 402 for i in chunk):
+                stopped = next(outcome[i]["problem"].get("detail", "hard cap reached")
+                               for i in chunk if outcome[i].get("status") == 402)
+            progress.update(submitted=chunk[-1] + 1)
             if stopped:
                 break
         wait(api, outcome, progress)
     finally:
         progress.close()
-    write(args.out or _out_name(args.file), header, rows, outcome)
+        write(out, header, rows, outcome)  # what is known so far, whatever stopped the run
     failed = sum(1 for o in outcome if _status(o) not in ("succeeded",))
-    print(f"{len(rows)} rows written to {args.out or _out_name(args.file)}: "
-          f"{len(rows) - failed} succeeded, {failed} not", file=sys.stderr)
+    print(f"{len(rows)} rows written to {out}: {len(rows) - failed} succeeded, {failed} not",
+          file=sys.stderr)
     if stopped:
         print(f"stopped: {stopped}", file=sys.stderr)
         return 1
     return 0
 
 
+def submit(api: Api, args, leads: list[dict], outcome: list[dict], rows: list[int],
+           key: str) -> str | None:
+    """Send the leads of `rows` as one batch; their entries go to `outcome`. Returns why the
+    run must stop (a 402 for the whole batch), else None."""
+    resp = api.call("POST", "/api/v1/enrichment/batch", headers={"Idempotency-Key": key},
+                    json={"template": args.template, "leads": [leads[i] for i in rows],
+                          "max_age_days": args.max_age_days})
+    if resp.status_code == 402:
+        return resp.json().get("detail", "the workspace's hard cap is reached")
+    if resp.status_code != 207:
+        raise Stop(f"batch of rows {rows[0] + 2}-{rows[-1] + 2}: HTTP {resp.status_code}: "
+                   f"{resp.json().get('detail', resp.text[:200])}", 1)
+    body = resp.json()
+    replayed = resp.headers.get("Idempotent-Replayed") == "true"
+    for entry in body["results"]:
+        outcome[rows[entry["index"]]] = entry | {"batch": body["batch_id"],
+                                                 "replayed_answer": replayed}
+    return None
+
+
 def wait(api: Api, outcome: list[dict], progress: Progress) -> None:
-    """Poll each unfinished job's batch through the list endpoint until every job ended."""
+    """Poll the batches of unfinished jobs through the list endpoint (a batch's jobs fit one
+    page) until every job ended."""
     while True:
         pending: dict[str, list[int]] = {}
         for i, entry in enumerate(outcome):
             job = entry.get("job")
             if job and job["status"] not in TERMINAL:
-                pending.setdefault(job["batch_id"] or "", []).append(i)
+                pending.setdefault(entry["batch"], []).append(i)
         done = sum(1 for e in outcome if _status(e) in (*TERMINAL, "rejected", ""))
         failed = sum(1 for e in outcome if _status(e) in ("failed", "dead", "rejected"))
         progress.update(done=done, failed=failed)
         if not pending:
             return
-        time.sleep(1.0)
-        by_id = {}
-        for batch_id, _ in pending.items():
-            query: dict = {"limit": 100}
-            if batch_id:
-                query["batch_id"] = batch_id
-            cursor = None
-            while True:
-                page = api.call("GET", "/api/v1/enrichment",
-                                params=query | ({"starting_after": cursor} if cursor else {}))
-                data = page.json()
-                by_id |= {j["job_id"]: j for j in data["data"]}
-                if not data["has_more"]:
-                    break
-                cursor = data["data"][-1]["job_id"]
-        for indexes in pending.values():
+        # One read per unfinished batch, at most READS_PER_SECOND: well inside every plan's
+        # read budget (10x its submit rate), so submissions are never starved.
+        time.sleep(max(1.0, len(pending) / READS_PER_SECOND))
+        for batch_id, indexes in pending.items():
+            page = api.call("GET", "/api/v1/enrichment",
+                            params={"batch_id": batch_id, "limit": BATCH}).json()
+            by_id = {j["job_id"]: j for j in page["data"]}
             for i in indexes:
-                job_id = outcome[i]["job"]["job_id"]
-                if job_id in by_id:
-                    outcome[i]["job"] = by_id[job_id]
-                else:  # a repeat of another batch's job: read it on its own
-                    resp = api.call("GET", f"/api/v1/enrichment/{job_id}")
-                    if resp.status_code == 200:
-                        outcome[i]["job"] = resp.json()
-                    else:  # erased meanwhile
-                        outcome[i] = {"status": 404, "problem": {"detail": "job not found"}}
+                job = by_id.get(outcome[i]["job"]["job_id"])
+                if job is None:  # erased meanwhile
+                    outcome[i] = {"status": 404, "problem": {"detail": "job not found"}}
+                else:
+                    outcome[i]["job"] = job
 
 
 def _status(entry: dict) -> str:
@@ -248,7 +279,7 @@ def _out_name(path: str) -> str:
     return f"{base or path}.enriched.csv"
 
 
-def write(path: str, header: list[str], rows: list[dict], outcome: list[dict]) -> None:
+def write(path: str, header: list[str], rows: list[list[str]], outcome: list[dict]) -> None:
     fields = sorted({k for o in outcome if "job" in o and o["job"].get("result")
                      for k in o["job"]["result"]["fields"]})
     extra = ["status", "match", "job_id", "error", *fields, "citations"]
@@ -259,11 +290,22 @@ def write(path: str, header: list[str], rows: list[dict], outcome: list[dict]) -
             job = entry.get("job") or {}
             result = job.get("result") or {}
             found = result.get("fields") or {}
-            error = job.get("error") or (entry.get("problem") or {}).get("detail") or ""
-            match = "" if job.get("match") is None else str(job["match"]).lower()
-            out.writerow([*(row.get(c, "") for c in header), _status(entry), match,
-                          job.get("job_id", ""), error, *(found.get(f) or "" for f in fields),
+            out.writerow([*row[:len(header)], _status(entry), _match(job), job.get("job_id", ""),
+                          job.get("error") or _problem(entry.get("problem")),
+                          *(found.get(f) or "" for f in fields),
                           " | ".join(result.get("citations") or [])])
+
+
+def _match(job: dict) -> str:
+    return "" if job.get("match") is None else str(job["match"]).lower()
+
+
+def _problem(problem: dict | None) -> str:
+    """A refusal as one cell: its detail and, for invalid fields, which and why."""
+    if not problem:
+        return ""
+    fields = "; ".join(f"{e['field']}: {e['message']}" for e in problem.get("errors") or [])
+    return f"{problem.get('detail', '')} ({fields})" if fields else problem.get("detail", "")
 
 
 def main(argv: list[str] | None = None) -> int:

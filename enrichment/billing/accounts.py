@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from psycopg import Connection
-
 from ..config import Plans
+from ..db import Conn
 from ..errors import EnrichmentError, Invalid, NotFound
 from .catalog import load_catalog
 from .interface import Billing
@@ -20,7 +19,7 @@ from .interface import Billing
 log = logging.getLogger(__name__)
 
 
-def attach(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> str:
+def attach(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> str:
     """Create the workspace's Stripe customer and subscription (once). The customer is
     stored before the subscription is asked for: a retry never makes a second customer."""
     ws = conn.execute("SELECT id, name, plan, created_at, stripe_customer_id,"
@@ -49,7 +48,7 @@ def attach(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> str:
     return customer
 
 
-def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str) -> bool:
+def set_plan(conn: Conn, plans: Plans, workspace_id: uuid.UUID, plan: str) -> bool:
     """Move a workspace to `plan` from now on, recording when (the plan history the overage
     report prices each day with). Returns False when it already is on that plan."""
     if plan not in plans:
@@ -68,7 +67,7 @@ def set_plan(conn: Connection, plans: Plans, workspace_id: uuid.UUID, plan: str)
     return True
 
 
-def move(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> bool:
+def move(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> bool:
     """Put the workspace's Stripe subscription on its plan's prices. Returns True when they
     agree (now or already); raises BillingError if Stripe refused or failed. Moves of one
     workspace are serialised (an advisory lock, so admissions are not held up by the call to
@@ -89,7 +88,7 @@ def move(conn: Connection, billing: Billing, workspace_id: uuid.UUID) -> bool:
     return True
 
 
-def sync(conn: Connection, billing: Billing) -> dict[str, int]:
+def sync(conn: Conn, billing: Billing) -> dict[str, int]:
     """The billing sync job: attach workspaces that have no Stripe customer yet and move
     subscriptions whose plan changed. Each workspace on its own: one failure is logged and
     retried next run, never blocks the others."""

@@ -55,14 +55,16 @@ class BillingError(EnrichmentError):
 
     def __init__(self, message: str, *, retryable: bool, too_old: bool = False,
                  unavailable: bool = False, code: str | None = None):
-        super().__init__(
-            message, headers={"Retry-After": "30"},
-            **({"status": 503, "title": "Service Unavailable",
-                "slug": "payment-provider-unavailable",
-                "detail": "The payment provider could not be reached in time; retry later."}
-               if unavailable else
-               {"status": 502, "title": "Bad Gateway", "slug": "payment-provider-error",
-                "detail": "The payment provider did not answer as expected; retry later."}))
+        if unavailable:
+            super().__init__(message, status=503, title="Service Unavailable",
+                             slug="payment-provider-unavailable", headers={"Retry-After": "30"},
+                             detail="The payment provider could not be reached in time; "
+                                    "retry later.")
+        else:
+            super().__init__(message, status=502, title="Bad Gateway",
+                             slug="payment-provider-error", headers={"Retry-After": "30"},
+                             detail="The payment provider did not answer as expected; "
+                                    "retry later.")
         self.retryable, self.too_old, self.unavailable = retryable, too_old, unavailable
         self.code = code
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from psycopg import Connection
-
 from ..config import Plans
+from ..db import Conn
 from ..periods import day_start, next_period_start, period_start
 from .catalog import load_catalog
 from .interface import Billing, BillingError
@@ -18,7 +17,7 @@ from .report import unsent
 from .usage import compute
 
 
-def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -> list[dict]:
+def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date) -> list[dict]:
     """The discrepancies of the period of `through`, up to that day."""
     period = period_start(day_start(through))
     # Stripe's meter up to now: a day reported after its subscription moved (or was attached
@@ -37,8 +36,9 @@ def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -
     catalog = load_catalog(conn) if billing.sends else {}
     problems = []
     for row in rows:
-        figures = {"expected": expected.get(row["id"], 0), "reported": int(row["reported"]),
-                   "sent": int(row["sent"])}
+        figures: dict[str, int | str] = {
+            "expected": expected.get(row["id"], 0), "reported": int(row["reported"]),
+            "sent": int(row["sent"])}
         if billing.sends and row["stripe_customer_id"]:
             try:  # what the meter holds, plus what was billed as invoice items
                 figures["stripe"] = billing.reported_units(
@@ -51,7 +51,7 @@ def reconcile(conn: Connection, plans: Plans, billing: Billing, through: date) -
     return problems
 
 
-def unsent_reports(conn: Connection) -> list[dict]:
+def unsent_reports(conn: Conn) -> list[dict]:
     """Failed and expired reports, for the operator."""
     return [{"workspace_id": str(r["workspace_id"]), "day": r["day"].isoformat(),
              "units": r["units"], "amount_usd": str(r["unit_price_usd"] * r["units"]),

@@ -25,10 +25,8 @@ import logging
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 
-from psycopg import Connection
-from psycopg_pool import ConnectionPool
-
 from ..config import Plans
+from ..db import Conn, Pool, one
 from ..errors import Invalid
 from ..events import Events
 from ..periods import day_start, next_period_start, period_start
@@ -46,7 +44,7 @@ def backoff(attempts: int) -> timedelta:
     return FIRST_RETRY * 2 ** (attempts - 1)
 
 
-def unfrozen(conn: Connection, plans: Plans, period: date, through: date) -> list[DayReport]:
+def unfrozen(conn: Conn, plans: Plans, period: date, through: date) -> list[DayReport]:
     """Day reports of the period up to `through` that are not frozen yet. A new day reports
     the walk's overage to date minus what the period's frozen days already report — so a
     credit or a usage row that arrives for a day already frozen is settled on the next day,
@@ -66,7 +64,7 @@ def unfrozen(conn: Connection, plans: Plans, period: date, through: date) -> lis
     return out
 
 
-def freeze(conn: Connection, plans: Plans, through: date) -> int:
+def freeze(conn: Conn, plans: Plans, through: date) -> int:
     """Freeze the reports of every closed day up to `through`, in this period and the one
     before (a missed month end is caught up). Concurrent runs insert each row once."""
     count = 0
@@ -102,18 +100,18 @@ def _meter_time(row: dict) -> datetime:
     return max(at, since + timedelta(seconds=1)) if since else at
 
 
-def _landed(conn: Connection, billing: Billing, catalog: dict, row: dict) -> bool:
+def _landed(conn: Conn, billing: Billing, catalog: dict, row: dict) -> bool:
     """After Stripe's deduplication window, whether an earlier attempt whose answer was lost
     did land: Stripe's meter holds more of the period than the reports marked sent."""
     start, end = day_start(row["period"]), day_start(next_period_start(row["period"]))
     stripe_units = billing.reported_units(row["stripe_customer_id"], catalog, start, end)
-    marked = conn.execute("SELECT coalesce(sum(units), 0) AS n FROM usage_reports"
-                          " WHERE workspace_id = %s AND period = %s AND status = 'sent'",
-                          (row["workspace_id"], row["period"])).fetchone()["n"]
+    marked = one(conn.execute("SELECT coalesce(sum(units), 0) AS n FROM usage_reports"
+                              " WHERE workspace_id = %s AND period = %s AND status = 'sent'",
+                              (row["workspace_id"], row["period"])))["n"]
     return stripe_units - int(marked) >= row["units"]
 
 
-def _outcome(conn: Connection, billing: Billing, catalog: dict, row: dict,
+def _outcome(conn: Conn, billing: Billing, catalog: dict, row: dict,
              now: datetime) -> tuple[str, str | None]:
     """Send one report: (status, error); ('wait', None) leaves it untouched."""
     if not billing.sends:
@@ -146,7 +144,7 @@ def _outcome(conn: Connection, billing: Billing, catalog: dict, row: dict,
     return "sent", None
 
 
-def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: datetime,
+def send_pending(pool: Pool, billing: Billing, events: Events, now: datetime,
                  force: bool = False, batch: int = 100) -> dict[str, int]:
     """Send the reports that are due (with `force`: every pending or failed one). Returns
     counts by outcome. Reports of workspaces without a Stripe customer wait (the billing sync
@@ -196,7 +194,7 @@ def send_pending(pool: ConnectionPool, billing: Billing, events: Events, now: da
             return dict(done)
 
 
-def report(pool: ConnectionPool, plans: Plans, billing: Billing, events: Events,
+def report(pool: Pool, plans: Plans, billing: Billing, events: Events,
            through: date, now: datetime, force: bool = False) -> dict:
     """The overage report for closed days up to `through`: freeze, then send."""
     today = now.date()
@@ -208,7 +206,7 @@ def report(pool: ConnectionPool, plans: Plans, billing: Billing, events: Events,
     return {"frozen": frozen, **send_pending(pool, billing, events, now, force)}
 
 
-def unsent(conn: Connection) -> list[dict]:
+def unsent(conn: Conn) -> list[dict]:
     """Reports Stripe did not take: failed (retries used up, or refused) and expired."""
     return conn.execute(
         "SELECT workspace_id, day, units, unit_price_usd, status, attempts, last_error"
@@ -216,7 +214,7 @@ def unsent(conn: Connection) -> list[dict]:
         " ORDER BY day, workspace_id").fetchall()
 
 
-def settle_expired(pool: ConnectionPool, billing: Billing) -> list[dict]:
+def settle_expired(pool: Pool, billing: Billing) -> list[dict]:
     """Bill each expired report as an invoice item on the customer's next invoice, each in
     its own transaction (one refusal never holds up, or undoes, the others; the report's
     identifier keys the item). Returns what was billed."""

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import stripe
 
@@ -61,6 +62,13 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict:
         raise WebhookRejected(str(exc)) from exc
 
 
+def params(values: dict) -> Any:
+    """Request parameters as the SDK takes them. Its TypedDicts for them move between the
+    versions we support (12 to 16); the fake Stripe the tests run against checks the
+    parameters themselves."""
+    return values
+
+
 def _price(catalog: dict[str, str], key: str) -> str:
     try:
         return catalog[key]
@@ -82,9 +90,9 @@ class StripeBilling:
     sends = True
 
     def __init__(self, api_key: str, api_base: str | None = None, timeout: float = 10.0):
-        bases = {"api": api_base, "meter_events": api_base} if api_base else None
         self.client = stripe.StripeClient(
-            api_key, base_addresses=bases, max_network_retries=0,
+            api_key, max_network_retries=0,
+            base_addresses={"api": api_base, "meter_events": api_base} if api_base else {},
             http_client=stripe.RequestsClient(timeout=timeout))
 
     def sync_catalog(self, plans: Plans) -> dict[str, str]:
@@ -110,10 +118,10 @@ class StripeBilling:
         for i in range(0, len(wanted), LOOKUP_KEYS_PER_LIST):
             chunk = wanted[i:i + LOOKUP_KEYS_PER_LIST]
             existing |= {p.lookup_key: p.id for p in v1.prices.list(
-                {"lookup_keys": chunk, "limit": 100}).data}
+                {"lookup_keys": chunk, "limit": 100}).data if p.lookup_key}
         for plan in plans.plans.values():
             product = f"enrichment_{plan.name}"
-            specs = [
+            specs: list[tuple[str, dict]] = [
                 (base_key(plan.name), {"unit_amount": cents(plan.base_usd),
                                        "recurring": {"interval": "month"}}),
                 (overage_key(plan.name), {
@@ -125,8 +133,8 @@ class StripeBilling:
                 self._product(product, f"Lead enrichment — {plan.name}")
             for key, spec in specs:
                 if key not in existing:
-                    existing[key] = v1.prices.create({
-                        "product": product, "currency": "usd", "lookup_key": key, **spec}).id
+                    existing[key] = v1.prices.create(params({
+                        "product": product, "currency": "usd", "lookup_key": key, **spec})).id
         for pack in plans.packs.values():
             if pack_key(pack.name) not in existing:
                 self._product(CREDITS_PRODUCT, "Enrichment credit packs")
@@ -175,9 +183,9 @@ class StripeBilling:
                 if item.price.id != price:
                     items.append({"id": item.id, "price": price})
             if items:
-                v1.subscriptions.update(subscription_id, {
+                v1.subscriptions.update(subscription_id, params({
                     "items": items, "proration_behavior": "create_prorations",
-                    "metadata": {"plan": plan}})
+                    "metadata": {"plan": plan}}))
 
     def send_overage(self, customer_id, units, identifier, at):
         with stripe_errors():
@@ -202,16 +210,19 @@ class StripeBilling:
                  "description": description}, {"idempotency_key": idempotency_key}).id
 
     def checkout(self, customer_id, workspace_id, pack, catalog, success_url, cancel_url):
-        params = {"mode": "payment", "client_reference_id": workspace_id,
-                  "line_items": [{"price": _price(catalog, pack_key(pack.name)),
-                                  "quantity": 1}],
-                  "metadata": {"workspace_id": workspace_id, "pack": pack.name,
-                               "units": str(pack.units)},
-                  "success_url": success_url, "cancel_url": cancel_url}
+        session_params = {
+            "mode": "payment", "client_reference_id": workspace_id,
+            "line_items": [{"price": _price(catalog, pack_key(pack.name)), "quantity": 1}],
+            "metadata": {"workspace_id": workspace_id, "pack": pack.name,
+                         "units": str(pack.units)},
+            "success_url": success_url, "cancel_url": cancel_url}
         if customer_id:
-            params["customer"] = customer_id
+            session_params["customer"] = customer_id
         with stripe_errors():
-            session = self.client.v1.checkout.sessions.create(params)
+            session = self.client.v1.checkout.sessions.create(params(session_params))
+        if session.url is None:
+            raise BillingError("Stripe returned a Checkout session without a URL",
+                               retryable=True)
         return Checkout(session.url, session.id, int(session.amount_total or 0),
                         session.currency or "usd")
 

@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from psycopg import Connection
-
 from ..config import Plan, Plans
+from ..db import Conn, one
 from ..periods import day_start, next_period_start, period_start
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,10 @@ def period_bounds(period: date) -> dict:
     return {"start": day_start(period), "end": day_start(next_period_start(period))}
 
 
-def credits(conn: Connection, workspace_id, period: date) -> int:
+def credits(conn: Conn, workspace_id, period: date) -> int:
     """Credit units available in the period (bought, less refunds and lost disputes)."""
-    return int(conn.execute("SELECT " + CREDITS_IN_PERIOD + " AS n",
-                            {"ws": workspace_id, **period_bounds(period)}).fetchone()["n"])
+    return int(one(conn.execute("SELECT " + CREDITS_IN_PERIOD + " AS n",
+                            {"ws": workspace_id, **period_bounds(period)}))["n"])
 
 
 @dataclass
@@ -77,7 +76,7 @@ class Segment:
     plan: Plan
 
 
-def plan_segments(conn: Connection, plans: Plans, workspace_ids: list, period: date
+def plan_segments(conn: Conn, plans: Plans, workspace_ids: list, period: date
                   ) -> dict[object, list[Segment]]:
     """Per workspace, the plans in force during the period, as segments by first day. Days
     before a workspace's first plan (none in practice) count under that first plan."""
@@ -133,14 +132,16 @@ def walk(workspace_id, period: date, daily: list[tuple[date, int]], segments: li
     used per day, in order; `paid`: credit ledger rows (time, units), in order."""
     starts = [s.start for s in segments]
     paid_at = [at for at, _ in paid]
-    current, end, granted = None, WalkEnd(), 0
+    current: Segment | None = None
+    end, granted = WalkEnd(), 0
     used = overage = 0
     reports = []
     for day, units in daily:
         index = max(0, bisect.bisect_right(starts, day) - 1)
-        if segments[index] is not current:
-            current = segments[index]
-            end.included_left = grant(current, period, first=index == 0)
+        segment = segments[index]
+        if segment is not current:
+            current = segment
+            end.included_left = grant(segment, period, first=index == 0)
             granted += end.included_left
         end_of_day = day_start(day + timedelta(days=1))
         end.credits_bought = sum(u for _, u in paid[:bisect.bisect_left(paid_at, end_of_day)])
@@ -153,21 +154,23 @@ def walk(workspace_id, period: date, daily: list[tuple[date, int]], segments: li
         end.used = used
         overage += units - from_included - from_credits
         reports.append(DayReport(
-            workspace_id, day, period, current.plan.name, used, granted + end.credits_bought,
-            units - from_included - from_credits, current.plan.overage_usd, overage))
+            workspace_id, day, period, segment.plan.name, used, granted + end.credits_bought,
+            units - from_included - from_credits, segment.plan.overage_usd, overage))
     return reports, end
 
 
+# Units per workspace and UTC day. Not ordered in SQL: the planner then hashes the (few) groups
+# instead of sorting every usage row; the caller sorts the days.
 DAILY = (
     "SELECT u.workspace_id, (u.created_at AT TIME ZONE 'UTC')::date AS day,"
     " sum(u.units) AS units FROM enrichment_usage u"
     " WHERE u.created_at >= %(start)s AND u.created_at < %(end)s"
-    " GROUP BY 1, 2 ORDER BY 1, 2"
+    " GROUP BY 1, 2"
 )
 DAILY_OF_ONE = DAILY.replace(" WHERE ", " WHERE u.workspace_id = %(ws)s AND ")
 
 
-def compute(conn: Connection, plans: Plans, period: date, through: date,
+def compute(conn: Conn, plans: Plans, period: date, through: date,
             workspace_id=None) -> dict[object, list[DayReport]]:
     """Day reports of `period` up to `through` (inclusive), per workspace with usage — every
     workspace, or one."""
@@ -177,6 +180,8 @@ def compute(conn: Connection, plans: Plans, period: date, through: date,
     daily: dict[object, list[tuple[date, int]]] = defaultdict(list)
     for r in conn.execute(DAILY if workspace_id is None else DAILY_OF_ONE, args):
         daily[r["workspace_id"]].append((r["day"], int(r["units"])))
+    for days in daily.values():
+        days.sort()
     if not daily:
         return {}
     ids = list(daily)
@@ -191,13 +196,13 @@ def compute(conn: Connection, plans: Plans, period: date, through: date,
             for ws, days in daily.items() if segments.get(ws)}
 
 
-def credit_position(conn: Connection, plans: Plans, workspace_id, period: date,
+def credit_position(conn: Conn, plans: Plans, workspace_id, period: date,
                     through: date) -> WalkEnd:
     """The period's included units left and credits used, by the same walk, through a day."""
     end = min(through, next_period_start(period) - timedelta(days=1))
     bounds = {"start": day_start(period), "end": day_start(end + timedelta(days=1)),
               "ws": workspace_id}
-    days = [(r["day"], int(r["units"])) for r in conn.execute(DAILY_OF_ONE, bounds)]
+    days = sorted((r["day"], int(r["units"])) for r in conn.execute(DAILY_OF_ONE, bounds))
     paid = [(r["created_at"], int(r["units"])) for r in conn.execute(
         "SELECT created_at, units FROM credit_ledger WHERE workspace_id = %(ws)s"
         " AND created_at >= %(start)s AND created_at < %(end)s ORDER BY created_at", bounds)]
@@ -209,7 +214,7 @@ def credit_position(conn: Connection, plans: Plans, workspace_id, period: date,
     return position
 
 
-def hard_cap(conn: Connection, plan: Plan, workspace_id, period: date,
+def hard_cap(conn: Conn, plan: Plan, workspace_id, period: date,
              plan_since: datetime | None) -> int:
     """Units the period may use before credits: included + 50%, by the plan in force. After
     a plan change in the period: what was used before it, plus the current plan's prorated
@@ -217,37 +222,34 @@ def hard_cap(conn: Connection, plan: Plan, workspace_id, period: date,
     if plan_since is None or plan_since < day_start(period):
         return plan.hard_cap
     start = plan_since.astimezone(UTC).date()
-    before = conn.execute(
+    before = one(conn.execute(
         "SELECT coalesce(sum(units), 0) AS n FROM enrichment_usage WHERE workspace_id = %s"
         " AND created_at >= %s AND created_at < %s",
-        (workspace_id, day_start(period), day_start(start))).fetchone()["n"]
+        (workspace_id, day_start(period), day_start(start))))["n"]
     granted = grant(Segment(start, plan), period, first=start <= period)
     return int(before) + granted + granted // 2
 
 
-def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime) -> dict:
+def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime) -> dict:
     """The usage endpoint's body for the current period, from the same walk as billing."""
     plan = plans[workspace["plan"]]
     period = period_start(now)
     bounds = period_bounds(period)
-    row = conn.execute(
+    row = one(conn.execute(
         "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
         " coalesce(sum(searches), 0) AS searches,"
         " coalesce(sum(social_requests), 0) AS social_requests,"
-        " coalesce(sum(cost_estimate_usd), 0) AS cost"
-        " FROM enrichment_usage WHERE workspace_id = %(ws)s AND created_at >= %(start)s"
-        " AND created_at < %(end)s", {"ws": workspace["id"], **bounds}).fetchone()
-    extra = conn.execute(
+        " coalesce(sum(cost_estimate_usd), 0) AS cost,"
+        " count(*) FILTER (WHERE match) AS matched,"
+        " count(*) FILTER (WHERE NOT match) AS unmatched FROM enrichment_usage"
+        " WHERE workspace_id = %(ws)s AND created_at >= %(start)s AND created_at < %(end)s",
+        {"ws": workspace["id"], **bounds}))
+    extra = one(conn.execute(
         "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
         " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
         "  AND period = %(period)s) AS reserved",
-        {"ws": workspace["id"], "period": period, **bounds}).fetchone()
+        {"ws": workspace["id"], "period": period, **bounds}))
     credit_units, reserved = int(extra["credits"]), int(extra["reserved"] or 0)
-    found = conn.execute(
-        "SELECT count(*) FILTER (WHERE match) AS matched,"
-        " count(*) FILTER (WHERE NOT match) AS unmatched FROM enrichment_jobs"
-        " WHERE workspace_id = %(ws)s AND status = 'succeeded' AND completed_at >= %(start)s"
-        " AND completed_at < %(end)s", {"ws": workspace["id"], **bounds}).fetchone()
     days = compute(conn, plans, period, now.date(), workspace["id"]).get(workspace["id"], [])
     segments = plan_segments(conn, plans, [workspace["id"]], period).get(workspace["id"], [])
     included = sum(grant(s, period, first=i == 0) for i, s in enumerate(segments)) or (
@@ -273,6 +275,6 @@ def usage_summary(conn: Connection, plans: Plans, workspace: dict, now: datetime
         "searches": int(row["searches"]),
         "social_requests": int(row["social_requests"]),
         "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
-        "matched": found["matched"],  # succeeded jobs that found something (charged)
-        "unmatched": found["unmatched"],  # and those that found nothing (not charged)
+        "matched": row["matched"],  # jobs that found something (charged; cached: not)
+        "unmatched": row["unmatched"],  # succeeded jobs that found nothing (not charged)
     }

@@ -18,10 +18,8 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from psycopg import Connection
-from psycopg_pool import ConnectionPool
-
 from ..config import Plans
+from ..db import Conn, Pool, one
 from ..events import Events
 from ..periods import period_start
 from .catalog import load_catalog
@@ -31,15 +29,15 @@ from .usage import credit_position
 log = logging.getLogger(__name__)
 
 
-def start_checkout(pool: ConnectionPool, billing: Billing, plans: Plans,
+def start_checkout(pool: Pool, billing: Billing, plans: Plans,
                    workspace_id: uuid.UUID, pack_name: str, success_url: str,
                    cancel_url: str) -> Checkout:
     """A Checkout session for a pack, recorded so that its webhook can be trusted. No
     database connection is held while Stripe answers."""
     pack = plans.packs[pack_name]
     with pool.connection() as conn:
-        customer = conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
-                                (workspace_id,)).fetchone()["stripe_customer_id"]
+        customer = one(conn.execute("SELECT stripe_customer_id FROM workspaces WHERE id = %s",
+                                    (workspace_id,)))["stripe_customer_id"]
         catalog = load_catalog(conn)
     checkout = billing.checkout(customer, str(workspace_id), pack, catalog, success_url,
                                 cancel_url)
@@ -52,7 +50,7 @@ def start_checkout(pool: ConnectionPool, billing: Billing, plans: Plans,
     return checkout
 
 
-def handle_event(conn: Connection, plans: Plans, events: Events, event: dict) -> str:
+def handle_event(conn: Conn, plans: Plans, events: Events, event: dict) -> str:
     """Apply one verified Stripe event once (event ids are recorded; a redelivery does
     nothing). Returns what was done."""
     handler = HANDLERS.get(event["type"])
@@ -76,7 +74,7 @@ def _when(event: dict) -> datetime:
     return datetime.fromtimestamp(int(created), UTC) if created else datetime.now(UTC)
 
 
-def _ours(conn: Connection, session: dict) -> dict | None:
+def _ours(conn: Conn, session: dict) -> dict | None:
     """The stored session, if the event's session is one we created and agrees with it."""
     stored = conn.execute("SELECT * FROM checkout_sessions WHERE id = %s FOR UPDATE",
                           (session.get("id"),)).fetchone()
@@ -97,7 +95,7 @@ def _ours(conn: Connection, session: dict) -> dict | None:
     return stored
 
 
-def _credit(conn: Connection, plans: Plans, event: dict, session: dict):
+def _credit(conn: Conn, plans: Plans, event: dict, session: dict):
     stored = _ours(conn, session)
     if stored is None or stored["status"] == "paid":
         return None
@@ -116,7 +114,7 @@ def _credit(conn: Connection, plans: Plans, event: dict, session: dict):
             {"pack": stored["pack"], "units": stored["units"]})
 
 
-def _checkout_completed(conn: Connection, plans: Plans, event: dict, session: dict):
+def _checkout_completed(conn: Conn, plans: Plans, event: dict, session: dict):
     if session.get("payment_status") == "paid":
         return _credit(conn, plans, event, session)
     stored = _ours(conn, session)  # a delayed method: paid later, or not
@@ -127,7 +125,7 @@ def _checkout_completed(conn: Connection, plans: Plans, event: dict, session: di
     return None
 
 
-def _async_payment_failed(conn: Connection, plans: Plans, event: dict, session: dict):
+def _async_payment_failed(conn: Conn, plans: Plans, event: dict, session: dict):
     stored = _ours(conn, session)
     if stored is not None and stored["status"] != "paid":
         conn.execute("UPDATE checkout_sessions SET status = 'failed' WHERE id = %s",
@@ -136,7 +134,7 @@ def _async_payment_failed(conn: Connection, plans: Plans, event: dict, session: 
     return None
 
 
-def _reverse(conn: Connection, plans: Plans, event: dict, payment_intent: str | None,
+def _reverse(conn: Conn, plans: Plans, event: dict, payment_intent: str | None,
              fraction: float, why: str):
     """Record that Stripe reversed `fraction` of a payment (cumulative), and take back the
     credit it bought if the payment is recorded — else when it is."""
@@ -150,7 +148,7 @@ def _reverse(conn: Connection, plans: Plans, event: dict, payment_intent: str | 
     return _take_back(conn, plans, payment_intent, event["id"], _when(event))
 
 
-def _take_back(conn: Connection, plans: Plans, payment_intent: str, key: str,
+def _take_back(conn: Conn, plans: Plans, payment_intent: str, key: str,
                now: datetime):
     """Take back what the payment's reversals call for — only the credit not yet used in
     the period it belongs to (by the billing walk: credits are used after the included units;
@@ -162,17 +160,17 @@ def _take_back(conn: Connection, plans: Plans, payment_intent: str, key: str,
                             (payment_intent,)).fetchone()
     if pack is None or reversal is None:
         return None  # not (yet) a payment of ours: applied when it is credited
-    taken = -int(conn.execute(
+    taken = -int(one(conn.execute(
         "SELECT coalesce(sum(units), 0) AS n FROM credit_ledger WHERE payment_intent = %s"
-        " AND units < 0", (payment_intent,)).fetchone()["n"])
+        " AND units < 0", (payment_intent,)))["n"])
     wanted = int(pack["units"] * reversal["fraction"]) - taken  # rounded for the customer
     period = period_start(pack["paid_at"])
     unused = 0
     if period_start(now) == period and wanted > 0:
         position = credit_position(conn, plans, pack["workspace_id"], period, now.date())
-        reserved = conn.execute("SELECT coalesce(max(reserved), 0) AS n FROM usage_counters"
-                                " WHERE workspace_id = %s AND period = %s",
-                                (pack["workspace_id"], period)).fetchone()["n"]
+        reserved = one(conn.execute("SELECT coalesce(max(reserved), 0) AS n FROM usage_counters"
+                                    " WHERE workspace_id = %s AND period = %s",
+                                    (pack["workspace_id"], period)))["n"]
         pending = max(0, int(reserved) - position.used - position.included_left)
         unused = max(0, position.credits_bought - position.credits_used - pending)
     units = max(0, min(wanted, unused))
@@ -188,20 +186,20 @@ def _take_back(conn: Connection, plans: Plans, payment_intent: str, key: str,
             {"pack": pack["pack"], "units": units, "reason": reversal["reason"]})
 
 
-def _refunded(conn: Connection, plans: Plans, event: dict, charge: dict):
+def _refunded(conn: Conn, plans: Plans, event: dict, charge: dict):
     amount = int(charge.get("amount") or 0)
     refunded = int(charge.get("amount_refunded") or 0)  # a running total across refunds
     return _reverse(conn, plans, event, charge.get("payment_intent"),
                     refunded / amount if amount else 1.0, "refund")
 
 
-def _dispute_closed(conn: Connection, plans: Plans, event: dict, dispute: dict):
+def _dispute_closed(conn: Conn, plans: Plans, event: dict, dispute: dict):
     if dispute.get("status") != "lost":
         return None
     return _reverse(conn, plans, event, dispute.get("payment_intent"), 1.0, "dispute lost")
 
 
-def _invoice(conn: Connection, plans: Plans, event: dict, invoice: dict):
+def _invoice(conn: Conn, plans: Plans, event: dict, invoice: dict):
     conn.execute(
         "INSERT INTO invoices (id, workspace_id, status, amount_due, amount_paid, currency)"
         " SELECT %s, id, %s, %s, %s, %s FROM workspaces WHERE stripe_customer_id = %s"
@@ -212,7 +210,7 @@ def _invoice(conn: Connection, plans: Plans, event: dict, invoice: dict):
          invoice.get("amount_paid", 0), invoice.get("currency", "usd"), invoice["customer"]))
 
 
-def _payment_failed(conn: Connection, plans: Plans, event: dict, invoice: dict):
+def _payment_failed(conn: Conn, plans: Plans, event: dict, invoice: dict):
     _invoice(conn, plans, event, invoice | {"status": "payment_failed"})
     log.warning("invoice %s of customer %s: payment failed", invoice["id"], invoice["customer"])
 

@@ -8,6 +8,7 @@ CREATE TABLE batches (
     total        integer NOT NULL CHECK (total >= 0),
     rejected     integer NOT NULL DEFAULT 0 CHECK (rejected >= 0),
     created_at   timestamptz NOT NULL DEFAULT now(),
+    submitted_at timestamptz,            -- when every lead had its item (NULL: being admitted)
     completed_at timestamptz             -- when its last job ended (batch.completed sent)
 );
 CREATE INDEX batches_workspace ON batches (workspace_id, created_at DESC);
@@ -17,17 +18,21 @@ ALTER TABLE enrichment_jobs
     ADD COLUMN cached_from uuid,     -- the earlier job whose result answered this one
     ADD COLUMN match       boolean;  -- a succeeded job: did it find anything?
 
--- Lists: newest first, a stable order (created_at, id) for cursors; by status; by batch.
+-- Lists: newest first, a stable order (created_at, id) for cursors; by status. (A batch's
+-- jobs are found through batch_items: at most 100.)
 DROP INDEX enrichment_jobs_workspace;
 CREATE INDEX enrichment_jobs_list ON enrichment_jobs (workspace_id, created_at DESC, id DESC);
 CREATE INDEX enrichment_jobs_list_status
     ON enrichment_jobs (workspace_id, status, created_at DESC, id DESC);
-CREATE INDEX enrichment_jobs_batch ON enrichment_jobs (batch_id, created_at DESC, id DESC)
-    WHERE batch_id IS NOT NULL;
--- The cache: a subject's latest success with a template.
+-- The cache: a subject's latest success with a template, from the providers themselves (a
+-- cached answer never answers again: the data's age is its original's).
 CREATE INDEX enrichment_jobs_fresh ON enrichment_jobs (workspace_id, subject_hash, template,
                                                        completed_at DESC)
-    WHERE status = 'succeeded';
+    WHERE status = 'succeeded' AND cached_from IS NULL;
+
+-- Per job: did it find anything (true: charged; false: succeeded without a match; NULL:
+-- failed, dead, or a cached answer). The usage endpoint counts matches from these rows.
+ALTER TABLE enrichment_usage ADD COLUMN match boolean;
 
 -- Outgoing webhooks (Standard Webhooks). The secret signs every delivery, so it is kept.
 CREATE TABLE webhook_endpoints (
@@ -37,8 +42,9 @@ CREATE TABLE webhook_endpoints (
     events         text[] NOT NULL,
     secret         text NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    failing_since  timestamptz,      -- first failure since the last success
-    disabled_at    timestamptz       -- after 3 days of failures
+    failing_since  timestamptz,      -- first failure of the current run of failures
+    last_failure_at timestamptz,     -- a day without failures ends a run
+    disabled_at    timestamptz       -- after 3 days of failures (re-enabled by PATCH)
 );
 CREATE INDEX webhook_endpoints_workspace ON webhook_endpoints (workspace_id);
 
@@ -56,6 +62,8 @@ CREATE TABLE webhook_deliveries (
     attempts         integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     lease_until      timestamptz,
+    lease_token      uuid,             -- the attempt in flight: only it writes the outcome
+    swept_at         timestamptz,      -- the sweeper last re-sent its message
     last_status_code integer,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
@@ -64,6 +72,7 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status IN ('pending', 'delivering');
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at DESC);
+CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);  -- retention
 CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id) WHERE job_id IS NOT NULL;
 
 -- A batch's leads in order: the job each became (a same-day repeat points to the earlier

@@ -31,8 +31,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_any,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 log = logging.getLogger(__name__)
 # At DEBUG urllib3 logs every request line, and provider requests carry the lead (Social
@@ -161,8 +163,7 @@ def _send(session: requests.Session, provider: str, method: str, url: str,
     if left <= 0:
         raise _out_of_time(provider)
     paid = method.upper() == "POST"
-    timeout = urllib3.Timeout(connect=min(policy.connect_timeout, left),
-                              read=min(policy.read_timeout, left))
+    timeout = (min(policy.connect_timeout, left), min(policy.read_timeout, left))
     try:
         resp = session.request(method, url, timeout=timeout, stream=True, **kwargs)
     except requests.RequestException as exc:
@@ -220,6 +221,18 @@ def _uncertain(provider: str, waited: float) -> ProviderError:
 def _record(policy: CallPolicy, provider: str, outcome: str) -> None:
     if policy.record is not None:
         policy.record(provider, outcome)
+
+
+class OutOfTime(stop_base):
+    """Stop when the round's time left, after the coming wait, is too short for another
+    attempt. tenacity (>= 9) computes the wait before asking to stop: the caller gets the
+    real error now rather than after a sleep that leaves no time."""
+
+    def __init__(self, policy: CallPolicy):
+        self.policy = policy
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return self.policy.remaining() - state.upcoming_sleep <= MIN_ATTEMPT_SECONDS
 
 
 def call_json(
@@ -280,15 +293,10 @@ def call_json(
         pause = _backoff(state) if retry_after is None else retry_after
         return min(pause, max(0.0, policy.remaining()))
 
-    def out_of_time(state: RetryCallState) -> bool:
-        # tenacity (>= 9) computes the wait before asking to stop: give up now, with the
-        # real error, rather than after a sleep that leaves no time for another attempt.
-        return policy.remaining() - state.upcoming_sleep <= MIN_ATTEMPT_SECONDS
-
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
         wait=wait,
-        stop=stop_after_attempt(policy.max_attempts) | out_of_time,
+        stop=stop_any(stop_after_attempt(policy.max_attempts), OutOfTime(policy)),
         before_sleep=before_sleep,
         sleep=time.sleep,
         reraise=True,

@@ -1,8 +1,37 @@
-"""marshmallow schemas of the answers, for the OpenAPI document (requests use api/schemas.py)."""
+"""The answers' marshmallow schemas. Every route serialises its answer through one of them
+(`respond`), and the OpenAPI document shows the same schemas: what the document says is what
+the API sends. (Requests: api/schemas.py; problems: api/problems.py, documented here.)"""
 
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, fields
+from functools import cache
+
+from flask import Response, jsonify
+from marshmallow import INCLUDE, Schema, fields, validate
+
+from enrichment.jobs import PUBLIC_STATUSES
+from enrichment.templates import TEMPLATES
+from enrichment.webhooks import EVENTS
+
+JOB_STATUSES = validate.OneOf(list(PUBLIC_STATUSES))
+TEMPLATE_NAMES = validate.OneOf(sorted(TEMPLATES))
+DELIVERY_STATUSES = validate.OneOf(["pending", "delivering", "succeeded", "failed"])
+
+
+@cache
+def _schema(schema: type[Schema]) -> Schema:
+    return schema()
+
+
+def dump(schema: type[Schema], body) -> dict:
+    return _schema(schema).dump(body)
+
+
+def respond(schema: type[Schema], body, status: int = 200) -> Response:
+    """The answer, serialised through `schema`."""
+    resp = jsonify(dump(schema, body))
+    resp.status_code = status
+    return resp
 
 
 class ProblemSchema(Schema):
@@ -19,7 +48,7 @@ class ProblemSchema(Schema):
 
 
 class ResultSchema(Schema):
-    found = fields.Dict(required=True, data_key="fields")
+    found = fields.Dict(required=True, attribute="fields", data_key="fields")
     citations = fields.List(fields.String(), required=True)
     completeness = fields.Float(required=True)
 
@@ -35,8 +64,8 @@ class JobUsageSchema(Schema):
 class JobSchema(Schema):
     job_id = fields.UUID(required=True)
     batch_id = fields.UUID(required=True, allow_none=True)
-    status = fields.String(required=True)
-    template = fields.String(required=True)
+    status = fields.String(required=True, validate=JOB_STATUSES)
+    template = fields.String(required=True, validate=TEMPLATE_NAMES)
     queue = fields.String(required=True)
     lead = fields.Dict(required=True)
     metadata = fields.Dict(required=True)
@@ -81,7 +110,7 @@ class BatchCountsSchema(Schema):
 
 class BatchProgressSchema(Schema):
     batch_id = fields.UUID(required=True)
-    template = fields.String(required=True)
+    template = fields.String(required=True, validate=TEMPLATE_NAMES)
     created_at = fields.String(required=True)
     total = fields.Integer(required=True)
     counts = fields.Nested(BatchCountsSchema, required=True)
@@ -91,7 +120,7 @@ class BatchProgressSchema(Schema):
 class EndpointSchema(Schema):
     id = fields.UUID(required=True)
     url = fields.String(required=True)
-    events = fields.List(fields.String(), required=True)
+    events = fields.List(fields.String(validate=validate.OneOf(EVENTS)), required=True)
     created_at = fields.String(required=True)
     disabled = fields.Boolean(required=True)
 
@@ -106,8 +135,8 @@ class EndpointsSchema(Schema):
 
 class DeliverySchema(Schema):
     id = fields.UUID(required=True)
-    event = fields.String(required=True)
-    status = fields.String(required=True)
+    event = fields.String(required=True, validate=validate.OneOf(EVENTS))
+    status = fields.String(required=True, validate=DELIVERY_STATUSES)
     attempts = fields.Integer(required=True)
     last_status_code = fields.Integer(required=True, allow_none=True)
     last_error = fields.String(required=True, allow_none=True)
@@ -147,10 +176,10 @@ class UsageSchema(Schema):
 
 
 class TemplateSchema(Schema):
-    name = fields.String(required=True)
-    level = fields.String(required=True)
+    name = fields.String(required=True, validate=TEMPLATE_NAMES)
+    level = fields.String(required=True, validate=validate.OneOf(["company", "person"]))
     description = fields.String(required=True)
-    names = fields.List(fields.String(), required=True, data_key="fields")
+    names = fields.List(fields.String(), required=True, attribute="fields", data_key="fields")
     providers = fields.List(fields.String(), required=True)
     searches = fields.Integer(required=True)
     requires_any = fields.List(fields.String(), required=True)
@@ -196,7 +225,8 @@ class WebhookAnswerSchema(Schema):
 class ConsentEntrySchema(Schema):
     id = fields.UUID(required=True)
     purpose = fields.String(required=True)
-    basis = fields.String(required=True)
+    basis = fields.String(required=True,
+                          validate=validate.OneOf(["consent", "legitimate_interest"]))
     granted = fields.Boolean(required=True)
     source = fields.String(required=True)
     recorded_at = fields.String(required=True)
@@ -207,8 +237,17 @@ class ConsentRecordSchema(ConsentEntrySchema):
 
 
 class SuppressionSchema(Schema):
-    reason = fields.String(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(["erasure", "objection"]))
     since = fields.String(required=True)
+
+
+class SentDeliverySchema(Schema):
+    id = fields.UUID(required=True)
+    endpoint_id = fields.UUID(required=True)
+    event = fields.String(required=True, validate=validate.OneOf(EVENTS))
+    status = fields.String(required=True, validate=DELIVERY_STATUSES)
+    created_at = fields.String(required=True)
+    delivered_at = fields.String(required=True, allow_none=True)
 
 
 class ExportSchema(Schema):
@@ -217,17 +256,18 @@ class ExportSchema(Schema):
     jobs = fields.List(fields.Nested(JobSchema), required=True)
     consents = fields.List(fields.Nested(ConsentEntrySchema), required=True)
     suppression = fields.Nested(SuppressionSchema, required=True, allow_none=True)
+    webhook_deliveries = fields.List(fields.Nested(SentDeliverySchema), required=True)
 
 
 class WorkspaceSchema(Schema):
     workspace_id = fields.UUID(required=True)
     name = fields.String(required=True)
-    plan = fields.String(required=True)
-    region = fields.String(required=True)
+    plan = fields.String(required=True)  # the deployment's plans: an enum in the document
+    region = fields.String(required=True, validate=validate.OneOf(["us", "eu"]))
     person_level_enabled = fields.Boolean(required=True)
     person_level_allowed = fields.Boolean(required=True)
 
 
 class HealthSchema(Schema):
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "ready", "unavailable"]))
     checks = fields.Dict()
