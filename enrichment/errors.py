@@ -2,8 +2,8 @@
 
 `EnrichmentError` is a failure with a meaning for the caller: an HTTP status, a problem `slug`
 and `title` (RFC 9457), a `detail` safe to show. The API maps every one through a single error
-handler (api/problems.py), the CLI prints its detail on one line. `str(exc)` may say more than
-`detail` (e.g. Stripe's own message) and goes only to logs.
+handler (api/problems.py); the CLI, used by operators, prints `str(exc)` on one line, which
+may say more than `detail` (e.g. Stripe's own message), as logs do.
 
 `BACKING_SERVICE_DOWN` is the other family: a database or Redis that cannot be reached right
 now. The API answers 503 with Retry-After; tasks retry.

@@ -24,7 +24,9 @@ class CeleryPublisher:
 
     def publish(self, job_id: str, queue: str) -> None:
         # The submitting request's id travels as a header: the worker logs it with the job.
-        headers = {"request_id": rid} if (rid := logs.request_id.get()) else None
+        # (Not from inside a job: a job handing its slot on is not the next one's request.)
+        rid = logs.request_id.get() if logs.job_id.get() is None else None
+        headers = {"request_id": rid} if rid else None
         if self.broker_url is None:
             app.send_task(RUN_JOB, args=[job_id], queue=queue, headers=headers)
             return

@@ -97,11 +97,17 @@ class Progress:
     failed: int = 0
     bar: tqdm | None = None
     last_line: float = 0.0
+    started: float = field(default_factory=time.monotonic)
     lines: bool = field(default=False)
 
     def __post_init__(self):
         if sys.stderr.isatty():
-            self.bar = tqdm(total=self.total, unit="lead", dynamic_ncols=True)
+            # A terminal that reports no size (some CI runners) gets an 80 x 24 one: tqdm would
+            # otherwise draw nothing.
+            size = os.get_terminal_size(sys.stderr.fileno())
+            sized = size.columns > 0 and size.lines > 0
+            self.bar = tqdm(total=self.total, unit="lead", dynamic_ncols=sized,
+                            ncols=None if sized else 80, nrows=None if sized else 24)
         else:
             self.lines = True
 
@@ -119,8 +125,11 @@ class Progress:
             self.bar.set_postfix(submitted=self.submitted, failed=self.failed)
         elif time.monotonic() - self.last_line > 2 or self.done == self.total:
             self.last_line = time.monotonic()
+            rate = self.done / max(1e-9, self.last_line - self.started)
+            eta = f"{(self.total - self.done) / rate:.0f}s" if rate else "?"
             print(f"submitted {self.submitted}/{self.total}  done {self.done}  "
-                  f"failed {self.failed}", file=sys.stderr, flush=True)
+                  f"failed {self.failed}  {rate:.1f} leads/s  eta {eta}", file=sys.stderr,
+                  flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
