@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 
-COPY setup.cfg pyproject.toml README.md beat_schedule.py gunicorn.conf.py constraints.txt ./
+COPY setup.cfg pyproject.toml README.md LICENSE beat_schedule.py gunicorn.conf.py constraints.txt ./
 COPY enrichment ./enrichment
 COPY api ./api
 COPY workers ./workers

@@ -19,7 +19,7 @@ case "${METRICS_TOKEN:-}" in change-me*)
   echo "warning: METRICS_TOKEN is the .env.example placeholder; set your own" >&2 ;; esac
 case "${FLOWER_BASIC_AUTH:-}" in *change-me*)
   echo "warning: FLOWER_BASIC_AUTH is the .env.example placeholder; set your own" >&2 ;; esac
-log_level="${LOG_LEVEL:-INFO}"
+log_level="${LOG_LEVEL:-INFO}"  # gunicorn's own lines; the app, workers and beat read LOG_LEVEL
 # --quiet: no start-up banner on stdout, so every line is a log line (JSON with LOG_FORMAT).
 role="${1:-api}"
 [ "$#" -gt 0 ] && shift
@@ -27,10 +27,10 @@ case "$role" in
   api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" --log-level "$log_level" \
              api.wsgi:app "$@" ;;
   worker)  exec celery -A workers.celery_app --quiet worker \
-             -c "${WORKER_CONCURRENCY:-8}" --loglevel "$log_level" "$@" ;;
+             -c "${WORKER_CONCURRENCY:-8}" "$@" ;;
   webhooks) exec celery -A workers.celery_app --quiet worker -Q webhooks -P threads -n webhooks@%h \
-             -c "${WEBHOOK_CONCURRENCY:-16}" --loglevel "$log_level" "$@" ;;
-  beat)    exec celery -A workers.celery_app --quiet beat --loglevel "$log_level" \
+             -c "${WEBHOOK_CONCURRENCY:-16}" "$@" ;;
+  beat)    exec celery -A workers.celery_app --quiet beat \
              --schedule /tmp/celerybeat-schedule "$@" ;;
   flower)  # Flower shows task arguments and can control workers: never without credentials.
            if [ -z "${FLOWER_BASIC_AUTH:-}" ]; then

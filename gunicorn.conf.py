@@ -13,7 +13,7 @@ class AppFormatLogger(Logger):
     def setup(self, cfg):
         super().setup(cfg)
         for handler in self.error_log.handlers:
-            handler.setFormatter(logs.formatter(os.environ.get("LOG_FORMAT") or "text"))
+            handler.setFormatter(logs.formatter((os.environ.get("LOG_FORMAT") or "").lower()))
             handler.addFilter(logs.ContextFilter())
 
 

@@ -46,7 +46,7 @@ def create_app(
 
 # A client's own request id is kept if it is a plain token (no spaces or control characters
 # that could forge log lines); otherwise the API makes one.
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _log_requests(app: Flask) -> None:
@@ -60,7 +60,7 @@ def _log_requests(app: Flask) -> None:
     def _start():
         g.request_started = time.perf_counter()
         given = request.headers.get("X-Request-Id", "")
-        g.request_id = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        g.request_id = given if REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
         g.request_id_token = logs.request_id.set(g.request_id)
 
     @app.after_request

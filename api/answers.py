@@ -44,7 +44,10 @@ class ProblemSchema(Schema):
     title = fields.String(required=True)
     status = fields.Integer(required=True)
     detail = fields.String(required=True)
-    errors = fields.List(fields.Dict())
+    request_id = fields.String()  # to quote when asking for support (also X-Request-Id)
+    errors = fields.List(fields.Dict())  # a 422: [{field, message}]
+    hard_cap = fields.Integer()  # a 402: the period's cap
+    resets_at = fields.String()  # a 402: when the period ends
 
 
 class ResultSchema(Schema):

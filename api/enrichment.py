@@ -4,6 +4,7 @@ templates."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 
@@ -20,11 +21,12 @@ from .auth import guard, services
 from .problems import Problem, problem_body
 from .schemas import BatchSchema, ListJobsSchema, SubmitSchema
 
+log = logging.getLogger(__name__)
 bp = Blueprint("enrichment", __name__, url_prefix="/api/v1")
 submit_schema = SubmitSchema()
 batch_schema = BatchSchema()
 list_schema = ListJobsSchema()
-CLIENT_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
+CLIENT_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, no spaces (fullmatch)
 
 
 guard(bp, submissions={"enrichment.submit", "enrichment.submit_batch"})
@@ -101,7 +103,7 @@ def client_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not CLIENT_KEY_RE.match(key):
+    if not CLIENT_KEY_RE.fullmatch(key):
         raise Problem(400, "Bad Request",
                       "Idempotency-Key must be 1-255 visible ASCII characters.",
                       "invalid-idempotency-key")
@@ -138,8 +140,8 @@ def with_client_key(handler):
     except EnrichmentError as exc:
         if key is None or exc.status in (429, 503):
             raise
-        status, out = exc.status, problem_body(exc)
-        resp = answer(status, out)
+        status, out = exc.status, problem_body(exc)  # stored without this request's id
+        resp = answer(status, {**out, "request_id": g.request_id})
     else:
         resp = answer(status, out, replayed=replayed, location=location)
     if key is not None:
@@ -161,6 +163,8 @@ def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
                                    max_age_days=max_age_days, batch_id=batch_id)
     if not admitted.replayed:
         job = admitted.job
+        log.info("job %s admitted (template %s, queue %s%s)", job["id"], template_name,
+                 job["queue"], ", cached" if admitted.cached else "")
         jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)  # after commit
         jobstore.send_webhooks(svc.publisher, admitted.deliveries)
         svc.events.capture("enrichment_requested", str(workspace.id), {

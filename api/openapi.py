@@ -275,17 +275,17 @@ def operation(op: dict, params: list, operation_id: str, tag: str) -> dict:
         body = {"content": {op["text"]: {"schema": {"type": "string"}}}} if op.get("text") \
             else _content(schema)
         names = ["X-Request-Id", *(RATE if authed else ())]
-        if status == 202:
-            names.append("Location")
-        if op.get("client_key") and status in (200, 207):
-            names.append("Idempotent-Replayed")
+        if op.get("client_key"):  # any answer may be a replay; a new or repeated job: where
+            names += ["Idempotent-Replayed", *(["Location"] if status in (200, 202) else [])]
         if op.get("deprecated"):
             names += ["Deprecation", "Link"]
         responses[str(status)] = {"description": text, **body, **_headers(names)}
     error_schema = op.get("error_schema")
     for status in op["errors"]:
         names = ["X-Request-Id", *(["Retry-After"] if status in (429, 502, 503) else ()),
-                 *(["WWW-Authenticate"] if status == 401 and not authed else ())]
+                 *(["WWW-Authenticate"] if status == 401 else ()),
+                 *(RATE if authed and status not in (401, 503) else ()),
+                 *(["Idempotent-Replayed"] if op.get("client_key") else ())]
         responses[str(status)] = {"description": ERRORS[status], **_headers(names), **(
             _content(error_schema) if error_schema else
             {"content": {"application/problem+json": {"schema": "Problem"}}})}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
+import psycopg
 from flask import Flask, Response, g
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -75,6 +76,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
+        if isinstance(exc, psycopg.Error):  # its DETAIL can quote a row: leads stay out of logs
+            log.error("unhandled database error %s (%s): %s", type(exc).__name__,
+                      exc.sqlstate, exc.diag.message_primary)
+        else:
+            log.exception("unhandled error")
         return problem_response(Problem(500, "Internal Server Error",
                                         "An unexpected error occurred."))

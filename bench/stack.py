@@ -218,7 +218,9 @@ class Stack(contextlib.ExitStack):
             redis_base = self.redis_server.url
         self.env = {**os.environ, "DATABASE_URL": BENCH_DB,
                     "REDIS_URL": f"{redis_base}/12",
-                    "CELERY_BROKER_URL": f"{redis_base}/13", **(env or {})}
+                    "CELERY_BROKER_URL": f"{redis_base}/13",
+                    "LOG_LEVEL": "WARNING",  # no line per job in the figures
+                    **(env or {})}
         import redis
 
         for url in {self.env["REDIS_URL"], self.env["CELERY_BROKER_URL"]}:
@@ -259,7 +261,7 @@ class Stack(contextlib.ExitStack):
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "--quiet", "worker", "-c", str(concurrency), *extra,
                                  "--without-mingle", "--without-gossip",
-                                 "-n", f"{name}-{os.getpid()}@%h", "--loglevel", "WARNING"])
+                                 "-n", f"{name}-{os.getpid()}@%h"])
         wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
         if proc.poll() is not None:
             log = (self.logs / f"{name}.log").read_text()[-2000:]

@@ -13,6 +13,7 @@ from functools import cached_property
 from importlib.metadata import version
 
 import click
+import psycopg
 
 from . import alerts, db, dlq, logs, privacy, workspaces
 from .billing import BillingError, accounts, catalog
@@ -51,19 +52,52 @@ pass_app = click.make_pass_decorator(App)
 
 
 class Commands(click.Group):
-    """Domain errors and unreachable backing services as one line, not a traceback."""
+    """Domain errors, database errors and unreachable backing services as one line, not a
+    traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EnrichmentError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_line(str(exc))) from None
         except BACKING_SERVICE_DOWN as exc:
-            raise click.ClickException(
-                f"a backing service is unreachable ({type(exc).__name__}: {exc})") from None
+            raise click.ClickException(_line(
+                f"a backing service is unreachable ({type(exc).__name__}: {exc})")) from None
+        except psycopg.errors.UndefinedTable:
+            raise click.ClickException("the database has no schema yet: run "
+                                       "`enrichment db upgrade`") from None
+        except psycopg.Error as exc:  # the primary message only: DETAIL can quote row data
+            message = exc.diag.message_primary if exc.diag.message_primary else str(exc)
+            raise click.ClickException(_line(f"database: {message}")) from None
+        except ValueError as exc:  # e.g. a URL the client libraries cannot parse
+            raise click.ClickException(_line(f"configuration: {exc}")) from None
 
 
-Day = click.DateTime(formats=["%Y-%m-%d"])
+def _line(message: str) -> str:
+    return " ".join(message.split())
+
+
+class _Day(click.DateTime):
+    name = "date"
+
+    def convert(self, value, param, ctx):
+        day = super().convert(value, param, ctx)
+        if day.year < 2000:
+            self.fail(f"{value!r} is before 2000", param, ctx)
+        return day
+
+
+class _Name(click.ParamType):
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        if not 1 <= len(value.strip()) <= 200:
+            self.fail("a name has 1 to 200 characters", param, ctx)
+        return value.strip()
+
+
+Day = _Day(formats=["%Y-%m-%d"])
+Name = _Name()
 
 
 @click.group(cls=Commands)
@@ -97,7 +131,7 @@ def workspace_group() -> None:
 
 
 @workspace_group.command("create")
-@click.option("--name", required=True)
+@click.option("--name", required=True, type=Name, help="1-200 characters.")
 @click.option("--plan", required=True, help="A plan of PLANS_FILE (see `workspace list`).")
 @click.option("--region", type=click.Choice(["us", "eu"]), default="us", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {workspace_id, api_key} as JSON.")

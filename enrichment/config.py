@@ -71,8 +71,17 @@ class Plans:
 
 
 def load_plans(path: str | Path = DEFAULT_PLANS_FILE) -> Plans:
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
+    """The plans table; ValueError naming the file and what is wrong with it."""
+    try:
+        with open(path, "rb") as fh:
+            return _plans(tomllib.load(fh))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError,
+            ArithmeticError) as exc:  # ArithmeticError: decimal's InvalidOperation
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"plans file {path}: {what}") from None
+
+
+def _plans(raw: dict) -> Plans:
     weights = {str(q): int(w) for q, w in raw["queues"].items()}
     plans = {}
     for name, p in raw["plans"].items():
@@ -107,6 +116,16 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         return int(env.get(key) or default)
     except ValueError:
         raise ValueError(f"{key} must be a whole number, not {env.get(key)!r}") from None
+
+
+def _readable_toml(env: Mapping[str, str], key: str, default: Path) -> Path:
+    path = Path(env.get(key) or default)
+    try:
+        with open(path, "rb") as fh:
+            tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    return path
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -233,8 +252,9 @@ class Settings:
                 env, "RETENTION_SUMMARY_DAYS", cls.retention_summary_days),
             log_level=_choice({"LOG_LEVEL": (env.get("LOG_LEVEL") or "").upper()}, "LOG_LEVEL",
                               cls.log_level, LOG_LEVELS),
-            log_format=_choice(env, "LOG_FORMAT", cls.log_format, ("text", "json")),
-            alerts_file=Path(env.get("ALERTS_FILE") or DEFAULT_ALERTS_FILE),
+            log_format=_choice({"LOG_FORMAT": (env.get("LOG_FORMAT") or "").lower()},
+                               "LOG_FORMAT", cls.log_format, ("text", "json")),
+            alerts_file=_readable_toml(env, "ALERTS_FILE", DEFAULT_ALERTS_FILE),
             plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
         )
 

@@ -14,7 +14,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -40,9 +39,6 @@ COMPLETENESS = Histogram("enrichment_result_completeness", "Share of a template'
                          ["template"], buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0))
 JOBS_FINISHED = Counter("enrichment_jobs_finished", "Jobs by final status", ["status"])
 DEAD_LETTERS = Counter("enrichment_dead_letters", "Jobs dead-lettered", ["status"])
-BILLING_DISCREPANCIES = Gauge("enrichment_billing_discrepancies",
-                              "Workspaces whose metered, reported and Stripe overage differ "
-                              "(last reconciliation)", multiprocess_mode="mostrecent")
 
 
 class QueueDepth:
@@ -85,6 +81,24 @@ class OldestRunnable:
         for queue in self.queues:
             family.add_metric([queue], ages.get(queue, 0.0))
         yield family
+
+
+class BillingDiscrepancies:
+    """The last reconciliation's discrepancy count, read from Redis (where the reconciliation
+    leaves it, whichever process ran it) when scraped."""
+
+    def __init__(self, redis_client, key: str):
+        self.redis, self.key = redis_client, key
+
+    def collect(self):
+        try:
+            value = self.redis.get(self.key)
+        except Exception:
+            return
+        if value is not None:
+            yield GaugeMetricFamily(
+                "enrichment_billing_discrepancies", "Workspaces whose metered, reported and "
+                "Stripe overage differ (last reconciliation)", value=float(value))
 
 
 class _Combined:

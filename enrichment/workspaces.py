@@ -70,6 +70,8 @@ def set_region(conn: Conn, workspace_id: uuid.UUID, region: str,
     job there holds and sends company fields only."""
     if region not in ("us", "eu"):
         raise Invalid({"region": ["must be 'us' or 'eu'"]})
+    if region == "eu" and person_level_enabled:
+        raise Invalid({"person_level": ["person-level enrichment is never allowed in the EU"]})
     with conn.transaction():
         row = conn.execute(
             "UPDATE workspaces SET region = %s,"
@@ -118,7 +120,10 @@ def list_workspaces(conn: Conn) -> list[dict]:
 
 def list_api_keys(conn: Conn, workspace_id: uuid.UUID | None = None) -> list[dict]:
     """API keys by prefix (never the key: only its hash is stored), newest first; of one
-    workspace, or of all."""
+    workspace (NotFound if there is none such), or of all."""
+    if workspace_id is not None and conn.execute(
+            "SELECT 1 FROM workspaces WHERE id = %s", (workspace_id,)).fetchone() is None:
+        raise NotFound(f"no workspace {workspace_id}")
     return conn.execute(
         "SELECT prefix, workspace_id, created_at, revoked_at FROM api_keys"
         " WHERE %(ws)s::uuid IS NULL OR workspace_id = %(ws)s"

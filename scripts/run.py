@@ -59,10 +59,11 @@ class Stop(Exception):
 
 def on_signal(signum: int, _frame) -> None:
     # Once stopping, a flag and never an exception: nothing may cut stop() short (a handler
-    # calling sys.exit could, and left children running).
+    # calling sys.exit could, and left children running). Only a second Ctrl-C kills at once:
+    # a SIGTERM can arrive twice (make forwards the one its process group got).
     global stopping, force
     if stopping:
-        force = True
+        force = force or signum == signal.SIGINT
         return
     stopping = True
     raise Stop(signal.Signals(signum).name)
@@ -240,12 +241,12 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
     celery = [BIN / "celery", "-A", "workers.celery_app"]
     # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
     commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "api.wsgi:app"]
-    commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8"),
-                          "--loglevel", "INFO"]
+    # Levels and formats come from LOG_LEVEL and LOG_FORMAT (celery's --loglevel is not read).
+    commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8")]
     # Webhook deliveries: their own queue and workers (threads: they mostly wait on receivers).
     commands["webhooks"] = [*celery, "worker", "-Q", "webhooks", "-P", "threads", "-c", "8",
-                            "-n", "webhooks@%h", "--loglevel", "INFO"]
-    commands["beat"] = [*celery, "beat", "--loglevel", "INFO",
+                            "-n", "webhooks@%h"]
+    commands["beat"] = [*celery, "beat",
                         "--schedule", str(RUN / "celerybeat-schedule")]
     if HOST in LOOPBACK or env.get("FLOWER_BASIC_AUTH"):
         commands["flower"] = [*celery, "flower", f"--address={HOST}", f"--port={FLOWER_PORT}"]

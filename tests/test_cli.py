@@ -46,3 +46,35 @@ def test_set_plan_and_errors(db):
     assert run("workspace", "set-plan", str(uuid.uuid4()), "pro").exit_code == 1
     assert run("workspace", "create", "--name", "B", "--plan", "gold").exit_code == 2
     assert run("apikey", "create", str(uuid.uuid4())).exit_code == 1
+
+
+def test_lists_version_and_one_line_errors(db, tmp_path):
+    created = json.loads(run("workspace", "create", "--name", "Listed", "--plan", "pro",
+                             "--json").output.strip().splitlines()[-1])
+    listed = [json.loads(line) for line in run("workspace", "list", "--json").stdout.splitlines()]
+    assert [w["id"] for w in listed] == [created["workspace_id"]] and listed[0]["live_keys"] == 1
+    keys = run("apikey", "list", created["workspace_id"], "--json").stdout.splitlines()
+    assert len(keys) == 1 and created["api_key"] not in keys[0]  # the prefix, never the key
+    assert run("--version").stdout.startswith("enrichment, version ")
+
+    def fails(env: dict, *args) -> str:
+        result = CliRunner(env=env).invoke(main, list(args))
+        # One line from click (SystemExit 1 or 2), never an exception's traceback.
+        assert result.exit_code in (1, 2), result.output
+        assert isinstance(result.exception, SystemExit), result.exception
+        return result.output.strip().splitlines()[-1]
+
+    assert "PROVIDER_SAFETY_FACTOR" in fails({"PROVIDER_SAFETY_FACTOR": "abc"},
+                                             "workspace", "list")
+    bad_plans = tmp_path / "plans.toml"
+    bad_plans.write_text("x = 1\n")
+    assert "missing 'queues'" in fails({"PLANS_FILE": str(bad_plans)}, "workspace", "list")
+    assert "ALERTS_FILE" in fails({"ALERTS_FILE": str(tmp_path / "none.toml")}, "alerts")
+    assert "enrichment db upgrade" in fails(
+        {"DATABASE_URL": "postgresql:///postgres"}, "workspace", "list")  # no schema there
+    assert "before 2000" in fails({}, "billing", "report", "--date", "0001-01-02")
+    assert "1 to 200" in fails({}, "workspace", "create", "--name", "", "--plan", "pro")
+    assert "no workspace" in fails({}, "apikey", "list", str(uuid.uuid4()))
+    assert "never allowed in the EU" in fails(
+        {}, "workspace", "set-region", created["workspace_id"], "eu", "--person-level")
+    assert run("db", "upgrade", "--help").exit_code == 0

@@ -8,6 +8,7 @@ importing this module (tests, `--help`) never fails on configuration.
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 
 from celery import Celery
@@ -25,8 +26,13 @@ MAINTENANCE_QUEUE = "maintenance"
 
 @cache
 def settings() -> Settings:
-    """This process's settings, read once from the environment."""
-    return Settings.from_env()
+    """This process's settings, read once from the environment. A bad one ends the process
+    with one line (EX_CONFIG), not a traceback."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        print(f"configuration: {exc}", file=sys.stderr)
+        sys.exit(78)
 
 
 def celery_config(settings: Settings) -> dict:

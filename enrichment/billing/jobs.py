@@ -9,7 +9,6 @@ from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING
 
 from ..alerts import DISCREPANCIES_KEY
-from ..metrics import BILLING_DISCREPANCIES
 from . import accounts, reconcile, report
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ def reconcile_billing(svc: Services, through: date | None = None) -> dict:
         log.error("billing discrepancy: %s", problem)
     for row in unsent:
         log.error("overage report not taken by Stripe: %s", row)
-    BILLING_DISCREPANCIES.set(len(problems))
     svc.redis.set(DISCREPANCIES_KEY, len(problems))
     return {"discrepancies": problems, "unsent": unsent}
 
