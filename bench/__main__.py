@@ -1,14 +1,23 @@
 """`make bench`: run every benchmark and print its table; `python -m bench NAME…` runs only
-the named ones (limiter, submit_path, attack, job_latency, execution, integrator,
+the named ones (limiter, submit_path, pipeline, attack, job_latency, execution, integrator,
 billing_report)."""
 
 import sys
 
-from . import attack, billing_report, execution, integrator, job_latency, limiter, submit_path
+from . import (
+    attack,
+    billing_report,
+    execution,
+    integrator,
+    job_latency,
+    limiter,
+    pipeline,
+    submit_path,
+)
 
 BENCHMARKS = {m.__name__.rsplit(".", 1)[1]: m.run
-              for m in (limiter, submit_path, attack, job_latency, execution, integrator,
-                        billing_report)}
+              for m in (limiter, submit_path, pipeline, attack, job_latency, execution,
+                        integrator, billing_report)}
 
 for name in sys.argv[1:] or BENCHMARKS:
     BENCHMARKS[name]()

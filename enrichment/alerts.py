@@ -67,8 +67,8 @@ def measure(rule: Rule, conn: Conn, client: redis.Redis,
         if rule.source == "rejection_rate":
             n = c.get("requests", 0)
             return (c.get("rejected", 0) / n if n else None), n
-        n = c.get("provider_ok", 0) + c.get("provider_fail", 0)
-        return (c.get("provider_ok", 0) / n if n else None), n
+        n = c.get("provider_attempts", 0)
+        return ((n - c.get("provider_fail", 0)) / n if n else None), n
     if rule.source == "queue_wait_avg":
         # Runnable → started, for the jobs that started in the window and for the runnable
         # ones still not started (so the alert fires when nothing starts at all). Time spent

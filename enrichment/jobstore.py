@@ -96,7 +96,7 @@ def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> None:
     conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (workspace_id,))
 
 
-FILL = """
+PROMOTE = """
 WITH free AS (
   SELECT greatest(%(limit)s - count(*), 0) AS n FROM enrichment_jobs
   WHERE workspace_id = %(ws)s AND status IN ('queued', 'processing')),
@@ -105,11 +105,13 @@ next AS (
   ORDER BY created_at, id LIMIT (SELECT n FROM free)),
 promoted AS (
   UPDATE enrichment_jobs j SET status = 'queued', runnable_at = now(), published_at = now()
-  FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue)
-INSERT INTO job_outbox (job_id, queue) SELECT id, queue FROM promoted
-ON CONFLICT (job_id) DO UPDATE SET created_at = excluded.created_at
-RETURNING job_id, queue, created_at
+  FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue),
+outbox AS (
+  INSERT INTO job_outbox (job_id, queue) SELECT id, queue FROM promoted
+  ON CONFLICT (job_id) DO UPDATE SET created_at = excluded.created_at
+  RETURNING job_id, queue, created_at)
 """
+FILL = PROMOTE + "SELECT job_id, queue, created_at FROM outbox"  # noqa: S608 (constants)
 
 
 def fill(conn: Conn, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
@@ -236,14 +238,58 @@ class Outcome:
     deliveries: list = field(default_factory=list)  # webhook messages written: publish them
 
 
-SETTLE = (
-    "WITH ws AS (SELECT id FROM workspaces WHERE id = %(ws)s FOR NO KEY UPDATE)"
-    " UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s, match = %(match)s,"
-    " attempts = attempts + %(retries)s, completed_at = now(), lease_token = NULL,"
-    " lease_until = NULL"
-    " WHERE id = %(id)s AND workspace_id = (SELECT id FROM ws) AND status = 'processing'"
-    " AND {fence} RETURNING attempts, billing_period"
-)
+# The outcome in one statement: the job's status (fenced by its lease), its result, its usage
+# row (a replayed job's rerun adds its spend to the dead run's and sets the units, counted on
+# the day the rerun ends), the unit given back, the dead letter. `ws` locks the workspace row
+# first: the fill that follows, in the same transaction, then counts slots exactly.
+FINISH = """
+WITH ws AS (SELECT id FROM workspaces WHERE id = %(ws)s FOR NO KEY UPDATE),
+settled AS (
+  UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s, match = %(match)s,
+    attempts = attempts + %(retries)s, completed_at = now(), lease_token = NULL,
+    lease_until = NULL
+  WHERE id = %(id)s AND workspace_id = (SELECT id FROM ws) AND status = 'processing'
+    AND {fence}
+  RETURNING id, workspace_id, template, idempotency_key, attempts, billing_period),
+result AS (
+  INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template, fields,
+                                  citations, completeness, expires_at)
+  SELECT id, workspace_id, idempotency_key, template, %(fields)s, %(citations)s,
+         %(completeness)s, now() + interval '7 days'
+  FROM settled WHERE %(fields)s::jsonb IS NOT NULL),
+usage AS (
+  INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens, searches,
+                                social_requests, max_tokens, max_searches, cost_estimate_usd,
+                                match)
+  SELECT workspace_id, id, template, %(units)s, %(tokens)s, %(searches)s, %(social)s,
+         %(max_tokens)s, %(max_searches)s, %(cost)s, %(match)s FROM settled
+  ON CONFLICT (job_id) DO UPDATE SET units = excluded.units, created_at = excluded.created_at,
+    match = excluded.match, tokens = enrichment_usage.tokens + excluded.tokens,
+    searches = enrichment_usage.searches + excluded.searches,
+    social_requests = enrichment_usage.social_requests + excluded.social_requests,
+    cost_estimate_usd = enrichment_usage.cost_estimate_usd + excluded.cost_estimate_usd),
+released AS (
+  UPDATE usage_counters c SET reserved = reserved - 1 FROM settled s
+  WHERE %(units)s = 0 AND c.workspace_id = s.workspace_id AND c.period = s.billing_period
+    AND c.reserved > 0),
+dead AS (
+  INSERT INTO dead_letters (job_id, workspace_id, status, error, attempts)
+  SELECT id, workspace_id, %(status)s, %(error)s, attempts FROM settled WHERE %(dead_letter)s
+  ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, error = excluded.error,
+    attempts = excluded.attempts, created_at = now(), replayed_at = NULL)
+SELECT attempts FROM settled
+"""
+# The fill after FINISH (which took the workspace lock: a later statement counts slots
+# exactly), and whether the ended job has anyone to tell — endpoints, or batches it belongs
+# to (a batch committed while FINISH waited for the lock is seen here).
+FILL_AND_TELL = PROMOTE + """
+SELECT array(SELECT job_id FROM outbox ORDER BY job_id) AS ids,
+       array(SELECT queue FROM outbox ORDER BY job_id) AS queues,
+       array(SELECT created_at FROM outbox ORDER BY job_id) AS outbox_at,
+       EXISTS (SELECT 1 FROM webhook_endpoints WHERE workspace_id = %(ws)s
+               AND disabled_at IS NULL)
+       OR EXISTS (SELECT 1 FROM batch_items WHERE job_id = %(id)s) AS tell
+"""  # noqa: S608 (constants)
 FENCE_LEASE = "lease_token = %(token)s"
 FENCE_EXPIRED = "lease_until < now()"
 
@@ -253,55 +299,32 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int,
     """Write a claimed job's outcome in one transaction and hand its slot on. The write is
     fenced by the lease token (or, for the sweeper, by the expired lease): if another worker
     took the job over, nothing is written and None is returned. Otherwise returns the waiting
-    jobs that took the freed slot (publish them after this returns)."""
-    with conn.transaction():
-        done = conn.execute(SETTLE.format(fence=fence), {
-            "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
-            "error": outcome.error, "retries": outcome.retries, "match": outcome.match,
-            "token": job.get("lease_token")}).fetchone()
-        if done is None:
-            return None
-        if outcome.result is not None:
-            fields, citations, completeness = outcome.result
-            conn.execute(
-                "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key,"
-                " template, fields, citations, completeness, expires_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + interval '7 days')",
-                (job["id"], job["workspace_id"], job["idempotency_key"], job["template"],
-                 Jsonb(fields), Jsonb(citations), completeness),
-            )
-        if outcome.units == 0:  # failed, dead, or found nothing: the unit goes back
-            release_unit(conn, job["workspace_id"], done["billing_period"])
-        if outcome.dead_letter:
-            conn.execute(
-                "INSERT INTO dead_letters (job_id, workspace_id, status, error, attempts)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET"
-                " status = excluded.status, error = excluded.error,"
-                " attempts = excluded.attempts, created_at = now(), replayed_at = NULL",
-                (job["id"], job["workspace_id"], outcome.status, outcome.error,
-                 done["attempts"]))
-        conn.execute(
-            # One row per job: a replayed job's rerun adds its spend to the dead run's and
-            # sets the units, counted on the day the rerun ends.
-            "INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens,"
-            " searches, social_requests, max_tokens, max_searches, cost_estimate_usd, match)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id)"
-            " DO UPDATE SET units = excluded.units, created_at = excluded.created_at,"
-            " match = excluded.match,"
-            " tokens = enrichment_usage.tokens + excluded.tokens,"
-            " searches = enrichment_usage.searches + excluded.searches,"
-            " social_requests = enrichment_usage.social_requests + excluded.social_requests,"
-            " cost_estimate_usd = enrichment_usage.cost_estimate_usd"
-            "  + excluded.cost_estimate_usd",
-            (job["workspace_id"], job["id"], job["template"], outcome.units, outcome.tokens,
-             outcome.searches, outcome.social_requests, outcome.max_tokens,
-             outcome.max_searches, outcome.cost_estimate_usd, outcome.match),
-        )
-        from . import webhooks  # it reads job bodies (jobs imports this module)
+    jobs that took the freed slot (publish them after this returns).
 
-        outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
-                                                 outcome.status)
-        return fill(conn, job["workspace_id"], limit)
+    Two statements: the outcome (FINISH), then the fill with whether anyone is to be told
+    (FILL_AND_TELL); the job's webhook messages and the batches it completes are written in
+    the same transaction only if there are endpoints or batches."""
+    fields, citations, completeness = outcome.result or (None, None, None)
+    params = {
+        "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
+        "error": outcome.error, "retries": outcome.retries, "match": outcome.match,
+        "token": job.get("lease_token"), "fields": None if fields is None else Jsonb(fields),
+        "citations": None if citations is None else Jsonb(citations),
+        "completeness": completeness, "units": outcome.units, "tokens": outcome.tokens,
+        "searches": outcome.searches, "social": outcome.social_requests,
+        "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
+        "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter}
+    with conn.transaction():
+        if conn.execute(FINISH.format(fence=fence), params).fetchone() is None:
+            return None  # taken over: nothing of this run is written
+        filled = one(conn.execute(FILL_AND_TELL, {**params, "limit": max(0, limit)}))
+        if filled["tell"]:
+            from . import webhooks  # it reads job bodies (jobs imports this module)
+
+            outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
+                                                     outcome.status)
+    return [Runnable(*r) for r in zip(filled["ids"], filled["queues"], filled["outbox_at"],
+                                      strict=True)]
 
 
 def requeue(conn: Conn, job: dict, *, publish: bool = True, delay: float = 0.0,

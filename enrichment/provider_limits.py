@@ -3,7 +3,8 @@
 
 Celery's own `rate_limit` is per worker and cannot hold a limit shared by many processes and
 machines; this one lives in Redis (`lua/provider_slot.lua`). A caller reserves the next slot
-and sleeps until it — holding no database connection — then calls the provider.
+and sleeps until it — holding no database connection — then calls the provider. Reserving a
+slot also counts the attempt for the provider-success alert, in the same call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import resources
 import redis
 
 from .providers import ProviderError
+from .ratelimit import minute_key
 
 
 class ProviderLimiter:
@@ -34,7 +36,8 @@ class ProviderLimiter:
         interval = self.intervals.get(provider)
         if interval is None:
             return 0.0
-        reserved, wait = self.script(keys=[self._key(provider)], args=[interval, max_wait, 0])
+        reserved, wait = self.script(keys=[self._key(provider), minute_key()],
+                                     args=[interval, max_wait, 0])
         wait = float(wait)
         if not reserved:
             raise ProviderError(provider, f"next request slot is {wait:.1f}s away",

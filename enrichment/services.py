@@ -73,7 +73,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         events=build_events(s.posthog_api_key, s.posthog_host),
         publisher=publisher or NoPublisher(),
         base_policy=CallPolicy(
-            record=_provider_outcome_recorder(redis_client),
+            record=_provider_outcome_recorder(redis_client, provider_limiter),
             max_attempts=s.provider_max_attempts,
             budget_seconds=s.provider_round_seconds,
             connect_timeout=s.provider_connect_timeout,
@@ -85,15 +85,22 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
     )
 
 
-def _provider_outcome_recorder(client: redis.Redis):
-    """Count every provider attempt: Prometheus, and this minute's Redis counters (alerts)."""
+def _provider_outcome_recorder(client: redis.Redis, limiter: ProviderLimiter):
+    """Count every provider attempt in Prometheus, and in this minute's Redis counters
+    (alerts): the limiter counted the attempt when it gave the slot, so only a failure costs
+    a Redis call here (and every attempt, for a provider without a limit)."""
 
     def record(provider: str, outcome: str) -> None:
         PROVIDER_CALLS.labels(provider, outcome).inc()
+        fields = ([] if provider in limiter.intervals else ["provider_attempts"]) + (
+            [] if outcome == "ok" else ["provider_fail"])
+        if not fields:
+            return
         key = minute_key()
         # A metric must never fail a provider call.
         with contextlib.suppress(redis.RedisError), client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"provider_{'ok' if outcome == 'ok' else 'fail'}", 1)
+            for name in fields:
+                pipe.hincrby(key, name, 1)
             pipe.expire(key, STATS_TTL)
             pipe.execute()
 

@@ -3,6 +3,7 @@ Global provider rate limit (GCRA reservation, burst 1), shared by every worker p
 machine, on the Redis server's clock.
 
 KEYS[1]  the provider's TAT: the earliest time the next request may start
+KEYS[2]  this minute's counters hash (alerts): a reserved slot counts a provider attempt
 ARGV     interval (s between requests = 1 / allowed rate), max_wait (s), penalty (s)
 
 penalty = 0: reserve the next slot. Returns {1, wait}: start after `wait` seconds. When the
@@ -35,4 +36,8 @@ end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.6f', next_tat), 'PX',
            math.ceil((next_tat - now) * 1000) + 1000)
+if KEYS[2] then
+  redis.call('HINCRBY', KEYS[2], 'provider_attempts', 1)
+  redis.call('EXPIRE', KEYS[2], 7200)
+end
 return {1, tostring(wait)}

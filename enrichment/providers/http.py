@@ -154,6 +154,16 @@ def _out_of_time(provider: str) -> ProviderError:
     return ProviderError(provider, "provider round out of time", retryable=True)
 
 
+def new_session(base: str) -> requests.Session:
+    """A keep-alive session for one provider's base URL. The environment's proxy settings
+    (HTTPS_PROXY, NO_PROXY, …) are read once, here, for that URL — requests would read and
+    merge them again on every request."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = requests.utils.get_environ_proxies(base)
+    return session
+
+
 def _send(session: requests.Session, provider: str, method: str, url: str,
           policy: CallPolicy, **kwargs) -> requests.Response:
     """One attempt, bounded by the round's deadline: connect and headers by the timeouts
@@ -179,12 +189,12 @@ def _send(session: requests.Session, provider: str, method: str, url: str,
     try:
         resp._content = _read_body(resp, policy)
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        resp.close()  # a connection in an unknown state is not reused
         _record(policy, provider, "timeout")
         if paid:
             raise _uncertain(provider, left) from exc
         raise ProviderError(provider, type(exc).__name__, retryable=True) from exc
-    finally:
-        resp.close()
+    resp.raw.release_conn()  # read to the end: the connection goes back for the next call
     return resp
 
 

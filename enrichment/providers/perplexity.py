@@ -7,11 +7,9 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
-import requests
-
 from ..templates import Template
 from . import ResearchResult
-from .http import CallPolicy, ProviderError, call_json
+from .http import CallPolicy, ProviderError, call_json, new_session
 
 NAME = "perplexity"
 MAX_FIELD_CHARS = 500
@@ -84,7 +82,7 @@ class PerplexityClient:
         self.base = base.rstrip("/")
         self.style = style
         self.model = model or ("perplexity/sonar" if style == "agent" else "sonar")
-        self.session = requests.Session()
+        self.session = new_session(self.base)
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 

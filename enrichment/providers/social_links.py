@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-import requests
-
 from . import SocialResult
-from .http import CallPolicy, ProviderError, call_json
+from .http import CallPolicy, ProviderError, call_json, new_session
 
 NAME = "social_links"
 NETWORKS = ("facebook", "tiktok", "instagram", "snapchat", "twitter", "youtube", "linkedin",
@@ -27,7 +25,7 @@ class SocialLinksClient:
 
     def __init__(self, base: str, api_key: str | None):
         self.base = base.rstrip("/")
-        self.session = requests.Session()
+        self.session = new_session(self.base)
         host = urlparse(self.base).netloc
         self.session.headers["x-rapidapi-host"] = host
         if api_key:
