@@ -24,7 +24,9 @@ log_level="${LOG_LEVEL:-INFO}"  # gunicorn's own lines; the app, workers and bea
 role="${1:-api}"
 [ "$#" -gt 0 ] && shift
 case "$role" in
-  api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" --log-level "$log_level" \
+  # gthread: the lowest tail latency near capacity of the classes measured (bench/PROFILES.md).
+  api)     exec gunicorn -b 0.0.0.0:8000 -w "${WEB_CONCURRENCY:-4}" -k gthread \
+             --threads "${WEB_THREADS:-4}" --log-level "$log_level" \
              api.wsgi:app "$@" ;;
   worker)  exec celery -A workers.celery_app --quiet worker \
              -c "${WORKER_CONCURRENCY:-8}" "$@" ;;

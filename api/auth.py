@@ -1,9 +1,10 @@
 """Bearer API-key authentication and per-workspace rate limits for /api/v1 blueprints.
 
 Every request is authenticated, then rate limited: submissions against the plan's RPS/RPM,
-everything else against 10x that, so polling never eats submission quota. The decision's
-headers go on every answer, errors included. If Redis cannot be reached the request is refused
-with 503 + Retry-After (fail closed: a paid API must not run unmetered).
+everything else against 10x that, so polling never eats submission quota. A key the key cache
+knows takes both in one Redis call; another is looked up in the database first. The
+decision's headers go on every answer, errors included. If Redis cannot be reached the
+request is refused with 503 + Retry-After (fail closed: a paid API must not run unmetered).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from enrichment.metrics import API_REQUESTS
-from enrichment.ratelimit import READ, SUBMIT, Policy
+from enrichment.ratelimit import READ, SUBMIT, Decision, Policy
 from enrichment.workspaces import Workspace, authenticate, key_prefix
 
 from .problems import Problem
@@ -24,14 +25,29 @@ def services():
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'}
 
 
-def require_workspace() -> Workspace:
+def authorize(kind: str) -> tuple[Workspace, Decision]:
+    """The request's workspace and its rate-limit decision: from the key cache in one Redis
+    call, or — on a miss — authenticated by the database (behind the failed-auth throttle),
+    cached, then limited."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <api key>'.",
                       "unauthorized", {"WWW-Authenticate": 'Bearer realm="api"'})
-    svc, address, prefix = services(), request.remote_addr or "-", key_prefix(key.strip())
-    wait, known = svc.auth_guard.check(address, prefix, key.strip())
+    svc, prefix = services(), key_prefix(key)
+    cached = svc.key_cache.authorize(prefix, key, kind) if prefix is not None else None
+    if cached is not None:
+        return cached
+    workspace = authenticate_from_database(svc, prefix, key)
+    plan = svc.settings.plans[workspace.plan]
+    svc.key_cache.remember(prefix, key, workspace, plan)
+    return workspace, svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
+
+
+def authenticate_from_database(svc, prefix: str | None, key: str) -> Workspace:
+    address = request.remote_addr or "-"
+    wait, known = svc.auth_guard.check(address, prefix, key)
     if wait is not None:  # refused from Redis: a bad-key flood never reaches the database
         raise Problem(429, "Too Many Requests", "Too many failed authentications; retry "
                       f"after {wait} s.", "authentication-throttled",
@@ -39,22 +55,20 @@ def require_workspace() -> Workspace:
     workspace = None
     if prefix is not None:
         with svc.db.connection() as conn:
-            workspace = authenticate(conn, key.strip())
+            workspace = authenticate(conn, key)
     if workspace is None:
         svc.auth_guard.failed(address, prefix)
         raise Problem(401, "Unauthorized", "The API key is unknown or revoked.", "unauthorized",
                       UNAUTHORIZED)
     if not known:
-        svc.auth_guard.succeeded(prefix, key.strip())
-    g.workspace = workspace
+        svc.auth_guard.succeeded(prefix, key)
     return workspace
 
 
-def rate_limit(workspace: Workspace, kind: str) -> None:
+def rate_limit(workspace: Workspace, decision: Decision, kind: str) -> None:
     svc = services()
     plan = svc.settings.plans[workspace.plan]
-    decision = svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
-    g.rate_decision = decision
+    g.workspace, g.rate_decision = workspace, decision
     API_REQUESTS.labels(plan.name, kind, "admitted" if decision.allowed else "rejected").inc()
     if not decision.allowed:
         # One event per workspace, policy and window, not one per refused request.
@@ -74,8 +88,8 @@ def guard(bp: Blueprint, submissions: frozenset[str] | set[str] = frozenset()) -
 
     @bp.before_request
     def _authenticate_and_limit():
-        workspace = require_workspace()
-        rate_limit(workspace, SUBMIT if request.endpoint in submissions else READ)
+        kind = SUBMIT if request.endpoint in submissions else READ
+        rate_limit(*authorize(kind), kind)
 
     @bp.after_request
     def _rate_headers(response):

@@ -1,10 +1,11 @@
 """`make bench`: run every benchmark and print its table; `python -m bench NAME…` runs only
-the named ones (limiter, submit_path, pipeline, attack, job_latency, execution, integrator,
-billing_report)."""
+the named ones (limiter, submit_path, pipeline, api_workers, attack, job_latency, execution,
+integrator, billing_report)."""
 
 import sys
 
 from . import (
+    api_workers,
     attack,
     billing_report,
     execution,
@@ -16,8 +17,8 @@ from . import (
 )
 
 BENCHMARKS = {m.__name__.rsplit(".", 1)[1]: m.run
-              for m in (limiter, submit_path, pipeline, attack, job_latency, execution,
-                        integrator, billing_report)}
+              for m in (limiter, submit_path, pipeline, api_workers, attack, job_latency,
+                        execution, integrator, billing_report)}
 
 for name in sys.argv[1:] or BENCHMARKS:
     BENCHMARKS[name]()

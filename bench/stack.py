@@ -268,11 +268,12 @@ class Stack(contextlib.ExitStack):
             raise RuntimeError(f"worker {name} exited at start:\n{log}")
         return proc
 
-    def gunicorn(self, app: str = "api.wsgi:app", workers: int = 2, threads: int = 1) -> str:
+    def gunicorn(self, app: str = "api.wsgi:app", workers: int = 2, threads: int = 1,
+                 worker_class: str = "sync") -> str:
         port = free_port()
         self.spawn(f"gunicorn-{port}", [sys.executable, "-m", "gunicorn", "-b",
                                         f"127.0.0.1:{port}", "-w", str(workers),
-                                        "--threads", str(threads), app])
+                                        "--threads", str(threads), "-k", worker_class, app])
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ok(f"{url}/healthz"), 30, "gunicorn")
         return url

@@ -124,19 +124,20 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
     today = datetime.combine(now.astimezone(UTC).date(), time.min, UTC)
+    cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
     with conn.transaction():
-        jobstore.lock_workspace(conn, workspace.id)
         if max_age_days > 0:
-            cached = jobstore.fresh(conn, workspace.id, subject, template.name,
-                                    now - timedelta(days=max_age_days), today)
+            cached = jobstore.lock_and_fresh(conn, workspace.id, subject, template.name,
+                                             now - timedelta(days=max_age_days), today)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
+            jobstore.lock_workspace(conn, workspace.id)
             conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
                          " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
         row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
                               queue=plan.queue, subject=subject, persons=person_hashes(lead),
                               lead=lead, metadata=metadata, key=key, period=period,
-                              batch_id=batch_id, cached=cached)
+                              batch_id=batch_id, cached=cached, cap=cap)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
                 "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
@@ -151,8 +152,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
             deliveries = webhooks.job_ended(conn, workspace.id, row["id"], "succeeded")
             return Admitted(jobs.known_job(conn, workspace.id, row["id"]), cached=True,
                             deliveries=deliveries)
-        cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
-        if not reserve_unit(conn, workspace.id, period, cap):
+        if not row["reserved"]:  # the cap: the job is rolled back with the transaction
             raise cap_refusal(conn, workspace.id, cap, period)
         runnable = jobstore.fill(conn, workspace.id, slots)
     return Admitted(row, runnable=runnable)

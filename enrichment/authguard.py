@@ -1,13 +1,22 @@
-"""Cheap rejection of failed authentication: a client address (or a key prefix) that keeps
-presenting bad keys is refused from Redis, before any database lookup — so a flood of bad
-keys cannot drain the connection pool that good clients need."""
+"""Authentication without the database where possible: good keys are cached in Redis
+(`KeyCache`, authenticated and rate limited in one call), and a client address (or a key
+prefix) that keeps presenting bad keys is refused from Redis before any database lookup — so
+a flood of bad keys cannot drain the connection pool that good clients need."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import uuid
+from datetime import datetime
 
 import redis
+
+from .config import Plan
+from .ratelimit import READ, SUBMIT, Decision, Policy, lua, minute_key
+from .ratelimit import WINDOW_SECONDS as LIMIT_WINDOW
+from .workspaces import Workspace
 
 WINDOW_SECONDS = 60
 KNOWN_SECONDS = 3600  # how long a key that authenticated passes the throttle
@@ -55,4 +64,72 @@ class AuthGuard:
             for key in self._keys(address, key_prefix):
                 pipe.incr(key)
                 pipe.expire(key, 2 * WINDOW_SECONDS)
+            pipe.execute()
+
+
+CACHE_SECONDS = 300  # how long a good key's entry, or a `stale` mark, lives
+STALE = "stale"
+
+REMEMBER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class KeyCache:
+    """Good API keys in Redis, with their workspace and its plan's limits: a request whose key
+    is cached is authenticated and rate limited in one call (lua/authorize.lua) — no database
+    lookup. Only a digest of the key is stored.
+
+    Revocation stays immediate: before a key is revoked, or its workspace's plan, region or
+    person-level setting changes, its entry is overwritten with a `stale` mark (`forget`).
+    For CACHE_SECONDS the database then decides every request of that key, and nothing can
+    put an older answer back — entries are only written where no key exists."""
+
+    def __init__(self, client: redis.Redis, limiter_prefix: str = "rl"):
+        self.redis, self.limiter_prefix = client, limiter_prefix
+        self.authorize_script = client.register_script(lua("authorize.lua"))
+        self.remember_script = client.register_script(REMEMBER)
+
+    @staticmethod
+    def _key(prefix: str) -> str:
+        return f"apikey:{prefix}"
+
+    def authorize(self, prefix: str, key: str, kind: str
+                  ) -> tuple[Workspace, Decision] | None:
+        """The workspace and the rate-limit decision for a cached key; None on a miss."""
+        found = self.authorize_script(
+            keys=[self._key(prefix), minute_key()],
+            args=[_digest(key), kind, self.limiter_prefix, LIMIT_WINDOW])
+        if not found[0]:
+            return None
+        ws = json.loads(found[1])
+        workspace = Workspace(uuid.UUID(ws["id"]), ws["name"], ws["plan"], ws["region"],
+                              ws["person_level_enabled"],
+                              datetime.fromisoformat(ws["plan_since"]) if ws["plan_since"]
+                              else None)
+        allowed, remaining, retry_after, reset_after, now, limit = found[2:]
+        return workspace, Decision(bool(allowed), int(limit), LIMIT_WINDOW, int(remaining),
+                                   float(retry_after), float(reset_after), float(now))
+
+    def remember(self, prefix: str, key: str, workspace: Workspace, plan: Plan) -> None:
+        """Cache a key the database just authenticated (unless it is marked stale)."""
+        fields = {"digest": _digest(key), "id": str(workspace.id), "workspace": json.dumps({
+            "id": str(workspace.id), "name": workspace.name, "plan": workspace.plan,
+            "region": workspace.region, "person_level_enabled": workspace.person_level_enabled,
+            "plan_since": workspace.plan_since.isoformat() if workspace.plan_since else None})}
+        for kind in (SUBMIT, READ):
+            policy = Policy.for_plan(plan, kind)
+            fields |= {f"{kind}:rate": repr(policy.rate), f"{kind}:burst": str(policy.burst),
+                       f"{kind}:limit": str(policy.limit)}
+        self.remember_script(keys=[self._key(prefix)], args=[
+            CACHE_SECONDS * 1000, *(x for pair in fields.items() for x in pair)])
+
+    def forget(self, prefixes: list[str]) -> None:
+        """Mark these keys stale (before revoking them or changing their workspace)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for prefix in prefixes:
+                pipe.set(self._key(prefix), STALE, ex=CACHE_SECONDS)
             pipe.execute()

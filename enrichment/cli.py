@@ -183,7 +183,7 @@ def workspace_set_plan(app: App, workspace_id: uuid.UUID, plan: str):
     """Move a workspace to another plan from now on (and its Stripe subscription)."""
     svc = app.services
     with svc.db.connection() as conn:
-        accounts.set_plan(conn, svc.settings.plans, workspace_id, plan)
+        accounts.set_plan(conn, svc.key_cache, svc.settings.plans, workspace_id, plan)
         if svc.billing.sends:
             try:
                 if accounts.move(conn, svc.billing, workspace_id):
@@ -203,8 +203,9 @@ def workspace_set_plan(app: App, workspace_id: uuid.UUID, plan: str):
 def workspace_set_region(app: App, workspace_id: uuid.UUID, region: str,
                          person_level: bool | None):
     """Move a workspace to a region (EU: person-level enrichment off)."""
-    with app.services.db.connection() as conn:
-        workspaces.set_region(conn, workspace_id, region, person_level)
+    svc = app.services
+    with svc.db.connection() as conn:
+        workspaces.set_region(conn, svc.key_cache, workspace_id, region, person_level)
     click.echo(f"workspace {workspace_id} is now in region {region}")
 
 
@@ -252,8 +253,9 @@ def apikey_revoke(app: App, key_or_prefix: str):
     """Revoke a key, given the key itself or its prefix (the 12 hex characters after
     'lek_', as `apikey list` shows)."""
     prefix = workspaces.key_prefix(key_or_prefix) or key_or_prefix
-    with app.services.db.connection() as conn:
-        if not workspaces.revoke_api_key(conn, prefix):
+    svc = app.services
+    with svc.db.connection() as conn:
+        if not workspaces.revoke_api_key(conn, svc.key_cache, prefix):
             raise click.ClickException("no live key with that prefix")
     click.echo(f"revoked key {prefix}")
 

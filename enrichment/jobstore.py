@@ -34,6 +34,7 @@ from typing import Protocol
 
 from psycopg.types.json import Jsonb
 
+from .billing.usage import CREDITS_IN_PERIOD, period_bounds
 from .db import Conn, Pool, one
 from .metrics import JOB_MESSAGES
 
@@ -145,34 +146,58 @@ INSERT = (
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 )
 
-FRESH = (
-    "SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
+# The workspace row locked, and with it the subject's latest success with the template since
+# `since` and from before today, as the providers answered it (never itself a cached answer:
+# the data is as old as that). Read before the lock is granted, a result may belong to a job
+# erased meanwhile — but erasure suppresses the subject, and the insert that follows, a
+# statement later, sees that and refuses: no erased data is served.
+LOCK_AND_FRESH = (
+    "SELECT f.* FROM workspaces w LEFT JOIN LATERAL ("
+    " SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
     " JOIN enrichment_results r ON r.job_id = j.id"
-    " WHERE j.workspace_id = %(ws)s AND j.subject_hash = %(subject)s"
+    " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
-    " AND j.raw_purged_at IS NULL AND j.completed_at >= %(since)s AND j.created_at < %(today)s"
-    " ORDER BY j.completed_at DESC LIMIT 1"
+    " AND j.raw_purged_at IS NULL AND j.completed_at >= %(since)s"
+    " AND j.created_at < %(today)s ORDER BY j.completed_at DESC LIMIT 1) f ON true"
+    " WHERE w.id = %(ws)s FOR NO KEY UPDATE OF w"
 )
 
 
-def fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
-          since: datetime, today: datetime) -> dict | None:
-    """The subject's latest success with the template since `since`, from before today, as
-    the providers answered it (never itself a cached answer: the data is as old as that)."""
-    return conn.execute(FRESH, {"ws": workspace_id, "subject": subject, "template": template,
-                                "since": since, "today": today}).fetchone()
+def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
+                   since: datetime, today: datetime) -> dict | None:
+    """Lock the workspace row (as `lock_workspace`) and return the cacheable success."""
+    row = conn.execute(LOCK_AND_FRESH, {"ws": workspace_id, "subject": subject,
+                                        "template": template, "since": since,
+                                        "today": today}).fetchone()
+    return row if row is not None and row["id"] is not None else None
+
+
+# A new waiting job and the unit it reserves, in one statement: the job only where no
+# identifier of its subject is suppressed and its idempotency key is new, the unit only where
+# the cap (plus the period's credits) allows one more. `reserved` false: the caller rolls back.
+INSERT_RESERVING = (
+    "WITH job AS (" + INSERT + "), unit AS ("  # noqa: S608 (constants)
+    " INSERT INTO usage_counters (workspace_id, period, reserved)"
+    " SELECT workspace_id, billing_period, 1 FROM job WHERE 1 <= %(cap)s + "
+    + CREDITS_IN_PERIOD + " ON CONFLICT (workspace_id, period) DO UPDATE"
+    " SET reserved = usage_counters.reserved + 1"
+    " WHERE usage_counters.reserved + 1 <= %(cap)s + " + CREDITS_IN_PERIOD + " RETURNING 1)"
+    " SELECT job.*, EXISTS (SELECT 1 FROM unit) AS reserved FROM job"
+)
 
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
            period: date, batch_id: uuid.UUID | None = None,
-           cached: dict | None = None) -> dict | None:
-    """A new job — waiting, or, answered from `cached` (an earlier success), succeeded at
-    once with a copy of its result and a 0-unit usage row; None if any of its subject's
-    identifiers is suppressed or the idempotency key exists. The caller has locked the
-    workspace row (`lock_workspace`) in an earlier statement: the suppression check then sees
-    an erasure that committed while it waited for the lock, and `fill` an exact count."""
-    row = conn.execute(INSERT, {
+           cached: dict | None = None, cap: int | None = None) -> dict | None:
+    """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
+    cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
+    a copy of its result and a 0-unit usage row; None if any of its subject's identifiers is
+    suppressed or the idempotency key exists. The caller has locked the workspace row in an
+    earlier statement: the suppression check then sees an erasure that committed while it
+    waited for the lock, the reservation and `fill` exact counts."""
+    row = conn.execute(INSERT if cached else INSERT_RESERVING, {
+        "cap": cap, **period_bounds(period),
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
         "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key, "period": period,

@@ -72,10 +72,16 @@ class Decision:
         return headers
 
 
+def lua(name: str) -> str:
+    """A script of enrichment/lua with the limiter's `decide` function (limit.lua) before it."""
+    files = resources.files("enrichment") / "lua"
+    return (files / "limit.lua").read_text() + "\n" + (files / name).read_text()
+
+
 class RateLimiter:
     def __init__(self, client: redis.Redis, prefix: str = "rl"):
-        source = (resources.files("enrichment") / "lua" / "rate_limit.lua").read_text()
-        self.script = client.register_script(source)  # EVALSHA, loaded on first NOSCRIPT
+        # EVALSHA, loaded on first NOSCRIPT
+        self.script = client.register_script(lua("rate_limit.lua"))
         self.prefix = prefix
 
     def hit(self, subject: str, policy: Policy) -> Decision:

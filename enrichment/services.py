@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from .authguard import AuthGuard
+from .authguard import AuthGuard, KeyCache
 from .billing import Billing, build_billing
 from .config import Settings
 from .db import Pool, connect_pool
@@ -37,6 +37,7 @@ class Services:
     provider_limiter: ProviderLimiter
     billing: Billing
     auth_guard: AuthGuard
+    key_cache: KeyCache
     publisher: Publisher = field(default_factory=NoPublisher)
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -64,6 +65,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         redis=redis_client,
         rate_limiter=RateLimiter(redis_client),
         auth_guard=AuthGuard(redis_client, s.auth_fails_per_address, s.auth_fails_per_key),
+        key_cache=KeyCache(redis_client),
         provider_limiter=provider_limiter,
         billing=build_billing(s.stripe_api_key, s.stripe_api_base, s.stripe_timeout),
         research=PerplexityClient(

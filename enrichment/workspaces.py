@@ -13,11 +13,15 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .config import Plans
 from .db import Conn
 from .errors import Invalid, NotFound
 from .templates import COMPANY_TEMPLATES
+
+if TYPE_CHECKING:
+    from .authguard import KeyCache
 
 KEY_SCHEME = "lek"
 PREFIX_BYTES = 6  # 12 hex chars
@@ -63,7 +67,7 @@ def create_workspace(
     return ws, key
 
 
-def set_region(conn: Conn, workspace_id: uuid.UUID, region: str,
+def set_region(conn: Conn, cache: KeyCache, workspace_id: uuid.UUID, region: str,
                person_level_enabled: bool | None = None) -> None:
     """Move a workspace to a region. Where person-level enrichment ends up off, the personal
     fields (name, e-mail, LinkedIn URL) of its company-level jobs are removed: a company-level
@@ -72,6 +76,7 @@ def set_region(conn: Conn, workspace_id: uuid.UUID, region: str,
         raise Invalid({"region": ["must be 'us' or 'eu'"]})
     if region == "eu" and person_level_enabled:
         raise Invalid({"person_level": ["person-level enrichment is never allowed in the EU"]})
+    cache.forget(prefixes(conn, workspace_id))  # the next requests see the new region
     with conn.transaction():
         row = conn.execute(
             "UPDATE workspaces SET region = %s,"
@@ -101,7 +106,16 @@ def create_api_key(conn: Conn, workspace_id: uuid.UUID) -> str:
     return key
 
 
-def revoke_api_key(conn: Conn, prefix: str) -> bool:
+def prefixes(conn: Conn, workspace_id: uuid.UUID) -> list[str]:
+    """The prefixes of the workspace's keys (what the key cache holds them by)."""
+    return [r["prefix"] for r in conn.execute(
+        "SELECT prefix FROM api_keys WHERE workspace_id = %s", (workspace_id,))]
+
+
+def revoke_api_key(conn: Conn, cache: KeyCache, prefix: str) -> bool:
+    """Revoke a key: refused from the next request on, in every API process (its cache entry
+    is marked stale first)."""
+    cache.forget([prefix])
     cur = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
         (prefix,),

@@ -240,7 +240,8 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
         ]
     celery = [BIN / "celery", "-A", "workers.celery_app"]
     # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
-    commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "api.wsgi:app"]
+    commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "-k", "gthread",
+                       "--threads", "4", "api.wsgi:app"]
     # Levels and formats come from LOG_LEVEL and LOG_FORMAT (celery's --loglevel is not read).
     commands["worker"] = [*celery, "worker", "-c", env.get("WORKER_CONCURRENCY", "8")]
     # Webhook deliveries: their own queue and workers (threads: they mostly wait on receivers).

@@ -65,7 +65,34 @@ def test_revoked_key_is_401(client, make_workspace, db):
     headers = {"Authorization": f"Bearer {key}"}
     assert client.get("/api/v1/templates", headers=headers).status_code == 200
     with db.db.connection() as conn:
-        assert revoke_api_key(conn, key_prefix(key))
+        assert revoke_api_key(conn, db.key_cache, key_prefix(key))
+    assert_problem(client.get("/api/v1/templates", headers=headers), 401)
+
+
+def test_a_cached_key_skips_the_database_until_its_workspace_changes(client, make_workspace, db,
+                                                                    monkeypatch):
+    from api import auth as api_auth
+    from enrichment.billing import accounts
+
+    ws, key = make_workspace(plan="core")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/workspace", headers=headers).get_json()["plan"] == "core"
+    lookups = []
+    real = api_auth.authenticate_from_database
+    monkeypatch.setattr(api_auth, "authenticate_from_database",
+                        lambda *a: lookups.append(a) or real(*a))
+    answer = client.get("/api/v1/templates", headers=headers)
+    assert answer.status_code == 200 and lookups == []  # one Redis call: auth and limit
+    assert answer.headers["X-RateLimit-Limit"] == "300"  # core's read budget, from the cache
+    with db.db.connection() as conn:  # a plan change reaches the next request
+        accounts.set_plan(conn, db.key_cache, db.settings.plans, ws.id, "elite")
+    assert client.get("/api/v1/workspace", headers=headers).get_json()["plan"] == "elite"
+    assert len(lookups) == 1
+    # A lookup that raced a revocation cannot cache the key again: the stale mark wins.
+    with db.db.connection() as conn:
+        found = api_auth.authenticate(conn, key)
+        assert revoke_api_key(conn, db.key_cache, key_prefix(key))
+    db.key_cache.remember(key_prefix(key), key, found, db.settings.plans["elite"])
     assert_problem(client.get("/api/v1/templates", headers=headers), 401)
 
 

@@ -446,12 +446,13 @@ def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(stripe_svc
                                                                       make_workspace):
     ws, _ = attached(stripe_svc, make_workspace, plan="core")
     with stripe_svc.db.connection() as conn:  # the same plan again: nothing changes
-        assert accounts.set_plan(conn, stripe_svc.settings.plans, ws.id, "core") is False
+        assert accounts.set_plan(conn, stripe_svc.key_cache, stripe_svc.settings.plans, ws.id,
+                                 "core") is False
         assert conn.execute("SELECT count(*) AS n FROM workspace_plans WHERE workspace_id = %s",
                             (ws.id,)).fetchone()["n"] == 1
     fake.config["fail_all"] = 503  # Stripe down during the change
     with stripe_svc.db.connection() as conn:
-        accounts.set_plan(conn, stripe_svc.settings.plans, ws.id, "elite")
+        accounts.set_plan(conn, stripe_svc.key_cache, stripe_svc.settings.plans, ws.id, "elite")
         with pytest.raises(Exception, match="outage"):
             accounts.move(conn, stripe_svc.billing, ws.id)
     assert billing_jobs.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 1}

@@ -29,6 +29,7 @@ IMAGE = "lead-enrichment"
 # Read by one role only: passed to the services that run it, not to every app container.
 ROLE_VARS = {
     "WEB_CONCURRENCY": {"api"},
+    "WEB_THREADS": {"api"},
     "WORKER_METRICS_PORT": {"worker", "webhooks"},
     "WEBHOOK_CONCURRENCY": {"webhooks"},
     "FLOWER_BASIC_AUTH": {"flower"},

@@ -222,6 +222,6 @@ def test_workspace_settings_show_the_regional_rule(client, make_workspace, db):
     body = client.get("/api/v1/workspace", headers=h(key)).get_json()
     assert (body["region"], body["person_level_allowed"]) == ("us", True)
     with db.db.connection() as conn:
-        set_region(conn, ws.id, "eu")
+        set_region(conn, db.key_cache, ws.id, "eu")
     body = client.get("/api/v1/workspace", headers=h(key)).get_json()
     assert (body["region"], body["person_level_allowed"]) == ("eu", False)

@@ -69,7 +69,7 @@ def test_a_workspace_moved_to_the_eu_while_queued_sends_company_fields_only(
     ws, _ = make_workspace()  # us: the lead is stored whole
     job_id = str(admit(db, ws, LEAD, "company_profile").job["id"])
     with db.db.connection() as conn:
-        set_region(conn, ws.id, "eu")
+        set_region(conn, db.key_cache, ws.id, "eu")
     assert pipeline.run_job(db, job_id) == "succeeded"
     (sent,) = simulator.stats.snapshot()["received"]["perplexity"]
     assert "jane" not in sent.lower() and "acme.com" in sent

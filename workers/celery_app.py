@@ -37,8 +37,11 @@ def settings() -> Settings:
 
 def celery_config(settings: Settings) -> dict:
     queues = [MAINTENANCE_QUEUE, *settings.plans.queues]
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, publishing through one client (workers/transport.py).
+        **({"broker_transport": "workers.transport:Transport"} if redis_broker else {}),
         "broker_connection_retry_on_startup": True,
         # Short socket timeouts so a frozen Redis fails fast instead of hanging the API.
         "broker_transport_options": {

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 from ..config import Plans
 from ..db import Conn
 from ..errors import EnrichmentError, Invalid, NotFound
+from ..workspaces import prefixes
 from .catalog import load_catalog
 from .interface import Billing
+
+if TYPE_CHECKING:
+    from ..authguard import KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +53,15 @@ def attach(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> str:
     return customer
 
 
-def set_plan(conn: Conn, plans: Plans, workspace_id: uuid.UUID, plan: str) -> bool:
+def set_plan(conn: Conn, cache: KeyCache, plans: Plans, workspace_id: uuid.UUID,
+             plan: str) -> bool:
     """Move a workspace to `plan` from now on, recording when (the plan history the overage
-    report prices each day with). Returns False when it already is on that plan."""
+    report prices each day with); its keys' cache entries are marked stale first, so the
+    next requests get the new plan's limits and cap. Returns False when it already is on
+    that plan."""
     if plan not in plans:
         raise Invalid({"plan": [f"unknown plan {plan!r}; known: {', '.join(plans.names)}"]})
+    cache.forget(prefixes(conn, workspace_id))
     with conn.transaction():
         row = conn.execute("SELECT plan FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
                            (workspace_id,)).fetchone()
