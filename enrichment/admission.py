@@ -125,19 +125,29 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     period = period_start(now)
     today = datetime.combine(now.astimezone(UTC).date(), time.min, UTC)
     cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
+    since = now - timedelta(days=max_age_days)
+
+    def insert(cached: dict | None) -> dict | None:
+        return jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
+                               queue=plan.queue, subject=subject, persons=person_hashes(lead),
+                               lead=lead, metadata=metadata, key=key, period=period,
+                               batch_id=batch_id, cached=cached, cap=cap)
+
     with conn.transaction():
         if max_age_days > 0:
             cached = jobstore.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             now - timedelta(days=max_age_days), today)
+                                             since, today)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
             jobstore.lock_workspace(conn, workspace.id)
             conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
                          " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
-        row = jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
-                              queue=plan.queue, subject=subject, persons=person_hashes(lead),
-                              lead=lead, metadata=metadata, key=key, period=period,
-                              batch_id=batch_id, cached=cached, cap=cap)
+        row = insert(cached)
+        if row is None and cached and not jobstore.exists(conn, cached["id"]):
+            # Erased while this waited for the lock: look again, now that it holds it.
+            cached = jobstore.lock_and_fresh(conn, workspace.id, subject, template.name,
+                                             since, today)
+            row = insert(cached)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
                 "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"

@@ -9,11 +9,13 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import redis
 
-from .config import Plan
+from .config import Plan, Plans
 from .ratelimit import READ, SUBMIT, Decision, Policy, lua, minute_key
 from .ratelimit import WINDOW_SECONDS as LIMIT_WINDOW
 from .workspaces import Workspace
@@ -84,12 +86,17 @@ class KeyCache:
     lookup. Only a digest of the key is stored.
 
     Revocation stays immediate: before a key is revoked, or its workspace's plan, region or
-    person-level setting changes, its entry is overwritten with a `stale` mark (`forget`).
-    For CACHE_SECONDS the database then decides every request of that key, and nothing can
-    put an older answer back — entries are only written where no key exists."""
+    person-level setting changes, its entry is overwritten with a `stale` mark, and again
+    after (`changing`). For CACHE_SECONDS the database then decides every request of that
+    key, and nothing can put an older answer back — entries are only written where no key
+    exists. An entry written under other plan limits (a process with another plans file) is
+    not used: each entry carries a digest of the limits table it was made with."""
 
-    def __init__(self, client: redis.Redis, limiter_prefix: str = "rl"):
+    def __init__(self, client: redis.Redis, plans: Plans, limiter_prefix: str = "rl"):
         self.redis, self.limiter_prefix = client, limiter_prefix
+        self.limits = hashlib.sha256(json.dumps(
+            {name: [Policy.for_plan(plans[name], kind) for kind in (SUBMIT, READ)]
+             for name in plans.names}, default=repr, sort_keys=True).encode()).hexdigest()[:16]
         self.authorize_script = client.register_script(lua("authorize.lua"))
         self.remember_script = client.register_script(REMEMBER)
 
@@ -102,7 +109,7 @@ class KeyCache:
         """The workspace and the rate-limit decision for a cached key; None on a miss."""
         found = self.authorize_script(
             keys=[self._key(prefix), minute_key()],
-            args=[_digest(key), kind, self.limiter_prefix, LIMIT_WINDOW])
+            args=[_digest(key), kind, self.limiter_prefix, LIMIT_WINDOW, self.limits])
         if not found[0]:
             return None
         ws = json.loads(found[1])
@@ -116,7 +123,8 @@ class KeyCache:
 
     def remember(self, prefix: str, key: str, workspace: Workspace, plan: Plan) -> None:
         """Cache a key the database just authenticated (unless it is marked stale)."""
-        fields = {"digest": _digest(key), "id": str(workspace.id), "workspace": json.dumps({
+        fields = {"digest": _digest(key), "limits": self.limits, "id": str(workspace.id),
+                  "workspace": json.dumps({
             "id": str(workspace.id), "name": workspace.name, "plan": workspace.plan,
             "region": workspace.region, "person_level_enabled": workspace.person_level_enabled,
             "plan_since": workspace.plan_since.isoformat() if workspace.plan_since else None})}
@@ -127,8 +135,18 @@ class KeyCache:
         self.remember_script(keys=[self._key(prefix)], args=[
             CACHE_SECONDS * 1000, *(x for pair in fields.items() for x in pair)])
 
+    @contextmanager
+    def changing(self, prefixes: Callable[[], list[str]]) -> Iterator[None]:
+        """Around a change to keys or their workspace: their entries are marked stale before
+        it (from then on every process asks the database) and again once it is done — so a
+        database lookup that raced the change, a mark Redis lost in a restart, or a key made
+        meanwhile cannot keep an older answer cached."""
+        self.forget(prefixes())
+        yield
+        self.forget(prefixes())
+
     def forget(self, prefixes: list[str]) -> None:
-        """Mark these keys stale (before revoking them or changing their workspace)."""
+        """Mark these keys stale."""
         with self.redis.pipeline(transaction=False) as pipe:
             for prefix in prefixes:
                 pipe.set(self._key(prefix), STALE, ex=CACHE_SECONDS)

@@ -148,9 +148,9 @@ INSERT = (
 
 # The workspace row locked, and with it the subject's latest success with the template since
 # `since` and from before today, as the providers answered it (never itself a cached answer:
-# the data is as old as that). Read before the lock is granted, a result may belong to a job
-# erased meanwhile — but erasure suppresses the subject, and the insert that follows, a
-# statement later, sees that and refuses: no erased data is served.
+# the data is as old as that). Read in a snapshot taken before the lock was granted, the
+# result may belong to a job erased meanwhile: the insert that copies it (INSERT_CACHED, a
+# statement later) checks that the job still exists.
 LOCK_AND_FRESH = (
     "SELECT f.* FROM workspaces w LEFT JOIN LATERAL ("
     " SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
@@ -186,6 +186,18 @@ INSERT_RESERVING = (
 )
 
 
+def exists(conn: Conn, job_id: uuid.UUID) -> bool:
+    return conn.execute("SELECT 1 FROM enrichment_jobs WHERE id = %s", (job_id,)).fetchone() \
+        is not None
+
+
+# A job answered from an earlier success: only while that job still exists (an erasure may
+# have removed it while the caller waited for the workspace lock).
+INSERT_CACHED = INSERT.replace(
+    " ON CONFLICT", " AND EXISTS (SELECT 1 FROM enrichment_jobs WHERE id = %(cached_from)s)"
+    " ON CONFLICT")
+
+
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
            period: date, batch_id: uuid.UUID | None = None,
@@ -193,10 +205,11 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
     """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
     cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
     a copy of its result and a 0-unit usage row; None if any of its subject's identifiers is
-    suppressed or the idempotency key exists. The caller has locked the workspace row in an
-    earlier statement: the suppression check then sees an erasure that committed while it
-    waited for the lock, the reservation and `fill` exact counts."""
-    row = conn.execute(INSERT if cached else INSERT_RESERVING, {
+    suppressed, the idempotency key exists, or the job `cached` copies is gone. The caller
+    has locked the workspace row in an earlier statement: the suppression check then sees an
+    erasure that committed while it waited for the lock, the reservation and `fill` exact
+    counts."""
+    row = conn.execute(INSERT_CACHED if cached else INSERT_RESERVING, {
         "cap": cap, **period_bounds(period),
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),

@@ -76,8 +76,8 @@ def set_region(conn: Conn, cache: KeyCache, workspace_id: uuid.UUID, region: str
         raise Invalid({"region": ["must be 'us' or 'eu'"]})
     if region == "eu" and person_level_enabled:
         raise Invalid({"person_level": ["person-level enrichment is never allowed in the EU"]})
-    cache.forget(prefixes(conn, workspace_id))  # the next requests see the new region
-    with conn.transaction():
+    # The next requests see the new region.
+    with cache.changing(lambda: prefixes(conn, workspace_id)), conn.transaction():
         row = conn.execute(
             "UPDATE workspaces SET region = %s,"
             " person_level_enabled = coalesce(%s, person_level_enabled) WHERE id = %s"
@@ -114,12 +114,12 @@ def prefixes(conn: Conn, workspace_id: uuid.UUID) -> list[str]:
 
 def revoke_api_key(conn: Conn, cache: KeyCache, prefix: str) -> bool:
     """Revoke a key: refused from the next request on, in every API process (its cache entry
-    is marked stale first)."""
-    cache.forget([prefix])
-    cur = conn.execute(
-        "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
-        (prefix,),
-    )
+    is marked stale around the change)."""
+    with cache.changing(lambda: [prefix]):
+        cur = conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
+            (prefix,),
+        )
     return cur.rowcount == 1
 
 

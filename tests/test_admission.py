@@ -219,3 +219,65 @@ def test_expire_caches_forgets_only_what_is_past_its_window(db, make_workspace, 
     assert {r["job_id"]: r["idempotency_key"] is None for r in rows} == {old["id"]: True,
                                                                          new["id"]: False}
     assert keys == ["fresh"]
+
+
+def test_an_answer_is_never_copied_from_a_job_erased_while_admission_waited(db, make_workspace):
+    """The cached result is read with the workspace lock; if an erasure held the lock and
+    removed the job meanwhile, admission looks again and runs the lead fresh."""
+    from psycopg.types.json import Jsonb
+
+    from enrichment import privacy
+
+    ws, _ = make_workspace()
+    company = {"domain": "acme.example"}
+    with connect() as conn:  # yesterday's success for acme.example, whose lead named jane
+        job = admit(conn, ws, template="company_profile",
+                    lead=company | {"email": "jane@acme.example"}, now=NOW.replace(day=27)).job
+        conn.execute("UPDATE enrichment_jobs SET status = 'succeeded', match = true,"
+                     " created_at = %s, completed_at = %s WHERE id = %s",
+                     (NOW.replace(day=27), NOW.replace(day=27), job["id"]))
+        conn.execute("INSERT INTO enrichment_results (job_id, workspace_id, template, fields,"
+                     " citations, completeness, expires_at) VALUES (%s, %s, 'company_profile',"
+                     " %s, %s, 1, now() + interval '7 days')",
+                     (job["id"], ws.id, Jsonb({"industry": "from jane's job"}), Jsonb([])))
+    admitted, erased = {}, threading.Event()
+    with connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM workspaces WHERE id = %s FOR UPDATE", (ws.id,))
+
+        def erase():
+            with connect() as conn:
+                privacy.erase(conn, ws.id, "jane@acme.example", 1)
+            erased.set()
+
+        def submit():
+            with connect() as conn:
+                admitted["job"] = admit(conn, ws, template="company_profile", lead=company)
+
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        assert_waiting_on_lock(1)
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        assert_waiting_on_lock(2)  # both wait behind the holder, the eraser first
+        holder.execute("COMMIT")
+        eraser.join(30)
+        submitter.join(30)
+    assert erased.is_set()
+    fresh = admitted["job"]
+    assert not fresh.cached and fresh.job["cached_from"] is None
+    with connect() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM enrichment_results WHERE fields::text"
+                            " LIKE '%%jane%%'").fetchone()["n"] == 0
+
+
+def assert_waiting_on_lock(n: int) -> None:
+    """Wait until n sessions of this database wait for a lock (seen from a connection of its
+    own: pg_stat_activity is read once per transaction)."""
+    from .helpers import eventually
+
+    with connect() as conn:
+        conn.autocommit = True
+        eventually(lambda: conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()").fetchone()["n"] >= n, 10)

@@ -96,6 +96,44 @@ def test_a_cached_key_skips_the_database_until_its_workspace_changes(client, mak
     assert_problem(client.get("/api/v1/templates", headers=headers), 401)
 
 
+def test_a_key_cached_during_its_revocation_is_refused_after_it(client, make_workspace, db):
+    from api import auth as api_auth
+
+    _, key = make_workspace()
+    headers = {"Authorization": f"Bearer {key}"}
+    prefix = key_prefix(key)
+    with db.db.connection() as conn:
+        found = api_auth.authenticate(conn, key)
+        with db.key_cache.changing(lambda: [prefix]):
+            db.redis.delete(f"apikey:{prefix}")  # Redis lost the first mark (a restart)
+            db.key_cache.remember(prefix, key, found, db.settings.plans["pro"])  # a racing lookup
+            conn.execute("UPDATE api_keys SET revoked_at = now() WHERE prefix = %s", (prefix,))
+    assert_problem(client.get("/api/v1/templates", headers=headers), 401)
+
+
+def test_an_entry_cached_under_other_plan_limits_is_not_used(client, make_workspace, db,
+                                                            monkeypatch):
+    from dataclasses import replace
+
+    from api import auth as api_auth
+    from enrichment.authguard import KeyCache
+    from enrichment.config import Plans
+
+    _, key = make_workspace(plan="pro")
+    plans = db.settings.plans
+    other = Plans({**plans.plans, "pro": replace(plans["pro"], rpm=9999)}, plans.queue_weights)
+    with db.db.connection() as conn:  # written by a process with another plans file
+        KeyCache(db.redis, other).remember(key_prefix(key), key, api_auth.authenticate(conn, key),
+                                           other["pro"])
+    lookups = []
+    real = api_auth.authenticate_from_database
+    monkeypatch.setattr(api_auth, "authenticate_from_database",
+                        lambda *a: lookups.append(a) or real(*a))
+    answer = client.get("/api/v1/templates", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200 and len(lookups) == 1
+    assert answer.headers["X-RateLimit-Limit"] == str(plans["pro"].rpm * 10)
+
+
 def test_wrong_content_type_is_415(client, auth):
     _, headers = auth
     resp = client.post("/api/v1/enrichment", data=json.dumps(LEAD), headers=headers,

@@ -119,3 +119,14 @@ def test_over_real_http_with_gunicorn(make_workspace, worker, tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
         log.close()
+
+
+def test_workers_answer_every_inspect_not_only_the_first(worker):
+    # Each `celery inspect` (and Flower) binds a reply queue of its own to Celery's reply
+    # exchange: the transport must not answer later ones from a routing table read earlier.
+    for _ in range(3):
+        with subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app",
+                               "inspect", "ping", "--timeout", "5"],
+                              stdout=subprocess.PIPE, text=True) as inspect:
+            out, _ = inspect.communicate(timeout=30)
+        assert inspect.returncode == 0 and "pong" in out, out

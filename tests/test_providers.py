@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from enrichment.providers import CallPolicy, ProviderError
-from enrichment.providers.http import parse_retry_after
+from enrichment.providers.http import new_session, parse_retry_after
 from enrichment.providers.perplexity import PerplexityClient, parse_fields
 from enrichment.providers.social_links import SocialLinksClient
 from enrichment.templates import TEMPLATES
@@ -199,3 +199,52 @@ def test_parse_fields_tolerates_model_output(text, expected):
 ])
 def test_parse_retry_after(value, expected):
     assert parse_retry_after(value) == expected
+
+
+def test_a_session_reads_proxy_and_ca_settings_from_the_environment_once(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "socials.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
+    proxied = new_session("https://api.perplexity.ai")
+    assert proxied.proxies["https"] == "http://proxy.internal:3128"
+    assert proxied.verify == "/etc/ssl/corp.pem"
+    assert "https" not in new_session("https://socials.internal").proxies
+    monkeypatch.delenv("HTTPS_PROXY")  # read when the session was made, not per request
+    assert proxied.proxies["https"] == "http://proxy.internal:3128"
+
+
+def test_a_busy_session_reuses_its_connection_and_an_idle_one_reconnects():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from enrichment.providers.http import call_json
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        connections: set = set()
+
+        def do_POST(self):
+            self.connections.add(self.client_address)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    session = new_session(url)
+    try:
+        for _ in range(3):
+            call_json(session, "perplexity", "POST", url, CallPolicy(), json={})
+        assert len(KeepAlive.connections) == 1
+        session.last_used -= 3600  # an hour idle: the server may be closing it right now
+        call_json(session, "perplexity", "POST", url, CallPolicy(), json={})
+        assert len(KeepAlive.connections) == 2
+    finally:
+        server.shutdown()
+        session.close()

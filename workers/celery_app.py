@@ -22,6 +22,7 @@ from enrichment.config import Settings
 from .scheduling import StrideCycle
 
 MAINTENANCE_QUEUE = "maintenance"
+WEBHOOKS_QUEUE = "webhooks"  # consumed by its own workers (a slow receiver holds up nothing)
 
 
 @cache
@@ -50,6 +51,8 @@ def celery_config(settings: Settings) -> dict:
             "socket_timeout": 5,
             "socket_connect_timeout": 3,
             "socket_keepalive": True,
+            # Exchanges whose bindings never change: their routing tables are read once.
+            "fixed_exchanges": [*queues, WEBHOOKS_QUEUE],
         },
         "task_publish_retry_policy": {
             "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
@@ -72,7 +75,9 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": SCHEDULE,
-        "worker_send_task_events": True,  # for Flower
+        # No task events unless someone watches: they cost a worker ~10 % of its jobs/s
+        # (bench/PROFILES.md). Flower turns them on while it runs (its --enable_events).
+        "worker_send_task_events": False,
         "tier_weights": dict(settings.plans.queue_weights),  # ours: read by TierCycle
     }
 

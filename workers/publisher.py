@@ -6,11 +6,10 @@ import redis
 
 from enrichment import logs
 
-from .celery_app import app, tier_queues
+from .celery_app import WEBHOOKS_QUEUE, app, tier_queues
 
 RUN_JOB = "enrichment.run_job"
 DELIVER_WEBHOOK = "enrichment.deliver_webhook"
-WEBHOOKS_QUEUE = "webhooks"  # consumed by its own workers (a slow receiver holds up nothing)
 UNACKED = "unacked"  # kombu's Redis transport keeps delivered, unacknowledged messages here
 
 

@@ -5,8 +5,11 @@
   builds a new `redis.Redis` for each of them — most of the cost of a publish with redis-py
   6 and later;
 - the routing table of an exchange (which queues a routing key goes to) read once, not on
-  every publish. Our queues and bindings are fixed (workers/celery_app.py), and a table
-  known is also what keeps messages flowing should Redis lose the binding keys.
+  every publish — for the exchanges named in the transport option `fixed_exchanges` only:
+  our task queues, whose bindings never change (workers/celery_app.py). A table known is also
+  what keeps messages flowing should Redis lose the binding keys. Other exchanges — Celery's
+  reply exchange, to which every `celery inspect` and Flower bind a queue of their own —
+  are read on every publish, as kombu does.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from kombu.transport import redis as kombu_redis
 
 
 class Channel(kombu_redis.Channel):
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "fixed_exchanges")
+    fixed_exchanges: tuple[str, ...] | list[str] = ()
     _sync_client = None
 
     @cached_property
@@ -34,6 +39,8 @@ class Channel(kombu_redis.Channel):
         yield client
 
     def get_table(self, exchange):
+        if exchange not in self.fixed_exchanges:
+            return super().get_table(exchange)
         table = self._tables.get(exchange)
         if table is None:
             table = super().get_table(exchange)

@@ -56,13 +56,12 @@ def attach(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> str:
 def set_plan(conn: Conn, cache: KeyCache, plans: Plans, workspace_id: uuid.UUID,
              plan: str) -> bool:
     """Move a workspace to `plan` from now on, recording when (the plan history the overage
-    report prices each day with); its keys' cache entries are marked stale first, so the
+    report prices each day with); its keys' cache entries are marked stale around it, so the
     next requests get the new plan's limits and cap. Returns False when it already is on
     that plan."""
     if plan not in plans:
         raise Invalid({"plan": [f"unknown plan {plan!r}; known: {', '.join(plans.names)}"]})
-    cache.forget(prefixes(conn, workspace_id))
-    with conn.transaction():
+    with cache.changing(lambda: prefixes(conn, workspace_id)), conn.transaction():
         row = conn.execute("SELECT plan FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
                            (workspace_id,)).fetchone()
         if row is None:

@@ -1,12 +1,14 @@
 -- Authentication and the rate limit in one round trip (see limit.lua, prepended).
 --
--- KEYS[1]  the API key's cache entry: hash {digest, workspace (JSON), id, and per kind
---          (submit, read) rate, burst, limit} written after a database lookup; or the
+-- KEYS[1]  the API key's cache entry: hash {digest, limits, workspace (JSON), id, and per
+--          kind (submit, read) rate, burst, limit} written after a database lookup; or the
 --          string "stale" (a revocation or a change of the workspace: the database decides)
 -- KEYS[2]  this minute's counters hash (alerts)
--- ARGV     the key's digest, kind ("submit" or "read"), limiter key prefix, window
+-- ARGV     the key's digest, kind ("submit" or "read"), limiter key prefix, window, digest
+--          of the caller's plan limits
 --
--- Returns {0} when the cache cannot answer (no entry, stale, another key with this prefix);
+-- Returns {0} when the cache cannot answer (no entry, stale, another key with this prefix,
+-- an entry written under other plan limits);
 -- else {1, workspace JSON, allowed, remaining, retry_after, t, now, limit} for the workspace's
 -- limit of that kind. The limiter keys are named from the cached workspace id, so this script
 -- needs a single Redis server (not a Cluster).
@@ -15,8 +17,8 @@ if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
 end
 local kind = ARGV[2]
 local e = redis.call('HMGET', KEYS[1], 'digest', 'workspace', 'id', kind .. ':rate',
-                     kind .. ':burst', kind .. ':limit')
-if e[1] ~= ARGV[1] then
+                     kind .. ':burst', kind .. ':limit', 'limits')
+if e[1] ~= ARGV[1] or e[7] ~= ARGV[5] then
   return {0}
 end
 local base = ARGV[3] .. ':{' .. e[3] .. '}:' .. kind

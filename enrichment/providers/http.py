@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 GATEWAY_TIMEOUTS = frozenset({502, 504})
 CHUNK = 64 * 1024
 MIN_ATTEMPT_SECONDS = 0.1  # less time than this left in the round: no new attempt
+IDLE_REUSE_SECONDS = 4.0  # a pooled connection idle longer than this is not reused
 
 
 class ProviderError(Exception):
@@ -154,13 +156,33 @@ def _out_of_time(provider: str) -> ProviderError:
     return ProviderError(provider, "provider round out of time", retryable=True)
 
 
-def new_session(base: str) -> requests.Session:
-    """A keep-alive session for one provider's base URL. The environment's proxy settings
-    (HTTPS_PROXY, NO_PROXY, …) are read once, here, for that URL — requests would read and
-    merge them again on every request."""
-    session = requests.Session()
+class ProviderSession(requests.Session):
+    """A session that does not reuse a connection left idle for IDLE_REUSE_SECONDS: servers
+    close idle connections (load balancers after 60 s and more, some servers after a few
+    seconds), and a paid POST written into a connection the server is closing at that moment
+    would fail without an answer, uncertain. Busy workers reuse theirs; idle ones reconnect."""
+
+    last_used = 0.0
+
+    def request(self, *args, **kwargs):
+        now = time.monotonic()
+        if now - self.last_used > IDLE_REUSE_SECONDS:
+            self.close()  # drops the pooled connections; the next request connects anew
+        self.last_used = now
+        return super().request(*args, **kwargs)
+
+
+def new_session(base: str) -> ProviderSession:
+    """A keep-alive session for one provider's base URL. What requests would read from the
+    environment and merge again on every request — proxy settings (HTTPS_PROXY, NO_PROXY,
+    …) for that URL and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) — is read once,
+    here. (Credentials from ~/.netrc are not used: each provider sends its own key.)"""
+    session = ProviderSession()
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(base)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
     return session
 
 
@@ -188,8 +210,11 @@ def _send(session: requests.Session, provider: str, method: str, url: str,
     policy.sent += 1
     try:
         resp._content = _read_body(resp, policy)
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except BaseException as exc:
         resp.close()  # a connection in an unknown state is not reused
+        if not isinstance(exc, (requests.RequestException, urllib3.exceptions.HTTPError,
+                                OSError)):
+            raise  # the task's time limit, a shutdown
         _record(policy, provider, "timeout")
         if paid:
             raise _uncertain(provider, left) from exc
@@ -262,7 +287,8 @@ def call_json(
 
     def attempt() -> dict:
         if policy.throttle is not None:
-            policy.throttle(provider, max(0.0, policy.remaining()))
+            # a slot that would leave no time to send is not taken (nor counted an attempt)
+            policy.throttle(provider, max(0.0, policy.remaining() - MIN_ATTEMPT_SECONDS))
         resp = _send(session, provider, method, url, policy, **kwargs)
         code = resp.status_code
         _record(policy, provider, "ok" if code < 400 else "429" if code == 429 else
