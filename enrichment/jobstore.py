@@ -187,8 +187,8 @@ INSERT_RESERVING = (
 
 
 def exists(conn: Conn, job_id: uuid.UUID) -> bool:
-    return conn.execute("SELECT 1 FROM enrichment_jobs WHERE id = %s", (job_id,)).fetchone() \
-        is not None
+    row = conn.execute("SELECT 1 FROM enrichment_jobs WHERE id = %s", (job_id,)).fetchone()
+    return row is not None
 
 
 # A job answered from an earlier success: only while that job still exists (an erasure may
