@@ -38,11 +38,11 @@ ROLE_VARS = {
 SIMULATOR_VARS = {"PERPLEXITY_PLAN_RPS", "SOCIAL_LINKS_PLAN_RPS"}
 # Read by the code but deliberately not passed by compose (the code's default applies), with
 # the reason. None at present: every setting can be changed from .env.
-NOT_PASSED: dict[str, str] = {
-    # Like HTTPS_PROXY and NO_PROXY (read through requests), a private CA bundle needs a file
-    # mounted into the containers: a deployment behind such a proxy adds both in an override.
-    name: "the CA bundle file must be mounted too: a compose override sets it"
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+# Like HTTPS_PROXY and NO_PROXY (read through requests), a private CA bundle needs a file
+# mounted into the containers: a deployment behind such a proxy adds both in an override.
+NOT_PASSED: dict[str, str] = dict.fromkeys(
+    ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+    "the CA bundle file must be mounted too: a compose override sets it")
 # Services without a health check, with the reason.
 NO_HEALTHCHECK = {"migrate": "one-shot: the app services wait for it to exit 0"}
 # Stopped while a job's provider round may be running (a worker, or beat/API mid-publish).
