@@ -6,30 +6,12 @@ their own timestamps; the no-ops from the first send to the last one done."""
 
 from __future__ import annotations
 
-import time
-
 import psycopg
-import redis
 
-from .execution import FAST, _services, submit, wait_done, workspaces
+from .execution import FAST, _services, noop_rate, submit, wait_done, workspaces
 from .stack import BENCH_DB, Stack, fresh_database, table
 
 SLOTS = 4
-
-
-def noop_rate(stack: Stack, n: int) -> float:
-    from workers.celery_app import app
-
-    r = redis.Redis.from_url(stack.env["REDIS_URL"])
-    r.delete("bench:noop")
-    t0 = time.perf_counter()
-    with app.connection_for_write(stack.env["CELERY_BROKER_URL"]) as conn:
-        for _ in range(n):
-            app.send_task("enrichment.noop", args=["bench:noop", "x"], queue="pro",
-                          connection=conn)
-    while r.llen("bench:noop") < n:
-        time.sleep(0.005)
-    return n / (time.perf_counter() - t0)
 
 
 def backlog(stack: Stack, n: int) -> None:

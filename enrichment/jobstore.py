@@ -132,7 +132,7 @@ def release_unit(conn: Conn, workspace_id: uuid.UUID, period: date | None) -> No
 
 # --- admission -----------------------------------------------------------------------------
 
-INSERT = (
+INSERT_UNLESS_SUPPRESSED = (
     "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
     " person_hashes, lead, metadata, idempotency_key, billing_period, batch_id, status,"
     " cached_from, match, started_at, completed_at, created_at)"
@@ -143,8 +143,8 @@ INSERT = (
     "  %(match)s, %(done_at)s, %(done_at)s, clock_timestamp() WHERE NOT EXISTS ("
     "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s"
     "  AND subject_hash = ANY(%(hashes)s))"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 )
+NEW_KEY_ONLY = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 
 # The workspace row locked, and with it the subject's latest success with the template since
 # `since` and from before today, as the providers answered it (never itself a cached answer:
@@ -176,7 +176,7 @@ def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: 
 # identifier of its subject is suppressed and its idempotency key is new, the unit only where
 # the cap (plus the period's credits) allows one more. `reserved` false: the caller rolls back.
 INSERT_RESERVING = (
-    "WITH job AS (" + INSERT + "), unit AS ("  # noqa: S608 (constants)
+    "WITH job AS (" + INSERT_UNLESS_SUPPRESSED + NEW_KEY_ONLY + "), unit AS ("  # noqa: S608
     " INSERT INTO usage_counters (workspace_id, period, reserved)"
     " SELECT workspace_id, billing_period, 1 FROM job WHERE 1 <= %(cap)s + "
     + CREDITS_IN_PERIOD + " ON CONFLICT (workspace_id, period) DO UPDATE"
@@ -193,9 +193,9 @@ def exists(conn: Conn, job_id: uuid.UUID) -> bool:
 
 # A job answered from an earlier success: only while that job still exists (an erasure may
 # have removed it while the caller waited for the workspace lock).
-INSERT_CACHED = INSERT.replace(
-    " ON CONFLICT", " AND EXISTS (SELECT 1 FROM enrichment_jobs WHERE id = %(cached_from)s)"
-    " ON CONFLICT")
+INSERT_CACHED = (
+    INSERT_UNLESS_SUPPRESSED  # noqa: S608 (constants)
+    + " AND EXISTS (SELECT 1 FROM enrichment_jobs WHERE id = %(cached_from)s)" + NEW_KEY_ONLY)
 
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
