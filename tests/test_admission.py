@@ -128,8 +128,9 @@ def test_credits_raise_the_cap(db, make_workspace):
     ws, _ = make_workspace(plan="core")
     with db.db.connection() as conn:
         conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)", (ws.id, date(2026, 11, 1)))
-        conn.execute("INSERT INTO credit_ledger (workspace_id, units, reason) VALUES (%s, 1, 'x')",
-                     (ws.id,))
+        # Dated by the test's clock, never PostgreSQL's now(): the period is NOW's.
+        conn.execute("INSERT INTO credit_ledger (workspace_id, units, reason, created_at)"
+                     " VALUES (%s, 1, 'x', %s)", (ws.id, NOW))
     with connect() as conn:
         admit(conn, ws, plan="core")
         with pytest.raises(admission.Refused) as info:
