@@ -17,13 +17,17 @@ WORKSPACE_IN_FLIGHT to one workspace's endpoints, run at once, so one customer's
 receivers cannot occupy every webhook worker; a delivery that finds no room waits a few
 seconds (one message per delivery, never a loop). A workspace has at most MAX_ENDPOINTS.
 
-The SSRF guard: a URL must be https, carry no credentials, and its host must resolve only to
-public addresses (not loopback, private, link-local, multicast or reserved; nor IPv6 forms
-that embed such an IPv4 address) — checked when the endpoint is registered and again at every
-attempt, which connects to the address it checked (no second lookup to rebind) and follows no
-redirect. WEBHOOKS_ALLOW_PRIVATE_URLS=true lifts the guard (and allows http) for development
-and tests. Messages arrive in no guaranteed order (`batch.completed` may precede the last
-`job.*`): receivers order by the payload's timestamps.
+A URL must be an absolute https URL per RFC 3986 (a host, a valid port, no credentials, no
+space, control or other character RFC 3986 does not allow: such a URL could never be sent
+to), and the SSRF guard: its host must resolve only to public addresses (none in BLOCKED_V4 /
+BLOCKED_V6: loopback, private, link-local, site-local, multicast, reserved, IPv4-compatible;
+IPv4-mapped, 6to4 and well-known NAT64 forms are judged by the IPv4 address they embed) —
+checked when the endpoint is registered and again at every attempt, which connects to the
+address it checked (no second lookup to rebind) and follows no redirect.
+WEBHOOKS_ALLOW_PRIVATE_URLS=true lifts the guard (and allows http) for development and tests;
+the URL's syntax is checked still. Any error in an attempt is a failed attempt, retried on the
+schedule: a delivery is never left in flight. Messages arrive in no guaranteed order
+(`batch.completed` may precede the last `job.*`): receivers order by the payload's timestamps.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ import ipaddress
 import json
 import logging
 import random
+import re
 import secrets
 import socket
+import string
 import threading
 import time
 import uuid
@@ -45,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import certifi
 import urllib3
@@ -68,8 +74,44 @@ MAX_ENDPOINTS = 16  # per workspace (Stripe's limit per account)
 WORKSPACE_IN_FLIGHT = 4  # attempts at once to one workspace's endpoints
 BUSY_DELAY = (2.0, 6.0)  # seconds a delivery that found no room waits (uniform)
 SWEEP_AGAIN = timedelta(minutes=10)  # the sweeper re-sends a message at most this often
-# IPv6 ranges that embed an IPv4 address (NAT64, 6to4): the IPv4 one decides.
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Where a webhook never goes (IANA's special-purpose address registries), listed rather than
+# left to ipaddress's is_global/is_private: those miss IPv4-compatible ::a.b.c.d, site-local
+# fec0::/10 and local-use NAT64, and before Python 3.12.4 call 192.0.0.0/24 global
+# (CVE-2024-4032). An address must also be is_global and not is_multicast (stricter still).
+BLOCKED_V4 = tuple(map(ipaddress.IPv4Network, (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # private
+    "100.64.0.0/10",  # shared (carrier-grade NAT)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local (cloud metadata services)
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+    "198.18.0.0/15",  # benchmarking
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4", "255.255.255.255/32",  # reserved, broadcast
+)))
+BLOCKED_V6 = tuple(map(ipaddress.IPv6Network, (
+    "::/128", "::1/128",  # unspecified, loopback
+    "::/96",  # IPv4-compatible (deprecated; ::a.b.c.d)
+    "64:ff9b:1::/48",  # local-use NAT64: translated inside someone's network
+    "100::/64",  # discard-only
+    "2001::/23",  # IETF protocol assignments (Teredo, benchmarking, ORCHID, ...)
+    "2001:db8::/32",  # documentation
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "fec0::/10",  # site-local (deprecated, still routed by some)
+    "ff00::/8",  # multicast
+)))
+# IPv6 ranges that embed an IPv4 address, where the IPv4 one decides (it is where the packets
+# end up): IPv4-mapped ::ffff:0:0/96, 6to4 2002::/16 (ipaddress unpacks both) and NAT64:
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# The characters RFC 3986 allows in a URI (unreserved, reserved, and "%" opening a %XX escape):
+# a space, control character, backslash or non-ASCII one could never be sent as it is.
+URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# host[:port]: a DNS name or IPv4 address, or a bracketed IPv6 one (no zone, no IPvFuture).
+AUTHORITY = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 
 
 class BadWebhookUrl(Invalid):
@@ -94,12 +136,15 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """In no blocked network (an IPv6 form embedding an IPv4 address judged by that one), and
+    global by ipaddress's lights too."""
     if ip.version == 6:
         embedded = (ip.ipv4_mapped or ip.sixtofour
                     or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in NAT64 else None))
         if embedded is not None:
             return _public(embedded)
-    return ip.is_global and not ip.is_multicast
+    blocked = BLOCKED_V4 if ip.version == 4 else BLOCKED_V6
+    return not any(ip in net for net in blocked) and ip.is_global and not ip.is_multicast
 
 
 def _lookup(host: str, port: int, timeout: float) -> list[str]:
@@ -118,22 +163,36 @@ def _lookup(host: str, port: int, timeout: float) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def resolve(url: str, allow_private: bool, timeout: float = TIMEOUT_SECONDS
-            ) -> tuple[str, str, int]:
-    """(scheme, the address to connect to, port) of an allowed target; BadWebhookUrl if not.
-    The reasons never name an address: they would map a private network for the caller."""
+def _parse(url: str, allow_private: bool) -> tuple[SplitResult, str, int]:
+    """(parts, host, port) of an absolute URL per RFC 3986 that can be sent to; BadWebhookUrl
+    if not — whether or not private targets are allowed."""
+    if not set(url) <= URL_CHARS:
+        raise BadWebhookUrl("the URL may hold only the characters RFC 3986 allows (no spaces "
+                            "or control characters; percent-encode the others)")
+    if BAD_ESCAPE.search(url):
+        raise BadWebhookUrl("the URL has a malformed percent-escape")
     try:
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
         raise BadWebhookUrl("the URL is malformed") from None
     if parts.scheme not in (("https", "http") if allow_private else ("https",)):
         raise BadWebhookUrl("the URL must be https")
     if not parts.hostname:
         raise BadWebhookUrl("the URL has no host")
-    if parts.username is not None or parts.password is not None:
+    if "@" in parts.netloc:
         raise BadWebhookUrl("the URL may not carry credentials")
-    addresses = _lookup(parts.hostname, port, timeout)
+    if not AUTHORITY.fullmatch(parts.netloc) or port == 0:  # (port 0 would mean the default)
+        raise BadWebhookUrl("the URL's host or port is malformed")
+    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve(url: str, allow_private: bool, timeout: float = TIMEOUT_SECONDS
+            ) -> tuple[str, str, int]:
+    """(scheme, the address to connect to, port) of an allowed target; BadWebhookUrl if not.
+    The reasons never name an address: they would map a private network for the caller."""
+    parts, host, port = _parse(url, allow_private)
+    addresses = _lookup(host, port, timeout)
     if not allow_private and not all(
             _public(ipaddress.ip_address(a.split("%")[0])) for a in addresses):
         raise BadWebhookUrl("the host resolves to a non-public address")
@@ -382,8 +441,15 @@ def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
         return Attempt("not-due")
     if isinstance(row, str):  # "busy"
         return Attempt("busy", retry_in=BUSY_DELAY[1])
-    body = json.dumps(row["payload"], separators=(",", ":")).encode()
-    status, error = _post(row["url"], row["secret"], str(row["id"]), body, allow_private)
+    try:
+        body = json.dumps(row["payload"], separators=(",", ":")).encode()
+        status, error = _post(row["url"], row["secret"], str(row["id"]), body, allow_private)
+    except Exception as exc:
+        # Whatever it was (a URL stored before these checks, a bug), the attempt failed: it
+        # is retried on the schedule and counts against the endpoint — a delivery left
+        # `delivering` would be re-sent forever and hold one of the workspace's slots.
+        log.exception("webhook %s attempt failed unexpectedly", row["id"])
+        status, error = None, type(exc).__name__
     done = {"id": row["id"], "token": row["lease_token"], "status": status, "error": error}
     with pool.connection() as conn, conn.transaction():
         if error is None:

@@ -12,6 +12,9 @@ in batches of at most 100, waits for the results and writes one row per input ro
   turned away are sent again (a same-day repeat of a lead is never charged twice).
 * A 429 is waited out (Retry-After); a 402 (the workspace's hard cap) stops the run cleanly:
   what was sent is waited for and written, the rest is marked `not_submitted`.
+* A cell written from an answer (result fields, citations, status, errors) that a spreadsheet
+  would read as a formula (it begins with =, +, -, @, a tab or a carriage return) is prefixed
+  with ' (OWASP CSV injection); the file's own columns are written as read.
 * Progress: a bar on a terminal, plain lines otherwise. Exit 0 when done, 1 when stopped by
   the hard cap or the API, 2 for a bad file or arguments.
 """
@@ -42,6 +45,7 @@ ALIASES = {
     "linkedin_url": ("linkedin_url", "linkedin", "linkedin_profile", "linkedin_profile_url"),
 }
 MAX_FIELD = 1024 * 1024  # characters in one cell
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 READS_PER_SECOND = 2.0  # polling pace; the smallest plan's read budget is 5/s
 
 
@@ -51,6 +55,15 @@ class Stop(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
+
+
+def safe_cell(value: object) -> str:
+    """`value` as a cell's text, prefixed with `'` if a spreadsheet would read it as a
+    formula: a web page quoting `=HYPERLINK(...)` must not become a live link in the
+    customer's Excel. The service's copy is enrichment/csvsafe.py (this package does not
+    depend on it): change both together."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _key(header: str) -> str:
@@ -294,15 +307,17 @@ def write(path: str, header: list[str], rows: list[list[str]], outcome: list[dic
     extra = ["status", "match", "job_id", "error", *fields, "citations"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        out.writerow([*header, *extra])
+        out.writerow([*header, *map(safe_cell, extra)])  # field names come from answers
         for row, entry in zip(rows, outcome, strict=True):
             job = entry.get("job") or {}
             result = job.get("result") or {}
             found = result.get("fields") or {}
-            out.writerow([*row[:len(header)], _status(entry), _match(job), job.get("job_id", ""),
-                          job.get("error") or _problem(entry.get("problem")),
-                          *(found.get(f) or "" for f in fields),
-                          " | ".join(result.get("citations") or [])])
+            answer = [_status(entry), _match(job), job.get("job_id", ""),
+                      job.get("error") or _problem(entry.get("problem")),
+                      *(found.get(f) or "" for f in fields),
+                      " | ".join(result.get("citations") or [])]
+            # The customer's columns as read; every cell from an answer made safe.
+            out.writerow([*row[:len(header)], *map(safe_cell, answer)])
 
 
 def _match(job: dict) -> str:
