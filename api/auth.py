@@ -2,7 +2,9 @@
 
 Every request is authenticated, then rate limited: submissions against the plan's RPS/RPM,
 everything else against 10x that, so polling never eats submission quota. A key the key cache
-knows takes both in one Redis call; another is looked up in the database first. The
+knows takes both in one Redis call; another is looked up in the database first. Every
+success, from the cache or the database, renews the key's known-key mark for an hour, so the
+failed-authentication throttle never refuses a key in use (ADR-20). The
 decision's headers go on every answer, errors included. If Redis cannot be reached the
 request is refused with 503 + Retry-After (fail closed: a paid API must not run unmetered).
 """
@@ -47,7 +49,7 @@ def authorize(kind: str) -> tuple[Workspace, Decision]:
 
 def authenticate_from_database(svc, prefix: str | None, key: str) -> Workspace:
     address = request.remote_addr or "-"
-    wait, known = svc.auth_guard.check(address, prefix, key)
+    wait, _known = svc.auth_guard.check(address, prefix, key)
     if wait is not None:  # refused from Redis: a bad-key flood never reaches the database
         raise Problem(429, "Too Many Requests", "Too many failed authentications; retry "
                       f"after {wait} s.", "authentication-throttled",
@@ -60,8 +62,7 @@ def authenticate_from_database(svc, prefix: str | None, key: str) -> Workspace:
         svc.auth_guard.failed(address, prefix)
         raise Problem(401, "Unauthorized", "The API key is unknown or revoked.", "unauthorized",
                       UNAUTHORIZED)
-    if not known:
-        svc.auth_guard.succeeded(prefix, key)
+    svc.auth_guard.succeeded(prefix, key)  # every success renews the hour, known or not
     return workspace
 
 

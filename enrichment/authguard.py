@@ -21,18 +21,26 @@ from .ratelimit import WINDOW_SECONDS as LIMIT_WINDOW
 from .workspaces import Workspace
 
 WINDOW_SECONDS = 60
-KNOWN_SECONDS = 3600  # how long a key that authenticated passes the throttle
+KNOWN_SECONDS = 3600  # how long after its last success a key passes the throttle
+GUARD_PREFIX = "authfail"
 
 
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def known_mark(key_prefix: str, guard_prefix: str = GUARD_PREFIX) -> str:
+    """The Redis key of the mark "this key authenticated lately" (a digest of the key). Every
+    success renews it for KNOWN_SECONDS: `AuthGuard.succeeded` after a database lookup,
+    lua/authorize.lua on a key-cache hit."""
+    return f"{guard_prefix}:ok:{key_prefix}"
+
+
 class AuthGuard:
     def __init__(self, client: redis.Redis, per_address: int, per_prefix: int,
-                 prefix: str = "authfail"):
+                 prefix: str = GUARD_PREFIX, known_seconds: int = KNOWN_SECONDS):
         self.redis, self.per_address, self.per_prefix = client, per_address, per_prefix
-        self.prefix = prefix
+        self.prefix, self.known_seconds = prefix, known_seconds
 
     def _keys(self, address: str, key_prefix: str | None) -> list[str]:
         window = int(time.time() // WINDOW_SECONDS)
@@ -43,10 +51,10 @@ class AuthGuard:
 
     def check(self, address: str, key_prefix: str | None, key: str) -> tuple[int | None, bool]:
         """(seconds to wait if this address or key prefix failed too often in this window,
-        whether this very key authenticated lately). A known key is never held back: guessing
-        at a customer's key prefix, or failing from behind the same address, never locks its
-        owner out. One Redis round trip."""
-        known = f"{self.prefix}:ok:{key_prefix}" if key_prefix else None
+        whether this very key authenticated successfully in the last `known_seconds`). A
+        known key is never held back: guessing at a customer's key prefix, or failing from
+        behind the same address, never locks its owner out. One Redis round trip."""
+        known = known_mark(key_prefix, self.prefix) if key_prefix else None
         values = self.redis.mget([*self._keys(address, key_prefix), *([known] if known else [])])
         counts = values[:2] if key_prefix else values[:1]
         if known and values[-1] == _digest(key).encode():
@@ -57,9 +65,11 @@ class AuthGuard:
         return None, False
 
     def succeeded(self, key_prefix: str, key: str) -> None:
-        """Remember that this key authenticated (a digest; the database still decides every
-        request, so a revoked key stays refused)."""
-        self.redis.set(f"{self.prefix}:ok:{key_prefix}", _digest(key), ex=KNOWN_SECONDS)
+        """Remember that this key authenticated, for another `known_seconds` (a digest; the
+        database still decides every request, so a revoked key stays refused). Called on every
+        success from the database, known key or not; a key-cache hit renews the mark in its
+        own Redis call (`KeyCache.authorize`)."""
+        self.redis.set(known_mark(key_prefix, self.prefix), _digest(key), ex=self.known_seconds)
 
     def failed(self, address: str, key_prefix: str | None) -> None:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -90,10 +100,16 @@ class KeyCache:
     after (`changing`). For CACHE_SECONDS the database then decides every request of that
     key, and nothing can put an older answer back — entries are only written where no key
     exists. An entry written under other plan limits (a process with another plans file) is
-    not used: each entry carries a digest of the limits table it was made with."""
+    not used: each entry carries a digest of the limits table it was made with.
 
-    def __init__(self, client: redis.Redis, plans: Plans, limiter_prefix: str = "rl"):
+    A hit is a successful authentication: the same call renews the key's known-key mark
+    (`known_mark`, under the `AuthGuard`'s `guard_prefix`, for `known_seconds`), so a key in
+    constant use from the cache stays known to the failed-authentication throttle."""
+
+    def __init__(self, client: redis.Redis, plans: Plans, limiter_prefix: str = "rl",
+                 guard_prefix: str = GUARD_PREFIX, known_seconds: int = KNOWN_SECONDS):
         self.redis, self.limiter_prefix = client, limiter_prefix
+        self.guard_prefix, self.known_seconds = guard_prefix, known_seconds
         self.limits = hashlib.sha256(json.dumps(
             {name: [Policy.for_plan(plans[name], kind) for kind in (SUBMIT, READ)]
              for name in plans.names}, default=repr, sort_keys=True).encode()).hexdigest()[:16]
@@ -106,10 +122,12 @@ class KeyCache:
 
     def authorize(self, prefix: str, key: str, kind: str
                   ) -> tuple[Workspace, Decision] | None:
-        """The workspace and the rate-limit decision for a cached key; None on a miss."""
+        """The workspace and the rate-limit decision for a cached key (its known-key mark
+        renewed); None on a miss. One Redis call."""
         found = self.authorize_script(
-            keys=[self._key(prefix), minute_key()],
-            args=[_digest(key), kind, self.limiter_prefix, LIMIT_WINDOW, self.limits])
+            keys=[self._key(prefix), minute_key(), known_mark(prefix, self.guard_prefix)],
+            args=[_digest(key), kind, self.limiter_prefix, LIMIT_WINDOW, self.limits,
+                  self.known_seconds])
         if not found[0]:
             return None
         ws = json.loads(found[1])

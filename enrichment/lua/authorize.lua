@@ -4,14 +4,16 @@
 --          kind (submit, read) rate, burst, limit} written after a database lookup; or the
 --          string "stale" (a revocation or a change of the workspace: the database decides)
 -- KEYS[2]  this minute's counters hash (alerts)
+-- KEYS[3]  the key's known-key mark for the failed-authentication throttle (authguard.py)
 -- ARGV     the key's digest, kind ("submit" or "read"), limiter key prefix, window, digest
---          of the caller's plan limits
+--          of the caller's plan limits, seconds a success keeps the key known
 --
 -- Returns {0} when the cache cannot answer (no entry, stale, another key with this prefix,
 -- an entry written under other plan limits);
--- else {1, workspace JSON, allowed, remaining, retry_after, t, now, limit} for the workspace's
--- limit of that kind. The limiter keys are named from the cached workspace id, so this script
--- needs a single Redis server (not a Cluster).
+-- else — the key authenticated: its known-key mark is renewed, whatever the rate limit
+-- decides — {1, workspace JSON, allowed, remaining, retry_after, t, now, limit} for the
+-- workspace's limit of that kind. The limiter keys are named from the cached workspace id,
+-- so this script needs a single Redis server (not a Cluster).
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then
   return {0}
 end
@@ -21,6 +23,7 @@ local e = redis.call('HMGET', KEYS[1], 'digest', 'workspace', 'id', kind .. ':ra
 if e[1] ~= ARGV[1] or e[7] ~= ARGV[5] then
   return {0}
 end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6])
 local base = ARGV[3] .. ':{' .. e[3] .. '}:' .. kind
 local d = decide(base, base .. ':log', KEYS[2], tonumber(e[4]), tonumber(e[5]),
                  tonumber(e[6]), tonumber(ARGV[4]))
