@@ -118,6 +118,20 @@ def _int(env: Mapping[str, str], key: str, default: int) -> int:
         raise ValueError(f"{key} must be a whole number, not {env.get(key)!r}") from None
 
 
+def _port(env: Mapping[str, str], key: str) -> int | None:
+    port = _int(env, key, 0)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{key} must be a TCP port, not {env.get(key)!r}")
+    return port or None
+
+
+def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
+    """The CA file provider sessions verify with: REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE
+    (the order requests itself reads them in); None for the bundled CAs."""
+    env = os.environ if env is None else env
+    return env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or None
+
+
 def _readable_toml(env: Mapping[str, str], key: str, default: Path) -> Path:
     path = Path(env.get(key) or default)
     try:
@@ -154,6 +168,7 @@ class Settings:
     provider_max_attempts: int = 5
     provider_round_seconds: float = 30.0  # the time one job's provider round may take
     provider_max_retry_after: float = 60.0  # a provider's Retry-After is honoured up to this
+    ca_bundle: str | None = None  # provider sessions' CA file (REQUESTS_CA_BUNDLE, CURL_…)
     # Prices used when a provider does not report its own cost (USD).
     perplexity_usd_per_1k_tokens: Decimal = Decimal("0.001")
     perplexity_usd_per_search: Decimal = Decimal("0.005")
@@ -167,7 +182,8 @@ class Settings:
     checkout_cancel_url: str = "http://localhost:8000/?checkout=cancel"
     posthog_api_key: str | None = None
     posthog_host: str | None = None
-    worker_concurrency: int = 8
+    worker_concurrency: int = 8  # Celery's worker_concurrency: a `-c` on the command line wins
+    worker_metrics_port: int | None = None  # a worker serves its host's metrics on this port
     workspace_concurrency: int = 1
     job_lease_seconds: int = 300
     outbox_relay_after_seconds: int = 30
@@ -221,6 +237,7 @@ class Settings:
                 env, "PROVIDER_ROUND_SECONDS", cls.provider_round_seconds),
             provider_max_retry_after=_float(
                 env, "PROVIDER_MAX_RETRY_AFTER", cls.provider_max_retry_after),
+            ca_bundle=ca_bundle(env),
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
@@ -231,6 +248,7 @@ class Settings:
             posthog_api_key=env.get("POSTHOG_API_KEY") or None,
             posthog_host=env.get("POSTHOG_HOST") or None,
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency),
+            worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
             workspace_concurrency=_int(env, "WORKSPACE_CONCURRENCY", cls.workspace_concurrency),
             job_lease_seconds=_int(env, "JOB_LEASE_SECONDS", cls.job_lease_seconds),
             outbox_relay_after_seconds=_int(

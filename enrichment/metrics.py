@@ -110,12 +110,19 @@ class _Combined:
             yield from source.collect()
 
 
+def registry() -> CollectorRegistry:
+    """Every process's metrics where PROMETHEUS_MULTIPROC_DIR is set, else this process's.
+    The variable is prometheus_client's own (it decides, at import, where samples are
+    written); this only follows it — the one place the service looks at it."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return combined
+
+
 def exposition(*extra) -> tuple[bytes, str]:
     """The text exposition of every process's metrics plus `extra` collectors."""
-    base = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        base = CollectorRegistry()
-        multiprocess.MultiProcessCollector(base)
-    return generate_latest(_Combined(base, *extra)), CONTENT_TYPE_LATEST
+    return generate_latest(_Combined(registry(), *extra)), CONTENT_TYPE_LATEST

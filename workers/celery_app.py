@@ -69,6 +69,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # WORKER_CONCURRENCY; a `-c` on the command line wins (the image's roles pass one).
+        "worker_concurrency": settings.worker_concurrency,
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],

@@ -5,7 +5,6 @@ the job lost), with exponential backoff."""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
 
 from celery import Task
@@ -17,7 +16,7 @@ from celery.signals import (
     worker_ready,
 )
 
-from enrichment import admission, alerts, jobstore, logs, pipeline, privacy, webhooks
+from enrichment import admission, alerts, jobstore, logs, metrics, pipeline, privacy, webhooks
 from enrichment.billing import jobs as billing_jobs
 from enrichment.errors import BACKING_SERVICE_DOWN
 from enrichment.services import Services, build_services
@@ -54,18 +53,12 @@ def _close_services(**_):
 def _serve_metrics(**_):
     """WORKER_METRICS_PORT: this worker host's metrics (all its pool processes) over HTTP, for
     hosts whose workers do not share PROMETHEUS_MULTIPROC_DIR with an API."""
-    port = os.environ.get("WORKER_METRICS_PORT")
-    if not port:
+    port = settings().worker_metrics_port
+    if port is None:
         return
-    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client import start_http_server
 
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    start_http_server(int(port), registry=registry)
+    start_http_server(port, registry=metrics.registry())
 
 
 @task_prerun.connect

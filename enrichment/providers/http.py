@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from tenacity import (
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
+
+from .. import config
 
 log = logging.getLogger(__name__)
 # At DEBUG urllib3 logs every request line, and provider requests carry the lead (Social
@@ -172,15 +173,24 @@ class ProviderSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
-def new_session(base: str) -> ProviderSession:
-    """A keep-alive session for one provider's base URL. What requests would read from the
-    environment and merge again on every request — proxy settings (HTTPS_PROXY, NO_PROXY,
-    …) for that URL and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) — is read once,
-    here. (Credentials from ~/.netrc are not used: each provider sends its own key.)"""
+class _FromSettings:
+    """`new_session`'s default CA bundle: the one `Settings` reads (`config.ca_bundle`)."""
+
+
+FROM_SETTINGS = _FromSettings()
+
+
+def new_session(base: str, ca_bundle: str | _FromSettings | None = FROM_SETTINGS
+                ) -> ProviderSession:
+    """A keep-alive session for one provider's base URL, verifying with `ca_bundle` (a CA
+    file; None: the bundled CAs; by default `Settings.ca_bundle`'s variables). What requests
+    would read from the environment and merge again on every request is read once, here:
+    proxy settings (HTTPS_PROXY, NO_PROXY, …) for that URL, by requests itself. (Credentials
+    from ~/.netrc are not used: each provider sends its own key.)"""
     session = ProviderSession()
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(base)
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    bundle = config.ca_bundle() if isinstance(ca_bundle, _FromSettings) else ca_bundle
     if bundle:
         session.verify = bundle
     return session
