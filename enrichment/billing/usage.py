@@ -32,25 +32,10 @@ from decimal import Decimal
 from ..config import Plan, Plans
 from ..db import Conn, one
 from ..periods import day_start, next_period_start, period_start
+from ..units import CREDITS_IN_PERIOD, period_bounds
 
 log = logging.getLogger(__name__)
 MONEY = Decimal("0.01")
-
-# Credit units bought (net of refunds) in a period: the one place this is written.
-CREDITS_IN_PERIOD = (
-    "(SELECT coalesce(sum(units), 0) FROM credit_ledger WHERE workspace_id = %(ws)s"
-    " AND created_at >= %(start)s AND created_at < %(end)s)"
-)
-
-
-def period_bounds(period: date) -> dict:
-    return {"start": day_start(period), "end": day_start(next_period_start(period))}
-
-
-def credits(conn: Conn, workspace_id, period: date) -> int:
-    """Credit units available in the period (bought, less refunds and lost disputes)."""
-    return int(one(conn.execute("SELECT " + CREDITS_IN_PERIOD + " AS n",
-                            {"ws": workspace_id, **period_bounds(period)}))["n"])
 
 
 @dataclass
@@ -207,9 +192,9 @@ def credit_position(conn: Conn, plans: Plans, workspace_id, period: date,
         "SELECT created_at, units FROM credit_ledger WHERE workspace_id = %(ws)s"
         " AND created_at >= %(start)s AND created_at < %(end)s ORDER BY created_at", bounds)]
     segments = plan_segments(conn, plans, [workspace_id], period)[workspace_id]
+    if not days or days[-1][0] < end:  # walk to `end`: its segment's included units left
+        days.append((end, 0))
     position = walk(workspace_id, period, days, segments, paid)[1]
-    if not days:  # nothing used yet: the first segment's grant is untouched
-        position.included_left = grant(segments[0], period, first=True)
     position.credits_bought = sum(u for _, u in paid)
     return position
 
