@@ -20,8 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from psycopg.types.json import Jsonb
 
-from . import jobs, jobstore, webhooks
-from .billing.usage import CREDITS_IN_PERIOD, credits, hard_cap, period_bounds
+from . import jobs, jobstore, units, webhooks
+from .billing.usage import hard_cap
 from .config import Plan
 from .db import Conn, one
 from .errors import EnrichmentError
@@ -64,28 +64,8 @@ def check_region(workspace: Workspace, template: Template) -> None:
                       "company-level templates are available.")
 
 
-# Reserve one unit if the cap (plus credits) allows it.
-RESERVE = (
-    "UPDATE usage_counters SET reserved = reserved + 1"  # noqa: S608 (constant)
-    " WHERE workspace_id = %(ws)s AND period = %(period)s AND reserved + 1 <= %(cap)s + "
-    + CREDITS_IN_PERIOD + " RETURNING reserved"
-)
-
-
-def reserve_unit(conn: Conn, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
-    """Reserve one unit of the period if the hard cap (plus credits) allows it."""
-    args = {"ws": workspace_id, "period": period, "cap": cap, **period_bounds(period)}
-    if conn.execute(RESERVE, args).fetchone():
-        return True
-    # First admission of the period: create the row (or wait for whoever is creating it).
-    conn.execute(
-        "INSERT INTO usage_counters (workspace_id, period) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (workspace_id, period))
-    return conn.execute(RESERVE, args).fetchone() is not None
-
-
 def cap_refusal(conn: Conn, workspace_id: uuid.UUID, cap: int, period: date) -> Refused:
-    cap += credits(conn, workspace_id, period)
+    cap += units.credits(conn, workspace_id, period)
     resets_at = jobs.iso(day_start(next_period_start(period)))
     return Refused(402, "hard-cap-reached", "Payment Required",
                    f"This workspace has reserved all {cap} units its plan allows in this "

@@ -9,8 +9,7 @@ from datetime import datetime
 
 from psycopg import Rollback
 
-from . import jobstore
-from .admission import reserve_unit
+from . import jobstore, units
 from .billing.usage import hard_cap
 from .config import Settings
 from .db import Conn
@@ -58,7 +57,7 @@ def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> 
         # The unit was given back when the job died; the rerun needs one again.
         cap = hard_cap(conn, settings.plans[row["plan"]], row["workspace_id"], period,
                        row["plan_since"])
-        if not reserve_unit(conn, row["workspace_id"], period, cap):
+        if not units.reserve(conn, row["workspace_id"], period, cap):
             raise Rollback()
         conn.execute(
             "UPDATE enrichment_jobs SET status = 'waiting', error = NULL, completed_at = NULL,"

@@ -32,9 +32,10 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Protocol
 
+from psycopg import Rollback
 from psycopg.types.json import Jsonb
 
-from .billing.usage import CREDITS_IN_PERIOD, period_bounds
+from . import units
 from .db import Conn, Pool, one
 from .metrics import JOB_MESSAGES
 
@@ -122,14 +123,6 @@ def fill(conn: Conn, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
     return [Runnable(r["job_id"], r["queue"], r["created_at"]) for r in rows]
 
 
-def release_unit(conn: Conn, workspace_id: uuid.UUID, period: date | None) -> None:
-    """Give back the unit a job reserved at admission (it ended failed or dead)."""
-    if period is not None:
-        conn.execute("UPDATE usage_counters SET reserved = reserved - 1"
-                     " WHERE workspace_id = %s AND period = %s AND reserved > 0",
-                     (workspace_id, period))
-
-
 # --- admission -----------------------------------------------------------------------------
 
 INSERT_UNLESS_SUPPRESSED = (
@@ -176,13 +169,8 @@ def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: 
 # identifier of its subject is suppressed and its idempotency key is new, the unit only where
 # the cap (plus the period's credits) allows one more. `reserved` false: the caller rolls back.
 INSERT_RESERVING = (
-    "WITH job AS (" + INSERT_UNLESS_SUPPRESSED + NEW_KEY_ONLY + "), unit AS ("  # noqa: S608
-    " INSERT INTO usage_counters (workspace_id, period, reserved)"
-    " SELECT workspace_id, billing_period, 1 FROM job WHERE 1 <= %(cap)s + "
-    + CREDITS_IN_PERIOD + " ON CONFLICT (workspace_id, period) DO UPDATE"
-    " SET reserved = usage_counters.reserved + 1"
-    " WHERE usage_counters.reserved + 1 <= %(cap)s + " + CREDITS_IN_PERIOD + " RETURNING 1)"
-    " SELECT job.*, EXISTS (SELECT 1 FROM unit) AS reserved FROM job"
+    "WITH job AS (" + INSERT_UNLESS_SUPPRESSED + NEW_KEY_ONLY + "), "  # noqa: S608
+    + units.RESERVE_FOR_JOB + " SELECT job.*, EXISTS (SELECT 1 FROM unit) AS reserved FROM job"
 )
 
 
@@ -210,7 +198,7 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
     erasure that committed while it waited for the lock, the reservation and `fill` exact
     counts."""
     row = conn.execute(INSERT_CACHED if cached else INSERT_RESERVING, {
-        "cap": cap, **period_bounds(period),
+        "cap": cap, **units.period_bounds(period),
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
         "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key, "period": period,
@@ -244,7 +232,7 @@ CLAIM = (
     " started_at = coalesce(j.started_at, now()), lease_token = %s,"
     " lease_until = now() + make_interval(secs => %s)"
     " FROM workspaces w WHERE w.id = j.workspace_id AND j.id = %s AND " + CLAIMABLE +
-    " RETURNING j.*, w.plan, w.region, w.person_level_enabled, "
+    " RETURNING j.*, w.plan, w.plan_since, w.region, w.person_level_enabled, "
     + SUPPRESSED + " AS suppressed"
 )
 
@@ -276,50 +264,57 @@ class Outcome:
     deliveries: list = field(default_factory=list)  # webhook messages written: publish them
 
 
-# The outcome in one statement: the job's status (fenced by its lease), its result, its usage
-# row (a replayed job's rerun adds its spend to the dead run's and sets the units, counted on
-# the day the rerun ends), the unit given back, the dead letter. `ws` locks the workspace row
-# first: the fill that follows, in the same transaction, then counts slots exactly.
+SUPPRESSED_ERROR = "the subject objected to enrichment or was erased; not enriched"
+
+# The outcome in one statement: the job's status (fenced by its lease, and by suppression: a
+# subject that objected or was erased since the claim ends the job `failed` with no result
+# and no charge), its result, its usage row (a replayed job's rerun adds its spend to the dead
+# run's and sets the units, dated `at`: when the run ended, within the period of its unit),
+# the dead letter. The caller locked the workspace row in an earlier statement, so this
+# statement's snapshot sees every objection and erasure committed before it.
 FINISH = """
-WITH ws AS (SELECT id FROM workspaces WHERE id = %(ws)s FOR NO KEY UPDATE),
+WITH job AS (
+  SELECT j.id, """ + SUPPRESSED + """ AS suppressed FROM enrichment_jobs j
+  WHERE j.id = %(id)s AND j.workspace_id = %(ws)s AND j.status = 'processing' AND {fence}),
 settled AS (
-  UPDATE enrichment_jobs SET status = %(status)s, error = %(error)s, match = %(match)s,
-    attempts = attempts + %(retries)s, completed_at = now(), lease_token = NULL,
+  UPDATE enrichment_jobs j
+  SET status = CASE WHEN job.suppressed THEN 'failed' ELSE %(status)s END,
+    error = CASE WHEN job.suppressed THEN %(suppressed_error)s ELSE %(error)s END,
+    match = CASE WHEN job.suppressed THEN NULL ELSE %(match)s::boolean END,
+    attempts = j.attempts + %(retries)s, completed_at = now(), lease_token = NULL,
     lease_until = NULL
-  WHERE id = %(id)s AND workspace_id = (SELECT id FROM ws) AND status = 'processing'
-    AND {fence}
-  RETURNING id, workspace_id, template, idempotency_key, attempts, billing_period),
+  FROM job WHERE j.id = job.id AND j.status = 'processing' AND {fence}
+  RETURNING j.id, j.workspace_id, j.template, j.idempotency_key, j.attempts,
+    j.billing_period, j.created_at, job.suppressed),
 result AS (
   INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template, fields,
                                   citations, completeness, expires_at)
   SELECT id, workspace_id, idempotency_key, template, %(fields)s, %(citations)s,
          %(completeness)s, now() + interval '7 days'
-  FROM settled WHERE %(fields)s::jsonb IS NOT NULL),
+  FROM settled WHERE %(fields)s::jsonb IS NOT NULL AND NOT suppressed),
 usage AS (
   INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens, searches,
                                 social_requests, max_tokens, max_searches, cost_estimate_usd,
-                                match)
-  SELECT workspace_id, id, template, %(units)s, %(tokens)s, %(searches)s, %(social)s,
-         %(max_tokens)s, %(max_searches)s, %(cost)s, %(match)s FROM settled
+                                match, created_at)
+  SELECT workspace_id, id, template, CASE WHEN suppressed THEN 0 ELSE %(units)s END,
+         %(tokens)s, %(searches)s, %(social)s, %(max_tokens)s, %(max_searches)s, %(cost)s,
+         CASE WHEN suppressed THEN NULL ELSE %(match)s::boolean END, %(at)s FROM settled
   ON CONFLICT (job_id) DO UPDATE SET units = excluded.units, created_at = excluded.created_at,
     match = excluded.match, tokens = enrichment_usage.tokens + excluded.tokens,
     searches = enrichment_usage.searches + excluded.searches,
     social_requests = enrichment_usage.social_requests + excluded.social_requests,
     cost_estimate_usd = enrichment_usage.cost_estimate_usd + excluded.cost_estimate_usd),
-released AS (
-  UPDATE usage_counters c SET reserved = reserved - 1 FROM settled s
-  WHERE %(units)s = 0 AND c.workspace_id = s.workspace_id AND c.period = s.billing_period
-    AND c.reserved > 0),
 dead AS (
   INSERT INTO dead_letters (job_id, workspace_id, status, error, attempts)
-  SELECT id, workspace_id, %(status)s, %(error)s, attempts FROM settled WHERE %(dead_letter)s
+  SELECT id, workspace_id, %(status)s, %(error)s, attempts FROM settled
+  WHERE %(dead_letter)s AND NOT suppressed
   ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, error = excluded.error,
     attempts = excluded.attempts, created_at = now(), replayed_at = NULL)
-SELECT attempts FROM settled
-"""
-# The fill after FINISH (which took the workspace lock: a later statement counts slots
-# exactly), and whether the ended job has anyone to tell — endpoints, or batches it belongs
-# to (a batch committed while FINISH waited for the lock is seen here).
+SELECT attempts, suppressed, billing_period, created_at FROM settled
+"""  # noqa: S608 (constants)
+# The fill after FINISH (under the workspace lock: slots are counted exactly), and whether the
+# ended job has anyone to tell — endpoints, or batches it belongs to (a batch committed while
+# FINISH waited for the lock is seen here).
 FILL_AND_TELL = PROMOTE + """
 SELECT array(SELECT job_id FROM outbox ORDER BY job_id) AS ids,
        array(SELECT queue FROM outbox ORDER BY job_id) AS queues,
@@ -332,16 +327,19 @@ FENCE_LEASE = "lease_token = %(token)s"
 FENCE_EXPIRED = "lease_until < now()"
 
 
-def finish(conn: Conn, job: dict, outcome: Outcome, limit: int,
+def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
            fence: str = FENCE_LEASE) -> list[Runnable] | None:
     """Write a claimed job's outcome in one transaction and hand its slot on. The write is
     fenced by the lease token (or, for the sweeper, by the expired lease): if another worker
     took the job over, nothing is written and None is returned. Otherwise returns the waiting
-    jobs that took the freed slot (publish them after this returns).
+    jobs that took the freed slot (publish them after this returns). A job whose subject is
+    suppressed by now ends failed whatever `outcome` says, and `outcome` is changed to say so.
 
-    Two statements: the outcome (FINISH), then the fill with whether anyone is to be told
-    (FILL_AND_TELL); the job's webhook messages and the batches it completes are written in
-    the same transaction only if there are endpoints or batches."""
+    Statements: the workspace lock, the outcome (FINISH), the unit given back when nothing is
+    charged (units ledger), then the fill with whether anyone is to be told (FILL_AND_TELL);
+    the job's webhook messages and the batches it completes are written in the same
+    transaction only if there are endpoints or batches — and no message about a suppressed
+    subject."""
     fields, citations, completeness = outcome.result or (None, None, None)
     params = {
         "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
@@ -351,18 +349,51 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int,
         "completeness": completeness, "units": outcome.units, "tokens": outcome.tokens,
         "searches": outcome.searches, "social": outcome.social_requests,
         "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
-        "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter}
+        "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter,
+        "suppressed_error": SUPPRESSED_ERROR,
+        "at": units.charge_time(job["billing_period"], now) if job.get("billing_period")
+        else now}
     with conn.transaction():
-        if conn.execute(FINISH.format(fence=fence), params).fetchone() is None:
+        lock_workspace(conn, job["workspace_id"])
+        ended = conn.execute(FINISH.format(fence=fence), params).fetchone()
+        if ended is None:
             return None  # taken over: nothing of this run is written
+        if ended["suppressed"]:
+            outcome.status, outcome.error, outcome.units = (
+                JobStatus.FAILED, SUPPRESSED_ERROR, 0)
+            outcome.result = outcome.match = None
+            outcome.dead_letter = False
+        if outcome.units == 0:
+            units.release(conn, job["workspace_id"], ended["billing_period"],
+                          ended["created_at"], now)
         filled = one(conn.execute(FILL_AND_TELL, {**params, "limit": max(0, limit)}))
         if filled["tell"]:
             from . import webhooks  # it reads job bodies (jobs imports this module)
 
-            outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
-                                                     outcome.status)
+            if ended["suppressed"]:  # nothing about the subject; its batches still end
+                outcome.deliveries += webhooks.batches_completed(
+                    conn, job["workspace_id"], now, job["id"])
+            else:
+                outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
+                                                         outcome.status)
     return [Runnable(*r) for r in zip(filled["ids"], filled["queues"], filled["outbox_at"],
                                       strict=True)]
+
+
+def move_unit(conn: Conn, job: dict, period: date, cap: int, now: datetime) -> bool:
+    """A claimed job admitted in an earlier period takes its unit into `period` (units
+    ledger: one period per unit). False, with nothing changed, if `period`'s cap has no unit
+    left or the lease was lost. The caller holds the workspace lock."""
+    moved = False
+    with conn.transaction():
+        if conn.execute("UPDATE enrichment_jobs SET billing_period = %s"
+                        " WHERE id = %s AND status = 'processing' AND lease_token = %s",
+                        (period, job["id"], job["lease_token"])).rowcount:
+            moved = units.move(conn, job["workspace_id"], job["billing_period"], period, cap,
+                               job["created_at"], now)
+        if not moved:
+            raise Rollback()
+    return moved
 
 
 def requeue(conn: Conn, job: dict, *, publish: bool = True, delay: float = 0.0,

@@ -20,6 +20,7 @@ import time
 from decimal import Decimal
 
 from . import jobstore
+from .billing.usage import hard_cap
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .errors import BACKING_SERVICE_DOWN
 from .jobstore import JobStatus, Outcome
@@ -32,6 +33,7 @@ from .metrics import (
     QUEUE_WAIT,
     WORKSPACE_WAIT,
 )
+from .periods import period_start
 from .providers import ProviderError, ResearchResult, SocialResult, Spend
 from .services import Services
 from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
@@ -104,7 +106,8 @@ def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FE
             ) -> bool:
     """Write the outcome, then publish the waiting job that took the freed slot."""
     with svc.db.connection() as conn:
-        runnable = jobstore.finish(conn, job, outcome, svc.settings.slots(job["plan"]), fence)
+        runnable = jobstore.finish(conn, job, outcome, svc.settings.slots(job["plan"]),
+                                   svc.clock(), fence)
     if runnable is None:
         log.warning("job %s: lease lost before finishing; outcome discarded", job["id"])
         # Erased while running: its slot was held back until now (see privacy.erase).
@@ -182,7 +185,10 @@ def _run(svc: Services, job: dict) -> str:
         error = "person-level enrichment is disabled for this workspace"
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
     if job["suppressed"]:  # an objection or erasure since admission: no provider call
-        error = "the subject objected to enrichment or was erased; not enriched"
+        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED,
+                                                     error=jobstore.SUPPRESSED_ERROR)) else "lost"
+    if not _in_this_period(svc, job, plan):  # the month turned and its cap is reached
+        error = "hard-cap-reached: the job first ran in a new billing period with no unit left"
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
     retries = 0
 
@@ -236,6 +242,8 @@ def _run(svc: Services, job: dict) -> str:
         match=match))
     if not _finish(svc, job, outcome):
         return "lost"
+    if outcome.status is not JobStatus.SUCCEEDED:  # suppressed while it ran
+        return outcome.status
     COMPLETENESS.labels(template.name).observe(completeness)
     workspace_id = str(job["workspace_id"])
     svc.events.capture("enrichment_succeeded", workspace_id, {
@@ -250,6 +258,21 @@ def _run(svc: Services, job: dict) -> str:
             "missing_fields": sorted(name for name in template.fields if not fields.get(name)),
         })
     return "succeeded"
+
+
+def _in_this_period(svc: Services, job: dict, plan: Plan) -> bool:
+    """One period per unit: a job admitted in an earlier billing period moves its unit into
+    the current one before any provider is paid (units ledger). False: no unit is left."""
+    period = period_start(svc.clock())
+    if job["billing_period"] is None or job["billing_period"] == period:
+        return True
+    with svc.db.connection() as conn, conn.transaction():
+        jobstore.lock_workspace(conn, job["workspace_id"])
+        cap = hard_cap(conn, plan, job["workspace_id"], period, job["plan_since"])
+        if not jobstore.move_unit(conn, job, period, cap, svc.clock()):
+            return False
+    job["billing_period"] = period
+    return True
 
 
 def _spent(svc: Services, spend: Spend, outcome: Outcome) -> Outcome:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from . import jobs, jobstore, webhooks
+from . import jobs, jobstore, units, webhooks
 from .db import Conn, one
 from .jobstore import TERMINAL
 from .leads import normalise, subject_hash
@@ -74,8 +74,8 @@ def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
     }
 
 
-def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int
-          ) -> tuple[list[jobstore.Runnable], list[uuid.UUID]]:
+def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
+          now: datetime | None = None) -> tuple[list[jobstore.Runnable], list[uuid.UUID]]:
     """Erase the subject from this workspace and suppress future enrichment of it.
 
     Jobs go (their results, outbox rows, dead letters and webhook messages with them), with
@@ -91,11 +91,12 @@ def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int
         hashes = subject_hashes(conn, workspace_id, identifier)
         gone = conn.execute(
             "DELETE FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
-            + " RETURNING id, status, billing_period",
+            + " RETURNING id, status, billing_period, created_at",
             {"ws": workspace_id, "hashes": hashes}).fetchall()
+        now = now or datetime.now(UTC)
         for job in gone:
             if job["status"] not in TERMINAL:
-                jobstore.release_unit(conn, workspace_id, job["billing_period"])
+                units.release(conn, workspace_id, job["billing_period"], job["created_at"], now)
         if gone:
             conn.execute("DELETE FROM api_idempotency WHERE workspace_id = %s"
                          " AND response::text LIKE ANY(%s)",
@@ -106,7 +107,7 @@ def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int
             " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
             (workspace_id, hashes))
         running = sum(job["status"] == jobstore.JobStatus.PROCESSING for job in gone)
-        deliveries = webhooks.batches_completed(conn, workspace_id, datetime.now(UTC))
+        deliveries = webhooks.batches_completed(conn, workspace_id, now)
         return jobstore.fill(conn, workspace_id, slots - running), deliveries
 
 

@@ -60,6 +60,7 @@ from psycopg.types.json import Jsonb
 
 from .db import Conn, Pool, one
 from .errors import Invalid
+from .jobstore import SUPPRESSED
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +352,13 @@ DUE = ("(d.status = 'pending' OR (d.status = 'delivering' AND d.lease_until < no
        " AND d.next_attempt_at <= now() + interval '1 second'")
 
 
+# A message about a job whose subject is suppressed by now is dropped, never sent (checked
+# again at every attempt: objection and erasure delete what they find, this is the fence).
+SUPPRESSED_MESSAGE = (
+    "DELETE FROM webhook_deliveries d WHERE d.id = %s AND EXISTS ("  # noqa: S608 (constant)
+    " SELECT 1 FROM enrichment_jobs j WHERE j.id = d.job_id AND " + SUPPRESSED + ")")
+
+
 def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | str | None:
     """The delivery under a new lease token if it is due and its endpoint and workspace have
     room; "busy" (it then waits BUSY_DELAY) if not; None if it is not due — delivered,
@@ -372,6 +380,8 @@ def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | str |
             "SELECT count(*) FILTER (WHERE endpoint_id = %s) AS endpoint, count(*) AS workspace"
             " FROM webhook_deliveries WHERE workspace_id = %s AND status = 'delivering'"
             " AND lease_until > now()", (row["endpoint_id"], row["workspace_id"])))
+        if conn.execute(SUPPRESSED_MESSAGE, (delivery_id,)).rowcount:
+            return None  # its subject objected or was erased since it was queued
         if in_flight["endpoint"] >= concurrency or in_flight["workspace"] >= WORKSPACE_IN_FLIGHT:
             conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now()"
                          " + make_interval(secs => %s) WHERE id = %s",

@@ -146,7 +146,7 @@ def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
     # The "dead" worker wakes up and tries to finish with its old lease: fenced off.
     with db.db.connection() as conn:
         outcome = jobstore.Outcome(jobstore.JobStatus.SUCCEEDED, units=1, result=({}, [], 0.0))
-        assert jobstore.finish(conn, claimed, outcome, limit=1) is None
+        assert jobstore.finish(conn, claimed, outcome, limit=1, now=db.clock()) is None
     assert len(usage_rows(db, job_id)) == 1
     assert job_row(db, job_id)["attempts"] == 2
 

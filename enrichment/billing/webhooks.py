@@ -18,9 +18,11 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
+from .. import units as ledger
 from ..config import Plans
 from ..db import Conn, Pool, one
 from ..events import Events
+from ..jobstore import lock_workspace
 from ..periods import period_start
 from .catalog import load_catalog
 from .interface import Billing, Checkout
@@ -103,11 +105,9 @@ def _credit(conn: Conn, plans: Plans, event: dict, session: dict):
     conn.execute(
         "UPDATE checkout_sessions SET status = 'paid', paid_at = %s, payment_intent = %s"
         " WHERE id = %s", (paid_at, session.get("payment_intent"), stored["id"]))
-    conn.execute(
-        "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
-        " checkout_session_id, payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (stored["workspace_id"], stored["units"], f"credit pack {stored['pack']}", event["id"],
-         stored["id"], session.get("payment_intent"), paid_at))
+    ledger.credit(conn, stored["workspace_id"], stored["units"], f"credit pack {stored['pack']}",
+                  paid_at, event_id=event["id"], session_id=stored["id"],
+                  payment_intent=session.get("payment_intent"))
     if session.get("payment_intent"):  # a refund or lost dispute that arrived first
         _take_back(conn, plans, session["payment_intent"], event["id"], paid_at)
     return ("credit_pack_purchased", str(stored["workspace_id"]),
@@ -150,40 +150,34 @@ def _reverse(conn: Conn, plans: Plans, event: dict, payment_intent: str | None,
 
 def _take_back(conn: Conn, plans: Plans, payment_intent: str, key: str,
                now: datetime):
-    """Take back what the payment's reversals call for — only the credit not yet used in
-    the period it belongs to (by the billing walk: credits are used after the included units;
-    units reserved by unfinished jobs count as used). A period that has ended has no unused
-    credit left. Serialised per payment by the session's row lock."""
+    """Take back what the payment's reversals call for, by the units ledger: the pack's credit
+    that is free at once, what unfinished jobs hold as they give it back (the walk says what
+    is used: credits are used after the included units). A period that has ended has no
+    unused credit left. Serialised per payment by the session's row lock, and with the
+    workspace's reservations by its lock."""
     pack = conn.execute("SELECT * FROM checkout_sessions WHERE payment_intent = %s"
                         " AND status = 'paid' FOR UPDATE", (payment_intent,)).fetchone()
     reversal = conn.execute("SELECT * FROM credit_reversals WHERE payment_intent = %s",
                             (payment_intent,)).fetchone()
     if pack is None or reversal is None:
         return None  # not (yet) a payment of ours: applied when it is credited
-    taken = -int(one(conn.execute(
-        "SELECT coalesce(sum(units), 0) AS n FROM credit_ledger WHERE payment_intent = %s"
-        " AND units < 0", (payment_intent,)))["n"])
-    wanted = int(pack["units"] * reversal["fraction"]) - taken  # rounded for the customer
+    workspace_id = pack["workspace_id"]
+    lock_workspace(conn, workspace_id)
     period = period_start(pack["paid_at"])
-    unused = 0
-    if period_start(now) == period and wanted > 0:
-        position = credit_position(conn, plans, pack["workspace_id"], period, now.date())
-        reserved = one(conn.execute("SELECT coalesce(max(reserved), 0) AS n FROM usage_counters"
-                                    " WHERE workspace_id = %s AND period = %s",
-                                    (pack["workspace_id"], period)))["n"]
-        pending = max(0, int(reserved) - position.used - position.included_left)
-        unused = max(0, position.credits_bought - position.credits_used - pending)
-    units = max(0, min(wanted, unused))
-    if units:
-        conn.execute(
-            "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
-            " payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-            (pack["workspace_id"], -units, reversal["reason"], f"{key}:reversal",
-             payment_intent, now))
-    log.warning("%s of credit pack %s: %d of %d units taken back (%d unused)",
-                reversal["reason"], pack["id"], units, max(0, wanted), unused)
-    return ("credit_pack_reversed", str(pack["workspace_id"]),
-            {"pack": pack["pack"], "units": units, "reason": reversal["reason"]})
+    position = None
+    if period_start(now) == period:
+        walked = credit_position(conn, plans, workspace_id, period, now.date())
+        pending = ledger.reserved(conn, workspace_id, period) - walked.used - walked.included_left
+        position = ledger.Position(walked.credits_bought, walked.credits_used, max(0, pending))
+    taken = ledger.take_back(conn, workspace_id, payment_intent, pack["units"],
+                             float(reversal["fraction"]), reversal["reason"], key, period,
+                             position, now)
+    log.warning("%s of credit pack %s: %d units taken back, %d owed by unfinished jobs"
+                " (%d asked)", reversal["reason"], pack["id"], taken.now, taken.owed,
+                taken.wanted)
+    return ("credit_pack_reversed", str(workspace_id),
+            {"pack": pack["pack"], "units": taken.now + taken.owed,
+             "reason": reversal["reason"]})
 
 
 def _refunded(conn: Conn, plans: Plans, event: dict, charge: dict):
