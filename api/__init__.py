@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from enrichment import logs
 from enrichment.config import Settings
-from enrichment.jobstore import Publisher
+from enrichment.jobs.states import Publisher
 from enrichment.services import Services, build_services
 
 from . import billing, enrichment, health, openapi, privacy, problems, webhook_endpoints

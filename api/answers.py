@@ -9,7 +9,7 @@ from functools import cache
 from flask import Response, jsonify
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from enrichment.jobs import PUBLIC_STATUSES
+from enrichment.jobs.states import PUBLIC_STATUSES
 from enrichment.templates import TEMPLATES
 from enrichment.webhooks import EVENTS
 

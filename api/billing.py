@@ -13,7 +13,7 @@ import logging
 from flask import Blueprint, g, request
 from marshmallow import RAISE, Schema, fields
 
-from enrichment.billing import webhooks
+from enrichment.billing import stripe_events
 from enrichment.billing.stripe_client import verify_webhook
 from enrichment.errors import Invalid, NotFound
 
@@ -43,7 +43,7 @@ def buy_credit_pack():
     data = load(CreditPackSchema(), json_body())
     if data["pack"] not in packs:  # the packs come from configuration
         raise Invalid({"pack": [f"Must be one of: {', '.join(packs)}."]})
-    checkout = webhooks.start_checkout(
+    checkout = stripe_events.start_checkout(
         svc.db, svc.billing, svc.settings.plans, g.workspace.id, data["pack"],
         svc.settings.checkout_success_url, svc.settings.checkout_cancel_url)
     pack = packs[data["pack"]]
@@ -116,5 +116,5 @@ def stripe_webhook():
     payload = request.get_data(cache=False)  # the raw body: the signature covers its bytes
     event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret)
     with svc.db.connection() as conn:
-        outcome = webhooks.handle_event(conn, svc.settings.plans, svc.events, event)
+        outcome = stripe_events.handle_event(conn, svc.settings.plans, svc.events, event)
     return a.respond(a.WebhookAnswerSchema, {"received": True, "outcome": outcome})

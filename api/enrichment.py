@@ -11,9 +11,9 @@ import uuid
 from flask import Blueprint, g, jsonify, request
 from marshmallow import ValidationError
 
-from enrichment import admission, jobs, jobstore, webhooks
 from enrichment.billing.usage import usage_summary
 from enrichment.errors import EnrichmentError, Invalid, NotFound
+from enrichment.jobs import intake, read, service
 from enrichment.templates import TEMPLATES
 
 from . import answers as a
@@ -130,9 +130,9 @@ def with_client_key(handler):
     body = json_body()
     svc, workspace = services(), g.workspace
     if key is not None:
-        body_hash = admission.request_hash(body)
+        body_hash = intake.request_hash(body)
         with svc.db.connection() as conn:
-            stored = admission.stored_answer(conn, workspace.id, key, body_hash)
+            stored = intake.stored_answer(conn, workspace.id, key, body_hash)
         if stored is not None:
             return answer(stored[0], stored[1], replayed=True)
     try:
@@ -146,34 +146,27 @@ def with_client_key(handler):
         resp = answer(status, out, replayed=replayed, location=location)
     if key is not None:
         with svc.db.connection() as conn:
-            admission.store_answer(conn, workspace.id, key, body_hash, status, out)
+            intake.store_answer(conn, workspace.id, key, body_hash, status, out)
     return resp
 
 
 def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
-              batch_id: uuid.UUID | None = None) -> admission.Admitted:
+              batch_id: uuid.UUID | None = None) -> intake.Admitted:
     svc, workspace = services(), g.workspace
-    plan = svc.settings.plans[workspace.plan]
     lead = {k: v for k, v in lead.items() if v is not None}
-    with svc.db.connection() as conn:
-        admitted = admission.admit(conn, workspace=workspace, plan=plan,
-                                   template=TEMPLATES[template_name], lead=lead,
-                                   metadata=metadata, now=svc.clock(),
-                                   slots=svc.settings.slots(plan.name),
-                                   max_age_days=max_age_days, batch_id=batch_id)
+    admitted = service.submit(svc, workspace, template_name, lead, metadata, max_age_days,
+                              batch_id)
     if not admitted.replayed:
         job = admitted.job
         log.info("job %s admitted (template %s, queue %s%s)", job["id"], template_name,
                  job["queue"], ", cached" if admitted.cached else "")
-        jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)  # after commit
-        jobstore.send_webhooks(svc.publisher, admitted.deliveries)
         svc.events.capture("enrichment_requested", str(workspace.id), {
-            "job_id": str(job["id"]), "plan": plan.name, "template": template_name,
+            "job_id": str(job["id"]), "plan": workspace.plan, "template": template_name,
             "queue": job["queue"], "cached": admitted.cached})
     return admitted
 
 
-def admitted_status(admitted: admission.Admitted) -> int:
+def admitted_status(admitted: intake.Admitted) -> int:
     """202 for a new job; 200 for an answer already there (same-day replay, cached)."""
     return 200 if admitted.replayed or admitted.cached else 202
 
@@ -184,7 +177,7 @@ def submit():
         data = load(submit_schema, body)
         admitted = admit_one(data["lead"], data["template"], data["metadata"],
                              data["max_age_days"])
-        job = a.dump(a.JobSchema, jobs.job_body(admitted.job))
+        job = a.dump(a.JobSchema, read.job_body(admitted.job))
         return admitted_status(admitted), job, f"/api/v1/enrichment/{job['job_id']}", \
             admitted.replayed
 
@@ -196,11 +189,7 @@ def submit_batch():
     def handle(body: dict):
         data = load(batch_schema, body)
         svc, workspace = services(), g.workspace
-        batch_id = uuid.uuid4()
-        with svc.db.connection() as conn:
-            conn.execute("INSERT INTO batches (id, workspace_id, template, total)"
-                         " VALUES (%s, %s, %s, %s)",
-                         (batch_id, workspace.id, data["template"], len(data["leads"])))
+        batch_id = service.open_batch(svc, workspace.id, data["template"], len(data["leads"]))
         results, items = [], []
         for index, lead in enumerate(data["leads"]):
             entry: dict = {"index": index}
@@ -212,26 +201,16 @@ def submit_batch():
                                      one["max_age_days"], batch_id)
             except ValidationError as exc:
                 entry |= {"status": 422, "problem": problem_body(Invalid(exc.messages))}
-            except admission.Refused as exc:
+            except intake.Refused as exc:
                 entry |= {"status": exc.status, "problem": problem_body(exc)}
             else:
                 entry |= {"status": admitted_status(admitted),
-                          "job": jobs.job_body(admitted.job)}
+                          "job": read.job_body(admitted.job)}
                 if admitted.replayed:
                     entry["replayed"] = True
-            items.append((batch_id, index, entry.get("job", {}).get("job_id"),
-                          "problem" in entry))
+            items.append((index, entry.get("job", {}).get("job_id"), "problem" in entry))
             results.append(entry)
-        with svc.db.connection() as conn, conn.transaction():
-            jobstore.lock_workspace(conn, workspace.id)  # first, as every writer of jobs
-            with conn.cursor() as cur:
-                cur.executemany("INSERT INTO batch_items (batch_id, idx, job_id, rejected)"
-                                " VALUES (%s, %s, %s, %s)", items)
-            # Every lead is in: from now on the batch can complete (once its jobs end) —
-            # now already if all were answered at once (refused, cached, ended replays).
-            conn.execute("UPDATE batches SET submitted_at = now() WHERE id = %s", (batch_id,))
-            deliveries = webhooks.batches_completed(conn, workspace.id, svc.clock())
-        jobstore.send_webhooks(svc.publisher, deliveries)
+        service.close_batch(svc, workspace.id, batch_id, items)
         return 207, a.dump(a.BatchAnswerSchema, {"batch_id": batch_id, "results": results}), \
             None, False
 
@@ -242,15 +221,15 @@ def submit_batch():
 def list_jobs():
     args = load(list_schema, request.args.to_dict())
     with services().db.connection() as conn:
-        rows, more = jobs.list_jobs(conn, g.workspace.id, **args)
-    return a.respond(a.JobListSchema, {"data": [jobs.job_body(r) for r in rows],
+        rows, more = read.list_jobs(conn, g.workspace.id, **args)
+    return a.respond(a.JobListSchema, {"data": [read.job_body(r) for r in rows],
                                        "has_more": more})
 
 
 @bp.get("/enrichment/batches/<uuid:batch_id>")
 def get_batch(batch_id: uuid.UUID):
     with services().db.connection() as conn:
-        body = jobs.batch_progress(conn, g.workspace.id, batch_id)
+        body = read.batch_progress(conn, g.workspace.id, batch_id)
     if body is None:
         raise NotFound(f"No batch {batch_id} in this workspace.")
     return a.respond(a.BatchProgressSchema, body)
@@ -269,10 +248,10 @@ def usage():
 @bp.get("/enrichment/<uuid:job_id>")
 def get_job(job_id: uuid.UUID):
     with services().db.connection() as conn:
-        row = jobs.get_job(conn, g.workspace.id, job_id)
+        row = read.get_job(conn, g.workspace.id, job_id)
     if row is None:
         raise NotFound(f"No job {job_id} in this workspace.")
-    return a.respond(a.JobSchema, jobs.job_body(row))
+    return a.respond(a.JobSchema, read.job_body(row))
 
 
 @bp.get("/templates")

@@ -8,9 +8,9 @@ from functools import partial
 import redis
 from flask import Blueprint, Response, current_app, request
 
-from enrichment import jobstore
 from enrichment.alerts import DISCREPANCIES_KEY
 from enrichment.errors import BACKING_SERVICE_DOWN
+from enrichment.jobs import lifecycle
 from enrichment.metrics import BillingDiscrepancies, OldestRunnable, QueueDepth, exposition
 
 from .answers import HealthSchema, respond
@@ -71,7 +71,7 @@ def metrics():
                       "unauthorized", {"WWW-Authenticate": 'Bearer realm="metrics"'})
     client = broker_client(svc)
     queues = svc.settings.plans.queues
-    extra = [OldestRunnable(partial(jobstore.oldest_runnable, svc.db), queues),
+    extra = [OldestRunnable(partial(lifecycle.oldest_runnable, svc.db), queues),
              BillingDiscrepancies(svc.redis, DISCREPANCIES_KEY)]
     if client is not None:
         extra.append(QueueDepth(client, queues))

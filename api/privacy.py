@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, g, make_response, request
 from marshmallow import RAISE, Schema, fields, validate
 
-from enrichment import jobstore, privacy
+from enrichment import privacy
 from enrichment.errors import Invalid
+from enrichment.jobs import service
 from enrichment.workspaces import person_level_allowed
 
 from . import answers as a
@@ -53,12 +54,7 @@ class ErasureSchema(Schema):
 
 
 def _erase(identifier: str):
-    svc = services()
-    with svc.db.connection() as conn:
-        runnable, deliveries = privacy.erase(conn, g.workspace.id, identifier_arg(identifier),
-                                             svc.settings.slots(g.workspace.plan))
-    jobstore.publish_all(svc.db, svc.publisher, runnable)
-    jobstore.send_webhooks(svc.publisher, deliveries)
+    service.erase(services(), g.workspace, identifier_arg(identifier))
     return "", 204
 
 

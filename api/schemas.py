@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from enrichment.jobs.states import PUBLIC_STATUSES
 from enrichment.leads import subject_identifier
 from enrichment.templates import TEMPLATES
 from enrichment.webhooks import EVENTS as WEBHOOK_EVENTS
@@ -111,8 +112,7 @@ class ListJobsSchema(Schema):
 
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
     starting_after = fields.UUID()
-    status = fields.String(validate=validate.OneOf(
-        ["queued", "processing", "succeeded", "failed", "dead"]))
+    status = fields.String(validate=validate.OneOf(list(PUBLIC_STATUSES)))
     template = fields.String(validate=validate.OneOf(sorted(TEMPLATES)))
     batch_id = fields.UUID()
     created_after = fields.AwareDateTime(default_timezone=UTC)

@@ -43,16 +43,16 @@ def _services(stack: Stack, env: dict | None = None):
 
 def submit(svc, ws, leads: list[dict], template: str) -> None:
     """What the API does for each lead: admit, then publish what became runnable."""
-    from enrichment import admission, jobstore
+    from enrichment.jobs import intake, outbox
     from enrichment.templates import TEMPLATES
 
     plan = svc.settings.plans[ws.plan]
     for lead in leads:
         with svc.db.connection() as conn:
-            admitted = admission.admit(conn, workspace=ws, plan=plan,
+            admitted = intake.admit(conn, workspace=ws, plan=plan,
                                        template=TEMPLATES[template], lead=lead, metadata={},
                                        now=datetime.now(UTC), slots=svc.settings.slots(ws.plan))
-        jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)
+        outbox.publish_all(svc.db, svc.publisher, admitted.runnable)
 
 
 def workspaces(svc, plan: str, n: int) -> list:

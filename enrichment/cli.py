@@ -15,11 +15,12 @@ from importlib.metadata import version
 import click
 import psycopg
 
-from . import alerts, db, dlq, logs, privacy, workspaces
+from . import alerts, db, logs, privacy, workspaces
 from .billing import BillingError, accounts, catalog
-from .billing import jobs as billing_jobs
+from .billing import operations as billing_ops
 from .config import Settings
 from .errors import BACKING_SERVICE_DOWN, EnrichmentError
+from .jobs import dead_letters
 from .services import Services, build_services
 
 
@@ -272,7 +273,7 @@ def dlq_group() -> None:
 def dlq_list(app: App, include_replayed: bool, as_json: bool):
     """List dead letters, oldest first."""
     with app.services.db.connection() as conn:
-        rows = dlq.list_dead_letters(conn, include_replayed)
+        rows = dead_letters.list_dead_letters(conn, include_replayed)
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -295,8 +296,9 @@ def dlq_replay(app: App, job_id: uuid.UUID | None, replay_all: bool):
         raise click.UsageError("give a JOB_ID or --all")
     svc = app.services
     with svc.db.connection() as conn:
-        ids = [job_id] if job_id else [r["job_id"] for r in dlq.list_dead_letters(conn, limit=None)]
-        outcomes = [dlq.replay(conn, svc.settings, i, datetime.now(UTC)) for i in ids]
+        ids = [job_id] if job_id else [
+            r["job_id"] for r in dead_letters.list_dead_letters(conn, limit=None)]
+        outcomes = [dead_letters.replay(conn, svc.settings, i, svc.clock()) for i in ids]
     for i, outcome in zip(ids, outcomes, strict=True):
         click.echo(f"{i}  {outcome}")
     if job_id and outcomes[0] != "replayed":
@@ -370,7 +372,7 @@ def billing_attach(app: App, workspace_id: uuid.UUID):
 def billing_sync(app: App):
     """Attach workspaces without a Stripe customer; move subscriptions to their plan (what
     the billing sync job does every 10 minutes)."""
-    click.echo(json.dumps(billing_jobs.sync_accounts(app.services)))
+    click.echo(json.dumps(billing_ops.sync_accounts(app.services)))
 
 
 def _closed_day(day: datetime | None) -> date:
@@ -385,7 +387,7 @@ def billing_report(app: App, day: datetime | None):
     """Run the overage report now for closed UTC days up to --date, and send every unsent
     report that may still go through, whatever its backoff. Idempotent."""
     through = _closed_day(day)
-    done = billing_jobs.report_overage(app.services, through, force=True)
+    done = billing_ops.report_overage(app.services, through, force=True)
     click.echo(json.dumps({"through": through.isoformat(), **done}))
 
 
@@ -396,7 +398,7 @@ def billing_report(app: App, day: datetime | None):
 def billing_reconcile(app: App, day: datetime | None):
     """Compare metered usage, usage_reports and Stripe's meter, and list the reports Stripe
     did not take (failed, expired); exit 1 on any."""
-    found = billing_jobs.reconcile_billing(app.services, _closed_day(day))
+    found = billing_ops.reconcile_billing(app.services, _closed_day(day))
     for p in found["discrepancies"]:
         click.echo(json.dumps({"discrepancy": p}))
     for r in found["unsent"]:
@@ -412,7 +414,7 @@ def billing_reconcile(app: App, day: datetime | None):
 def billing_settle_expired(app: App):
     """Bill expired reports (days older than Stripe's meter accepts) as invoice items on each
     customer's next invoice. Idempotent."""
-    for item in billing_jobs.settle_expired(app.services):
+    for item in billing_ops.settle_expired(app.services):
         click.echo(json.dumps(item))
 
 

@@ -1,5 +1,5 @@
 """The life of one job, from claim to result. The job's states and their writes live in
-`jobstore`; this module orchestrates.
+`enrichment/jobs/`; this module orchestrates.
 
     claim (guarded: a duplicate delivery does nothing)
     → caps from the plan → providers (global provider limit, retries and backoff inside a
@@ -19,11 +19,11 @@ import logging
 import time
 from decimal import Decimal
 
-from . import jobstore
 from .billing.usage import hard_cap
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .errors import BACKING_SERVICE_DOWN
-from .jobstore import JobStatus, Outcome
+from .jobs import lifecycle, outbox, service, slots, states
+from .jobs.states import JobStatus, Outcome
 from .leads import company_only
 from .metrics import (
     COMPLETENESS,
@@ -86,7 +86,7 @@ def estimate_cost(svc: Services, spend: Spend) -> Decimal:
 def run_job(svc: Services, job_id: str) -> str:
     """Run one delivered job to its end. Returns its final status; 'skipped' for a duplicate
     delivery (or a job erased meanwhile); 'lost' when the lease was taken over."""
-    job = jobstore.claim(svc.db, job_id, svc.settings.job_lease_seconds)
+    job = lifecycle.claim(svc.db, job_id, svc.settings.job_lease_seconds)
     if job is None:
         JOB_DELIVERIES.labels("skipped").inc()
         log.info("job %s not claimable (duplicate delivery or already finished)", job_id)
@@ -102,20 +102,19 @@ def run_job(svc: Services, job_id: str) -> str:
         raise
 
 
-def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = jobstore.FENCE_LEASE
+def _finish(svc: Services, job: dict, outcome: Outcome, fence: str = lifecycle.FENCE_LEASE
             ) -> bool:
     """Write the outcome, then publish the waiting job that took the freed slot."""
     with svc.db.connection() as conn:
-        runnable = jobstore.finish(conn, job, outcome, svc.settings.slots(job["plan"]),
+        runnable = lifecycle.finish(conn, job, outcome, svc.settings.slots(job["plan"]),
                                    svc.clock(), fence)
     if runnable is None:
         log.warning("job %s: lease lost before finishing; outcome discarded", job["id"])
         # Erased while running: its slot was held back until now (see privacy.erase).
-        jobstore.publish_all(svc.db, svc.publisher, jobstore.fill_workspace(
+        outbox.publish_all(svc.db, svc.publisher, slots.fill_workspace(
             svc.db, job["workspace_id"], svc.settings.slots(job["plan"])))
         return False
-    jobstore.publish_all(svc.db, svc.publisher, runnable)
-    jobstore.send_webhooks(svc.publisher, outcome.deliveries)
+    service.after_commit(svc, runnable, outcome.events)
     log.info("job %s %s (template %s)", job["id"], outcome.status, job["template"])
     JOBS_FINISHED.labels(outcome.status).inc()
     if outcome.dead_letter:
@@ -133,7 +132,7 @@ def _hand_back(svc: Services, job: dict, publish: bool = True) -> None:
                                       error=f"interrupted {job['runs']} times"))
         else:
             with svc.db.connection() as conn:
-                jobstore.requeue(conn, job, publish=publish)
+                lifecycle.requeue(conn, job, publish=publish)
     except Exception:
         log.exception("could not hand job %s back; the sweeper will", job["id"])
 
@@ -143,28 +142,28 @@ def sweep(svc: Services) -> dict[str, int]:
     used their attempts —, re-send messages the broker may have lost, fill free slots a
     hand-over missed, publish what the outbox holds."""
     requeued = dead = 0
-    for job in jobstore.expired(svc.db):
+    for job in lifecycle.expired(svc.db):
         if job["runs"] >= MAX_RUNS:
             error = f"lease expired after {job['runs']} runs (killed or out of memory)"
             dead += _finish(svc, job, Outcome(JobStatus.DEAD, dead_letter=True, error=error),
-                            fence=jobstore.FENCE_EXPIRED)
+                            fence=lifecycle.FENCE_EXPIRED)
         else:
             with svc.db.connection() as conn:
-                requeued += jobstore.requeue_expired(conn, job)
+                requeued += lifecycle.requeue_expired(conn, job)
     # Re-send no more messages than the broker is missing (when it can tell): a long but
     # healthy queue is not a lost one.
     counter = getattr(svc.publisher, "in_broker", None)
     in_broker = counter() if counter is not None else None
     missing = None if in_broker is None else max(
-        0, jobstore.published_unclaimed(svc.db) - in_broker)
-    resent = jobstore.requeue_lost(svc.db, svc.settings.lost_message_seconds, missing)
+        0, outbox.published_unclaimed(svc.db) - in_broker)
+    resent = outbox.requeue_lost(svc.db, svc.settings.lost_message_seconds, missing)
     filled = 0
     limits = {name: svc.settings.slots(name) for name in svc.settings.plans.names}
-    for ws in jobstore.stranded(svc.db, limits):
-        runnable = jobstore.fill_workspace(svc.db, ws["id"], svc.settings.slots(ws["plan"]))
-        jobstore.publish_all(svc.db, svc.publisher, runnable)
+    for ws in slots.stranded(svc.db, limits):
+        runnable = slots.fill_workspace(svc.db, ws["id"], svc.settings.slots(ws["plan"]))
+        outbox.publish_all(svc.db, svc.publisher, runnable)
         filled += len(runnable)
-    published = jobstore.relay_outbox(svc.db, svc.publisher,
+    published = outbox.relay_outbox(svc.db, svc.publisher,
                                       svc.settings.outbox_relay_after_seconds)
     return {"requeued": requeued, "dead": dead, "resent": resent, "filled": filled,
             "published": published}
@@ -186,7 +185,7 @@ def _run(svc: Services, job: dict) -> str:
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
     if job["suppressed"]:  # an objection or erasure since admission: no provider call
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED,
-                                                     error=jobstore.SUPPRESSED_ERROR)) else "lost"
+                                                     error=states.SUPPRESSED_ERROR)) else "lost"
     if not _in_this_period(svc, job, plan):  # the month turned and its cap is reached
         error = "hard-cap-reached: the job first ran in a new billing period with no unit left"
         return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
@@ -218,7 +217,7 @@ def _run(svc: Services, job: dict) -> str:
             # The shared provider limit has no slot within this round (a 429's Retry-After
             # holds every worker back): nothing was sent, so the job waits and runs later.
             with svc.db.connection() as conn:
-                jobstore.requeue(conn, job, delay=exc.retry_after or 0.0, counts=False,
+                lifecycle.requeue(conn, job, delay=exc.retry_after or 0.0, counts=False,
                                  relay_after=svc.settings.outbox_relay_after_seconds)
             return "deferred"
         status = JobStatus(exc.final_status)
@@ -267,9 +266,9 @@ def _in_this_period(svc: Services, job: dict, plan: Plan) -> bool:
     if job["billing_period"] is None or job["billing_period"] == period:
         return True
     with svc.db.connection() as conn, conn.transaction():
-        jobstore.lock_workspace(conn, job["workspace_id"])
+        slots.lock_workspace(conn, job["workspace_id"])
         cap = hard_cap(conn, plan, job["workspace_id"], period, job["plan_since"])
-        if not jobstore.move_unit(conn, job, period, cap, svc.clock()):
+        if not lifecycle.move_unit(conn, job, period, cap, svc.clock()):
             return False
     job["billing_period"] = period
     return True

@@ -14,9 +14,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from . import jobs, jobstore, units, webhooks
 from .db import Conn, one
-from .jobstore import TERMINAL
+from .jobs import events, lifecycle, read
+from .jobs.slots import fill, lock_workspace
+from .jobs.states import JobStatus, Runnable
 from .leads import normalise, subject_hash
 
 # A subject's jobs: keyed by, or carrying, any of its identifiers.
@@ -48,7 +49,7 @@ def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
     job_ids = [r["id"] for r in conn.execute(
         "SELECT id FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
         + " ORDER BY created_at", {"ws": workspace_id, "hashes": hashes})]
-    found = [jobs.job_body(jobs.known_job(conn, workspace_id, job_id)) for job_id in job_ids]
+    found = [read.job_body(read.known_job(conn, workspace_id, job_id)) for job_id in job_ids]
     consents = conn.execute(
         "SELECT id, purpose, basis, granted, source, created_at FROM consents"
         " WHERE workspace_id = %s AND subject_hash = ANY(%s) ORDER BY created_at",
@@ -66,16 +67,16 @@ def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
         "jobs": found,
         "consents": [consent_body(c) for c in consents],
         "suppression": ({"reason": suppression["reason"],
-                         "since": jobs.iso(suppression["created_at"])} if suppression else None),
+                         "since": read.iso(suppression["created_at"])} if suppression else None),
         "webhook_deliveries": [
             {"id": str(d["id"]), "endpoint_id": str(d["endpoint_id"]), "event": d["event_type"],
-             "status": d["status"], "created_at": jobs.iso(d["created_at"]),
-             "delivered_at": jobs.iso(d["delivered_at"])} for d in sent],
+             "status": d["status"], "created_at": read.iso(d["created_at"]),
+             "delivered_at": read.iso(d["delivered_at"])} for d in sent],
     }
 
 
 def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
-          now: datetime | None = None) -> tuple[list[jobstore.Runnable], list[uuid.UUID]]:
+          now: datetime | None = None) -> tuple[list[Runnable], list[int]]:
     """Erase the subject from this workspace and suppress future enrichment of it.
 
     Jobs go (their results, outbox rows, dead letters and webhook messages with them), with
@@ -83,20 +84,15 @@ def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
     jobs are given back, and slots they held pass to the workspace's next waiting jobs —
     except the slot of a job still running: its worker finds its fenced final write
     rejected, leaves nothing behind, and only then hands the slot on (so the workspace never
-    runs more than its slots). A batch whose last open job this was completes now. Returns
-    the runnable jobs and webhook deliveries to publish. Usage rows stay: they hold no
-    personal data (workspace, job id, units) and keep invoices explainable."""
+    runs more than its slots). A batch whose last open job this was completes (a job event).
+    Returns the runnable jobs to publish and the events to notify, after commit. Usage rows
+    stay: they hold no personal data (workspace, job id, units) and keep invoices
+    explainable."""
     with conn.transaction():
-        jobstore.lock_workspace(conn, workspace_id)
+        lock_workspace(conn, workspace_id)
         hashes = subject_hashes(conn, workspace_id, identifier)
-        gone = conn.execute(
-            "DELETE FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
-            + " RETURNING id, status, billing_period, created_at",
-            {"ws": workspace_id, "hashes": hashes}).fetchall()
         now = now or datetime.now(UTC)
-        for job in gone:
-            if job["status"] not in TERMINAL:
-                units.release(conn, workspace_id, job["billing_period"], job["created_at"], now)
+        gone = lifecycle.delete_subject(conn, workspace_id, hashes, now)
         if gone:
             conn.execute("DELETE FROM api_idempotency WHERE workspace_id = %s"
                          " AND response::text LIKE ANY(%s)",
@@ -106,9 +102,8 @@ def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
             " SELECT %s, h, 'erasure' FROM unnest(%s::text[]) h"
             " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
             (workspace_id, hashes))
-        running = sum(job["status"] == jobstore.JobStatus.PROCESSING for job in gone)
-        deliveries = webhooks.batches_completed(conn, workspace_id, now)
-        return jobstore.fill(conn, workspace_id, slots - running), deliveries
+        running = sum(job["status"] == JobStatus.PROCESSING for job in gone)
+        return fill(conn, workspace_id, slots - running), [events.record(conn, workspace_id)]
 
 
 @dataclass
@@ -123,7 +118,7 @@ class Consent:
 def consent_body(row: dict) -> dict:
     return {"id": str(row["id"]), "purpose": row["purpose"], "basis": row["basis"],
             "granted": row["granted"], "source": row["source"],
-            "recorded_at": jobs.iso(row["created_at"])}
+            "recorded_at": read.iso(row["created_at"])}
 
 
 def record_consent(conn: Conn, workspace_id: uuid.UUID, consent: Consent) -> dict:
@@ -133,7 +128,7 @@ def record_consent(conn: Conn, workspace_id: uuid.UUID, consent: Consent) -> dic
     never an erasure."""
     subject = subject_hash(consent.identifier)
     with conn.transaction():
-        jobstore.lock_workspace(conn, workspace_id)  # as erasure: links seen whole
+        lock_workspace(conn, workspace_id)  # as erasure: links seen whole
         row = one(conn.execute(
             "INSERT INTO consents (id, workspace_id, subject_hash, purpose, basis, granted,"
             " source) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *",
@@ -165,21 +160,13 @@ def purge(conn: Conn, now: datetime, raw_days: int = 90, summary_days: int = 365
     (billing keeps its per-day aggregates in usage_reports)."""
     raw_cutoff, summary_cutoff = now - timedelta(days=raw_days), now - timedelta(days=summary_days)
     removed = {"raw": 0, "webhook_deliveries": 0, "jobs": 0, "usage_rows": 0}
-    while ids := [r["id"] for r in conn.execute(
-            "UPDATE enrichment_jobs SET lead = '{}', metadata = '{}', error = NULL,"
-            " raw_purged_at = %s WHERE id IN (SELECT id FROM enrichment_jobs"
-            " WHERE status = ANY(%s) AND completed_at < %s AND raw_purged_at IS NULL LIMIT %s)"
-            " RETURNING id", (now, list(TERMINAL), raw_cutoff, batch))]:
-        conn.execute("UPDATE dead_letters SET error = NULL WHERE job_id = ANY(%s)", (ids,))
-        removed["raw"] += len(ids)
+    while n := lifecycle.purge_raw(conn, now, raw_cutoff, batch):
+        removed["raw"] += n
     while n := conn.execute(
             "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
             " WHERE created_at < %s LIMIT %s)", (raw_cutoff, batch)).rowcount:
         removed["webhook_deliveries"] += n
-    while n := conn.execute(
-            "DELETE FROM enrichment_jobs WHERE id IN (SELECT id FROM enrichment_jobs"
-            " WHERE status = ANY(%s) AND completed_at < %s LIMIT %s)",
-            (list(TERMINAL), summary_cutoff, batch)).rowcount:
+    while n := lifecycle.delete_ended(conn, summary_cutoff, batch):
         removed["jobs"] += n
     while n := conn.execute(
             "DELETE FROM enrichment_usage WHERE id IN (SELECT id FROM enrichment_usage"

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 
 import redis
 
+from . import webhooks
 from .authguard import AuthGuard, KeyCache
 from .billing import Billing, build_billing
 from .config import Settings
 from .db import Pool, connect_pool
 from .events import Events, build_events
-from .jobstore import NoPublisher, Publisher
+from .jobs.states import NoPublisher, Publisher
 from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
 from .providers import CallPolicy, ResearchProvider, SocialProvider
@@ -41,6 +42,11 @@ class Services:
     publisher: Publisher = field(default_factory=NoPublisher)
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def notify(self, happened: list[int] | None = None) -> int:
+        """Turn job events into webhook messages and send them (`webhooks.notify`): those
+        named, or (None) those a crash left behind."""
+        return webhooks.notify(self.db, self.publisher, happened)
 
     def call_policy(self, **overrides) -> CallPolicy:
         return replace(self.base_policy or CallPolicy(), **overrides)

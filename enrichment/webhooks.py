@@ -1,8 +1,10 @@
 """Outgoing webhooks, following the Standard Webhooks specification.
 
 A message (`job.succeeded`, `job.failed`, `job.dead`, `batch.completed`) is written, one row
-per subscribed endpoint, in the transaction that commits the outcome (`webhook_deliveries` is
-the outbox and the delivery log); its task goes to the `webhooks` queue after commit, which
+per subscribed endpoint, from the event the jobs service records in the transaction that
+commits the outcome (`notify`, right after that commit; the webhook sweeper turns events a
+crash left). `webhook_deliveries` is the outbox and the delivery log; each message's task
+goes to the `webhooks` queue after commit, which
 its own workers consume — a slow or dead receiver never holds up enrichment. Each attempt
 POSTs the same body with the same `webhook-id`, a fresh `webhook-timestamp` and
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the endpoint's
@@ -60,7 +62,10 @@ from psycopg.types.json import Jsonb
 
 from .db import Conn, Pool, one
 from .errors import Invalid
-from .jobstore import SUPPRESSED
+from .jobs import batches, events, read
+from .jobs.outbox import send_webhooks
+from .jobs.slots import lock_workspace
+from .jobs.states import SUPPRESSED, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -289,52 +294,48 @@ def enqueue(conn: Conn, workspace_id: uuid.UUID, event: str, data: dict,
     return [r["id"] for r in rows]
 
 
-def job_ended(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID,
-              status: str) -> list[uuid.UUID]:
-    """In the transaction that ends a job: its `job.<status>` message, and `batch.completed`
-    for each batch it completes (the workspace row is locked: the last job of a batch to end
-    sees every other one ended)."""
-    from . import jobs
+EVENTS_LEFT_SECONDS = 60  # a job event not turned into messages by then is the sweeper's
 
+
+def notify(pool: Pool, publisher: Publisher, event_ids: list[int] | None = None,
+           older_than_seconds: float = EVENTS_LEFT_SECONDS) -> int:
+    """Turn the jobs service's events (`jobs.events`) into messages once their transaction
+    has committed, and send them: `job.<status>` for a job that ended — never about a subject
+    suppressed by now, nor a job erased since — and `batch.completed` for each batch it
+    completes. The events named, or (the sweeper, `event_ids` None) those a crash left. Each
+    event once. Returns the messages written."""
+    if event_ids is not None and not event_ids:
+        return 0
     now = datetime.now(UTC)
-    out = []
+    deliveries: list[uuid.UUID] = []
+    with pool.connection() as conn, conn.transaction():
+        taken = events.take(conn, event_ids, 0 if event_ids else older_than_seconds)
+        for workspace_id in sorted({e["workspace_id"] for e in taken}):
+            lock_workspace(conn, workspace_id)  # batches: the last job to end sees all ended
+        for event in taken:
+            workspace_id, job_id = event["workspace_id"], event["job_id"]
+            if job_id is not None and event["status"] is not None:
+                deliveries += _job_message(conn, workspace_id, job_id, event["status"], now)
+            for batch in batches.complete(conn, workspace_id, job_id):
+                progress = read.batch_progress(conn, workspace_id, batch)
+                if progress is not None:
+                    deliveries += enqueue(conn, workspace_id, "batch.completed", progress, now)
+    send_webhooks(publisher, deliveries)
+    return len(deliveries)
+
+
+def _job_message(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID, status: str,
+                 now: datetime) -> list[uuid.UUID]:
     if conn.execute("SELECT 1 FROM webhook_endpoints WHERE workspace_id = %s"
                     " AND disabled_at IS NULL AND %s = ANY(events) LIMIT 1",
-                    (workspace_id, f"job.{status}")).fetchone():
-        row = jobs.get_job(conn, workspace_id, job_id)
-        if row is not None:
-            out += enqueue(conn, workspace_id, f"job.{status}", jobs.job_body(row), now,
-                           job_id=job_id)
-    return out + batches_completed(conn, workspace_id, now, job_id)
-
-
-def batches_completed(conn: Conn, workspace_id: uuid.UUID, now: datetime,
-                      job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
-    """`batch.completed` for each batch this completes (see complete_batches)."""
-    from . import jobs
-
-    out = []
-    for batch in complete_batches(conn, workspace_id, job_id):
-        progress = jobs.batch_progress(conn, workspace_id, batch)
-        if progress is not None:
-            out += enqueue(conn, workspace_id, "batch.completed", progress, now)
-    return out
-
-
-def complete_batches(conn: Conn, workspace_id: uuid.UUID,
-                     job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
-    """Mark done the workspace's batches (those holding `job_id`, or all open ones) whose jobs
-    have all ended; returns them. Each batch is completed once, and only once all its leads
-    are in (a batch still being submitted has no unfinished items yet)."""
-    scope = ("b.id IN (SELECT batch_id FROM batch_items WHERE job_id = %(job)s)"
-             if job_id is not None else "b.workspace_id = %(ws)s")
-    return [r["id"] for r in conn.execute(
-        "UPDATE batches b SET completed_at = now() WHERE " + scope  # noqa: S608 (constant)
-        + " AND b.submitted_at IS NOT NULL AND b.completed_at IS NULL"
-        " AND NOT EXISTS (SELECT 1 FROM batch_items i"
-        "  JOIN enrichment_jobs j ON j.id = i.job_id WHERE i.batch_id = b.id"
-        "  AND j.status NOT IN ('succeeded', 'failed', 'dead')) RETURNING b.id",
-        {"job": job_id, "ws": workspace_id})]
+                    (workspace_id, f"job.{status}")).fetchone() is None:
+        return []
+    row = read.get_job(conn, workspace_id, job_id)
+    if row is None or one(conn.execute(
+            "SELECT " + SUPPRESSED + " AS s FROM enrichment_jobs j"  # noqa: S608 (constant)
+            " WHERE j.id = %s", (job_id,)))["s"]:
+        return []  # erased, or its subject objected: nothing more is said about it
+    return enqueue(conn, workspace_id, f"job.{status}", read.job_body(row), now, job_id=job_id)
 
 
 @dataclass

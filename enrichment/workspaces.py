@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .config import Plans
 from .db import Conn
 from .errors import Invalid, NotFound
+from .jobs import lifecycle
 from .templates import COMPANY_TEMPLATES
 
 if TYPE_CHECKING:
@@ -86,11 +87,7 @@ def set_region(conn: Conn, cache: KeyCache, workspace_id: uuid.UUID, region: str
         if row is None:
             raise NotFound(f"no workspace {workspace_id}")
         if not person_level_allowed(row["region"], row["person_level_enabled"]):
-            conn.execute(
-                "UPDATE enrichment_jobs SET lead = lead - 'name' - 'email' - 'linkedin_url'"
-                " WHERE workspace_id = %s AND template = ANY(%s)"
-                " AND lead ?| array['name', 'email', 'linkedin_url']",
-                (workspace_id, COMPANY_TEMPLATES))
+            lifecycle.strip_personal(conn, workspace_id, COMPANY_TEMPLATES)
 
 
 def create_api_key(conn: Conn, workspace_id: uuid.UUID) -> str:

@@ -29,6 +29,12 @@ Test-only endpoints:
                       "webhook_url": …, "webhook_secret": …, "fail_all": 503}
   GET  /_test/state                             → everything it holds
 Every signed event is returned to the caller and, when webhook_url is set, delivered there.
+
+Its clock: Stripe's own. Everything it dates or judges — a meter event's timestamp window,
+`created`, a subscription item's price history, invoice periods, webhook signatures — reads
+`now()`, real time unless set: `create_stripe_fake(now=…)` or `StripeFakeServer.now = …` (a
+function returning epoch seconds), so tests run Stripe at the same instant as the services'
+injected clock.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import requests
 from flask import Flask, jsonify, request
@@ -81,8 +88,17 @@ def sign(payload: str, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def create_stripe_fake() -> Flask:
+def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
+    """The fake; `now` is its clock (epoch seconds), real time by default — settable later
+    through `app.extensions["stripe_fake_clock"]["now"]` (StripeFakeServer.now)."""
     app = Flask(__name__)
+    clock = {"now": now or time.time}
+    app.extensions["stripe_fake_clock"] = clock
+
+    def stamp_now() -> int:
+        """Stripe's time, in whole seconds."""
+        return int(clock["now"]())
+
     lock = threading.RLock()
     db: dict[str, dict] = defaultdict(dict)  # kind -> id -> object
     meter_events: list[dict] = []
@@ -164,7 +180,7 @@ def create_stripe_fake() -> Flask:
         return jsonify(store("customers", {
             "id": new_id("cus"), "object": "customer", "name": p.get("name"),
             "email": p.get("email"), "metadata": p.get("metadata", {}),
-            "created": int(time.time())}))
+            "created": stamp_now()}))
 
     @app.delete("/v1/customers/<cid>")
     def delete_customer(cid):
@@ -229,8 +245,8 @@ def create_stripe_fake() -> Flask:
             "id": new_id("sub"), "object": "subscription", "customer": p["customer"],
             "status": "active", "items": {"object": "list", "data": items},
             "metadata": p.get("metadata", {}),
-            "start_date": int(p.get("backdate_start_date") or time.time()),
-            "current_period_start": int(p.get("backdate_start_date") or time.time())}))
+            "start_date": int(p.get("backdate_start_date") or stamp_now()),
+            "current_period_start": int(p.get("backdate_start_date") or stamp_now())}))
 
     @app.get("/v1/subscriptions/<sid>")
     def get_subscription(sid):
@@ -252,7 +268,7 @@ def create_stripe_fake() -> Flask:
                              "items")
             item = items[change["id"]]
             item.setdefault("history", []).append(
-                {"price": item["price"]["id"], "until": int(time.time())})
+                {"price": item["price"]["id"], "until": stamp_now()})
             item["price"] = price
         sub["metadata"] = {**sub.get("metadata", {}), **p.get("metadata", {})}
         return jsonify(sub)
@@ -286,7 +302,7 @@ def create_stripe_fake() -> Flask:
             return error(400, "No active meter for this event_name", "resource_missing")
         payload = p.get("payload") or {}
         ident = p.get("identifier") or new_id("mev")
-        now = int(time.time())
+        now = stamp_now()  # judged by Stripe's clock, as Stripe does
         stamp = int(p.get("timestamp") or now)
         if stamp < now - 35 * 86400 or stamp > now + 300:
             return error(400, "Timestamp must be within the past 35 calendar days or up to 5 "
@@ -302,8 +318,8 @@ def create_stripe_fake() -> Flask:
             identifiers.add(ident)
             event = {"object": "billing.meter_event", "event_name": p["event_name"],
                      "identifier": ident, "payload": payload,
-                     "timestamp": int(p.get("timestamp") or time.time()),
-                     "created": int(time.time()), "livemode": False}
+                     "timestamp": stamp,
+                     "created": stamp_now(), "livemode": False}
             meter_events.append(event)
         if config["lose_next_meter_event_response"]:
             config["lose_next_meter_event_response"] = False
@@ -403,8 +419,8 @@ def create_stripe_fake() -> Flask:
                 "customer": customer, "status": status, "currency": "usd",
                 "amount_due": total, "amount_paid": total if status == "paid" else 0,
                 "total": total, "lines": {"object": "list", "data": lines},
-                "period_start": int(time.time()) - 86400 * 30, "period_end": int(time.time()),
-                "hosted_invoice_url": None, "created": int(time.time())}
+                "period_start": stamp_now() - 86400 * 30, "period_end": stamp_now(),
+                "hosted_invoice_url": None, "created": stamp_now()}
 
     @app.post("/v1/invoices/create_preview")
     def preview_invoice():
@@ -422,10 +438,10 @@ def create_stripe_fake() -> Flask:
     # --- webhooks (test-only triggers) ---------------------------------------------------
     def deliver(event_type: str, obj: dict) -> dict:
         event = {"id": new_id("evt"), "object": "event", "type": event_type,
-                 "api_version": "2025-01-01", "created": int(time.time()),
+                 "api_version": "2025-01-01", "created": stamp_now(),
                  "data": {"object": obj}, "livemode": False}
         payload = json.dumps(event)
-        signature = sign(payload, config["webhook_secret"])
+        signature = sign(payload, config["webhook_secret"], timestamp=stamp_now())
         if config["webhook_url"]:
             requests.post(config["webhook_url"], data=payload, timeout=5, headers={
                 "Stripe-Signature": signature, "Content-Type": "application/json"})
@@ -506,8 +522,19 @@ def create_stripe_fake() -> Flask:
 
 
 class StripeFakeServer(ThreadedServer):
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        super().__init__(create_stripe_fake(), host, port)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 now: Callable[[], float] | None = None):
+        super().__init__(create_stripe_fake(now), host, port)
+
+    @property
+    def now(self) -> Callable[[], float]:
+        """The fake's clock (epoch seconds): Stripe's "now"."""
+        return self.app.extensions["stripe_fake_clock"]["now"]
+
+    @now.setter
+    def now(self, clock: Callable[[], float] | None) -> None:
+        """Set Stripe's clock; None is real time again."""
+        self.app.extensions["stripe_fake_clock"]["now"] = clock or time.time
 
     @property
     def config(self) -> dict:

@@ -1,10 +1,21 @@
 """Fixtures on the real thing: PostgreSQL (a test database, recreated per session), Redis
-(dedicated DB numbers), the provider simulator over HTTP, and a Celery worker subprocess."""
+(dedicated DB numbers), the provider simulator over HTTP, and a Celery worker subprocess.
+
+The clock. Every `Services` of the session — the `services` fixture, and any the code under
+test builds (`api.create_app()`, the CLI, the worker and gunicorn subprocesses) — reads one
+clock, `session_clock()`: real time, or, with TEST_NOW set (ISO 8601, UTC, e.g.
+`TEST_NOW=2026-12-31T23:59:00Z`), real time shifted so that the session starts at TEST_NOW
+(time still moves). A test that needs "now" takes it from the services (`db.clock()`), never
+from `datetime.now()`, and never mixes it with PostgreSQL's now() in one assertion.
+PostgreSQL and Redis keep real time: a shifted run shows where code mixes the two."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -30,15 +41,112 @@ for var in ("STRIPE_API_KEY", "POSTHOG_API_KEY", "PLANS_FILE"):
 # Every process of the run (this one, the worker subprocesses) writes its metrics here.
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="enrichment-metrics-")
 
+
+# --- the session's clock ---------------------------------------------------------------------
+
+def parse_test_now(value: str) -> datetime:
+    """TEST_NOW: an ISO 8601 instant in UTC (`2027-01-01T00:00:00Z`, or with `+00:00`)."""
+    when = datetime.fromisoformat(value.strip())
+    if when.utcoffset() != timedelta(0):
+        raise ValueError(f"TEST_NOW must be a UTC instant (Z or +00:00), not {value!r}")
+    return when.astimezone(UTC)
+
+
+SESSION_STARTED = datetime.now(UTC)
+TEST_NOW = os.environ.get("TEST_NOW", "").strip() or None
+# The services' clock is real time plus this (0 without TEST_NOW).
+CLOCK_OFFSET = parse_test_now(TEST_NOW) - SESSION_STARTED if TEST_NOW else timedelta(0)
+
+
+def session_clock() -> datetime:
+    """The session's services clock: real time, shifted by TEST_NOW; it moves."""
+    return datetime.now(UTC) + CLOCK_OFFSET
+
+
+# The subprocesses the tests start (the Celery worker, gunicorn, the launcher, the CLI) build
+# their own services: with TEST_NOW, a `sitecustomize` of this session's, first on their
+# PYTHONPATH, gives every Services they build the same shifted clock.
+CLOCK_SHIM = '''"""Written by tests/conftest.py for one test session (TEST_NOW={test_now}): every
+Services this process builds reads the session's clock, real time + {seconds!r} s."""
+import importlib.abc
+import importlib.machinery
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+OFFSET = timedelta(seconds={seconds!r})
+
+
+def clock():
+    return datetime.now(UTC) + OFFSET
+
+
+def shift(module):
+    build = module.build_services
+
+    def build_services(*args, **kwargs):
+        return replace(build(*args, **kwargs), clock=clock)
+
+    module.build_services = build_services
+
+
+class ShiftServicesClock(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "enrichment.services":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_shift(module):
+            exec_module(module)
+            shift(module)
+
+        spec.loader.exec_module = exec_and_shift
+        return spec
+
+
+sys.meta_path.insert(0, ShiftServicesClock())
+'''
+
+if TEST_NOW:
+    _shim_dir = tempfile.mkdtemp(prefix="enrichment-clock-")
+    Path(_shim_dir, "sitecustomize.py").write_text(CLOCK_SHIM.format(
+        test_now=TEST_NOW, seconds=CLOCK_OFFSET.total_seconds()))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_shim_dir, os.environ.get("PYTHONPATH")) if p)
+
 from enrichment import db as db_module  # noqa: E402
+from enrichment import services as services_module  # noqa: E402
 from enrichment.config import Settings  # noqa: E402
-from enrichment.services import build_services  # noqa: E402
 from enrichment.workspaces import create_workspace  # noqa: E402
 from simulators.providers import SimulatorServer  # noqa: E402
 
 from .helpers import eventually  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+_build_services = services_module.build_services
+
+
+def build_services(*args, **kwargs):
+    """`enrichment.services.build_services`, with the session's clock."""
+    return replace(_build_services(*args, **kwargs), clock=session_clock)
+
+
+# In this process too, every Services built (by create_app(), the CLI, a test) reads it.
+services_module.build_services = build_services
+for _module in list(sys.modules.values()):
+    if getattr(_module, "build_services", None) is _build_services:
+        _module.build_services = build_services
+
+
+def pytest_report_header() -> str:
+    if TEST_NOW:
+        return (f"services clock: TEST_NOW={TEST_NOW} (real time {CLOCK_OFFSET} ahead;"
+                " PostgreSQL and Redis keep real time)")
+    return "services clock: real time (set TEST_NOW=<ISO 8601 UTC> to shift it)"
 TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment_results",
           "usage_reports", "stripe_events", "invoices", "billing_catalog", "consents",
           "alert_states", "alert_events",

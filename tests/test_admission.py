@@ -12,8 +12,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from enrichment import admission, pipeline
+from enrichment import pipeline
+from enrichment.jobs import intake
 from enrichment.leads import subject_hash
+from enrichment.periods import next_period_start, period_start
 from enrichment.templates import TEMPLATES
 
 from .conftest import TEST_DATABASE_URL
@@ -25,7 +27,7 @@ LEAD = {"email": "Jane@Acme.com ", "name": "Jane Doe"}
 def admit(conn, ws, plan="pro", template="person_basic", lead=LEAD, now=NOW):
     from enrichment.config import load_plans
 
-    return admission.admit(conn, slots=1, workspace=ws, plan=load_plans()[plan],
+    return intake.admit(conn, slots=1, workspace=ws, plan=load_plans()[plan],
                            template=TEMPLATES[template], lead=lead, metadata={}, now=now)
 
 
@@ -59,7 +61,7 @@ def test_key_is_sha256_of_workspace_identifier_template_day():
 
     ws = uuid.UUID(int=1)
     expected = hashlib.sha256(f"{ws}|jane@acme.com|person_basic|2026-11-28".encode()).hexdigest()
-    assert admission.idempotency_key(ws, "jane@acme.com", "person_basic",
+    assert intake.idempotency_key(ws, "jane@acme.com", "person_basic",
                                      date(2026, 11, 28)) == expected
 
 
@@ -94,11 +96,11 @@ def test_hundred_parallel_submissions_with_ten_units_left_admit_exactly_ten(db, 
         try:
             return admit(conn, ws, plan="core", template="company_profile",
                          lead={"domain": f"lead{i}.com"})
-        except admission.Refused as exc:
+        except intake.Refused as exc:
             return exc.status
 
     results = in_parallel(100, submit)
-    assert sum(isinstance(r, admission.Admitted) for r in results) == 10
+    assert sum(isinstance(r, intake.Admitted) for r in results) == 10
     assert results.count(402) == 90
     assert count(db, "SELECT count(*) AS n FROM enrichment_jobs") == 10
     assert count(db, "SELECT reserved AS n FROM usage_counters") == 375
@@ -116,7 +118,7 @@ def test_cap_refusal_says_the_cap_and_when_it_resets(db, make_workspace):
     ws, _ = make_workspace(plan="core")
     with db.db.connection() as conn:
         conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)", (ws.id, date(2026, 11, 1)))
-    with connect() as conn, pytest.raises(admission.Refused) as info:
+    with connect() as conn, pytest.raises(intake.Refused) as info:
         admit(conn, ws, plan="core")
     assert info.value.status == 402
     assert info.value.extra == {"hard_cap": 375, "resets_at": "2026-12-01T00:00:00Z"}
@@ -133,7 +135,7 @@ def test_credits_raise_the_cap(db, make_workspace):
                      " VALUES (%s, 1, 'x', %s)", (ws.id, NOW))
     with connect() as conn:
         admit(conn, ws, plan="core")
-        with pytest.raises(admission.Refused) as info:
+        with pytest.raises(intake.Refused) as info:
             admit(conn, ws, plan="core", lead={"email": "other@acme.com"})
     assert info.value.extra["hard_cap"] == 376
 
@@ -154,7 +156,7 @@ def test_regional_rule(db, make_workspace, region, enabled, template, allowed):
         if allowed:
             admit(conn, ws, template=template, lead=lead)
         else:
-            with pytest.raises(admission.Refused) as info:
+            with pytest.raises(intake.Refused) as info:
                 admit(conn, ws, template=template, lead=lead)
             assert info.value.status == 403
 
@@ -164,7 +166,7 @@ def test_suppressed_subject_is_refused(db, make_workspace):
     with db.db.connection() as conn:
         conn.execute("INSERT INTO suppressions VALUES (%s, %s, 'erasure')",
                      (ws.id, subject_hash("jane@acme.com")))
-    with connect() as conn, pytest.raises(admission.Refused) as info:
+    with connect() as conn, pytest.raises(intake.Refused) as info:
         admit(conn, ws)
     assert info.value.status == 403 and info.value.slug == "subject-suppressed"
     other, _ = make_workspace(name="Other")
@@ -193,9 +195,9 @@ def test_worker_refuses_person_level_after_a_move_to_the_eu(db, make_workspace, 
 
 
 def test_period_helpers():
-    assert admission.period_start(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == date(2026, 12, 1)
-    assert admission.next_period_start(date(2026, 12, 1)) == date(2027, 1, 1)
-    assert admission.next_period_start(date(2026, 1, 1)) == date(2026, 2, 1)
+    assert period_start(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == date(2026, 12, 1)
+    assert next_period_start(date(2026, 12, 1)) == date(2027, 1, 1)
+    assert next_period_start(date(2026, 1, 1)) == date(2026, 2, 1)
 
 
 def test_expire_caches_forgets_only_what_is_past_its_window(db, make_workspace, simulator):
@@ -211,9 +213,9 @@ def test_expire_caches_forgets_only_what_is_past_its_window(db, make_workspace, 
         for key, age in (("stale", "25 hours"), ("fresh", "1 hour")):
             conn.execute("INSERT INTO api_idempotency VALUES (%s, %s, 'h', 202, '{}',"
                          " now() - %s::interval)", (ws.id, key, age))
-        assert admission.expire_caches(conn) == {"result_cache_expired": 1,
+        assert intake.expire_caches(conn) == {"result_cache_expired": 1,
                                                  "client_keys_deleted": 1}
-        assert admission.expire_caches(conn) == {"result_cache_expired": 0,
+        assert intake.expire_caches(conn) == {"result_cache_expired": 0,
                                                  "client_keys_deleted": 0}
         rows = conn.execute("SELECT job_id, idempotency_key FROM enrichment_results").fetchall()
         keys = [r["key"] for r in conn.execute("SELECT key FROM api_idempotency")]

@@ -4,7 +4,12 @@ changes, credit packs (async payments, refunds, disputes, forged sessions), requ
 reconciliation, the usage endpoint, the CLI.
 
 Days are recent (the fake, like Stripe, refuses meter events older than 35 days): `day(n)` is
-the n-th day of a billing period whose first days have all ended."""
+the n-th day of a billing period whose first days have all ended.
+
+No test reads the real date: `now` is the services' clock (real time, or TEST_NOW's — see
+conftest), read once per test; `today`, `period` and `day` derive from it, and the fake Stripe
+runs on the services' clock too (it judges meter-event timestamps by its own clock, as Stripe
+does). PostgreSQL's now() never meets that clock in an assertion."""
 
 from __future__ import annotations
 
@@ -17,28 +22,60 @@ from decimal import Decimal
 
 import pytest
 
-from enrichment.billing import LedgerBilling, StripeBilling, accounts, catalog, report, webhooks
-from enrichment.billing import jobs as billing_jobs
+from enrichment.billing import (
+    LedgerBilling,
+    StripeBilling,
+    accounts,
+    catalog,
+    report,
+    stripe_events,
+)
+from enrichment.billing import operations as billing_ops
 from enrichment.billing.reconcile import reconcile, unsent_reports
 from enrichment.billing.report import SEND_ATTEMPTS
 from enrichment.errors import Invalid
-from enrichment.periods import day_start, next_period_start
+from enrichment.periods import day_start, next_period_start, period_start
 from simulators.stripe_fake import StripeFakeServer, sign
 
 SECRET = "whsec_test"
-TODAY = datetime.now(UTC).date()
-# A period whose days 1-5 have ended: this month from the 6th on, else the one before.
-PERIOD = TODAY.replace(day=1) if TODAY.day >= 6 else (
-    TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
 
 
-def day(n: int) -> date:
-    return PERIOD + timedelta(days=n - 1)
+def closed_period(today: date) -> date:
+    """A period whose days 1-5 have ended: today's from the 6th on, else the one before."""
+    first = today.replace(day=1)
+    return first if today.day >= 6 else (first - timedelta(days=1)).replace(day=1)
+
+
+@pytest.fixture
+def now(db) -> datetime:
+    """The test's instant: the services' clock, read once."""
+    return db.clock()
+
+
+@pytest.fixture
+def today(now) -> date:
+    return now.astimezone(UTC).date()
+
+
+@pytest.fixture
+def period(today) -> date:
+    return closed_period(today)
+
+
+@pytest.fixture
+def day(period):
+    """`day(n)`: the n-th day of `period` (days 1-5 have ended)."""
+
+    def day(n: int) -> date:
+        return period + timedelta(days=n - 1)
+
+    return day
 
 
 @pytest.fixture(scope="session")
-def fake():
-    with StripeFakeServer() as server:
+def fake(services):
+    """The fake Stripe, on the services' clock (Stripe judges meter-event times by its own)."""
+    with StripeFakeServer(now=lambda: services.clock().timestamp()) as server:
         yield server
 
 
@@ -59,16 +96,22 @@ def at(svc, when: datetime):
     return replace(svc, clock=lambda: when)
 
 
-def attached(svc, make_workspace, plan="core", since: date | None = None):
-    """A workspace (created before the days the test uses) with its Stripe customer."""
-    ws, key = make_workspace(plan=plan)
-    created = day_start(since or PERIOD) - timedelta(days=3)
-    with svc.db.connection() as conn:
-        conn.execute("UPDATE workspaces SET created_at = %s WHERE id = %s", (created, ws.id))
-        conn.execute("UPDATE workspace_plans SET effective_at = %s WHERE workspace_id = %s",
-                     (created, ws.id))
-        accounts.attach(conn, svc.billing, ws.id)
-    return ws, key
+@pytest.fixture
+def attached(period):
+    def attached(svc, make_workspace, plan="core", since: date | None = None):
+        """A workspace (created before the days the test uses: those of `period`, or from
+        `since`) with its Stripe customer."""
+        ws, key = make_workspace(plan=plan)
+        created = day_start(since or period) - timedelta(days=3)
+        with svc.db.connection() as conn:
+            conn.execute("UPDATE workspaces SET created_at = %s WHERE id = %s",
+                         (created, ws.id))
+            conn.execute("UPDATE workspace_plans SET effective_at = %s WHERE workspace_id = %s",
+                         (created, ws.id))
+            accounts.attach(conn, svc.billing, ws.id)
+        return ws, key
+
+    return attached
 
 
 def use(svc, ws, on: date, units: int, **figures) -> None:
@@ -85,7 +128,7 @@ def use(svc, ws, on: date, units: int, **figures) -> None:
 
 
 def run_report(svc, through: date, force: bool = False) -> dict:
-    return billing_jobs.report_overage(svc, through, force)
+    return billing_ops.report_overage(svc, through, force)
 
 
 def rows(svc):
@@ -129,8 +172,8 @@ def test_catalog_of_14_prices_syncs_in_chunks_stripe_accepts(stripe_svc, fake):
         stripe_svc.billing.client.v1.prices.list({"lookup_keys": keys})
 
 
-def test_attach_creates_customer_with_workspace_id_and_subscription(stripe_svc, fake,
-                                                                   make_workspace):
+def test_attach_creates_customer_with_workspace_id_and_subscription(
+        stripe_svc, fake, make_workspace, attached):
     ws, _ = attached(stripe_svc, make_workspace, plan="pro")
     with stripe_svc.db.connection() as conn:
         row = conn.execute("SELECT stripe_customer_id, stripe_subscription_id, stripe_plan"
@@ -146,8 +189,8 @@ def test_attach_creates_customer_with_workspace_id_and_subscription(stripe_svc, 
 
 # --- the report ----------------------------------------------------------------------------
 
-def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace,
-                                               captured_events):
+def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace, captured_events,
+                                               attached, day):
     ws, _ = attached(stripe_svc, make_workspace)  # core: 250 included
     use(stripe_svc, ws, day(1), 200)
     use(stripe_svc, ws, day(2), 100)
@@ -164,9 +207,10 @@ def test_overage_is_reported_once_in_day_order(stripe_svc, fake, make_workspace,
     assert len(events_for(fake, customer_of(stripe_svc, ws))) == 2
 
 
-def test_missed_nights_and_a_month_end_are_caught_up(stripe_svc, fake, make_workspace):
-    first = TODAY.replace(day=1) if TODAY.day >= 2 else (
-        TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
+def test_missed_nights_and_a_month_end_are_caught_up(stripe_svc, fake, make_workspace, attached,
+                                                     today):
+    first = today.replace(day=1) if today.day >= 2 else (
+        today.replace(day=1) - timedelta(days=1)).replace(day=1)
     last, before = first - timedelta(days=1), first - timedelta(days=2)
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, before, 260)  # 10 over
@@ -177,8 +221,8 @@ def test_missed_nights_and_a_month_end_are_caught_up(stripe_svc, fake, make_work
             ] == ["10", "5", "1"]
 
 
-def test_credits_are_consumed_before_overage_from_the_day_they_are_paid(stripe_svc, fake,
-                                                                        make_workspace):
+def test_credits_are_consumed_before_overage_from_the_day_they_are_paid(
+        stripe_svc, fake, make_workspace, attached, day):
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, day(1), 240)
     with stripe_svc.db.connection() as conn:  # 100 credit units paid on day 2
@@ -192,7 +236,8 @@ def test_credits_are_consumed_before_overage_from_the_day_they_are_paid(stripe_s
         (day(1), 0), (day(2), 0), (day(3), 10)]
 
 
-def test_two_concurrent_runs_send_each_report_once(stripe_svc, fake, make_workspace):
+def test_two_concurrent_runs_send_each_report_once(stripe_svc, fake, make_workspace, attached,
+                                                   day):
     spaces = [attached(stripe_svc, make_workspace)[0] for _ in range(6)]
     for ws in spaces:
         for d in range(1, 4):
@@ -211,7 +256,8 @@ def test_two_concurrent_runs_send_each_report_once(stripe_svc, fake, make_worksp
     assert len(idents) == len(set(idents)) == 12
 
 
-def test_a_poisoned_workspace_does_not_stop_the_others(stripe_svc, fake, make_workspace):
+def test_a_poisoned_workspace_does_not_stop_the_others(stripe_svc, fake, make_workspace, attached,
+                                                       day):
     spaces = [attached(stripe_svc, make_workspace)[0] for _ in range(21)]
     poisoned = spaces[7]
     fake.app.test_client().delete(f"/v1/customers/{customer_of(stripe_svc, poisoned)}",
@@ -237,20 +283,20 @@ def test_a_poisoned_workspace_does_not_stop_the_others(stripe_svc, fake, make_wo
     assert len(events_for(fake, customer_of(stripe_svc, poisoned))) == 1
 
 
-def test_a_stripe_outage_is_retried_with_backoff_then_parked(stripe_svc, fake, make_workspace):
+def test_a_stripe_outage_is_retried_with_backoff_then_parked(
+        stripe_svc, fake, make_workspace, attached, day, now):
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, day(1), 255)
     fake.config["fail_all"] = 503
-    now = datetime.now(UTC)
     assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "pending": 1}
     (row,) = rows(stripe_svc)
     assert row["next_attempt_at"] == now + timedelta(minutes=5)
-    assert billing_jobs.send_due(at(stripe_svc, now + timedelta(minutes=4))) == {}  # not due
+    assert billing_ops.send_due(at(stripe_svc, now + timedelta(minutes=4))) == {}  # not due
     waits = []
     for _ in range(SEND_ATTEMPTS - 1):
         (row,) = rows(stripe_svc)
         waits.append(row["next_attempt_at"] - now)
-        billing_jobs.send_due(at(stripe_svc, row["next_attempt_at"]))
+        billing_ops.send_due(at(stripe_svc, row["next_attempt_at"]))
     assert waits == [timedelta(minutes=m) for m in (5, 15, 35, 75, 155)]  # 5, 10, 20, 40, 80
     (row,) = rows(stripe_svc)
     assert (row["status"], row["attempts"]) == ("failed", SEND_ATTEMPTS)
@@ -261,38 +307,37 @@ def test_a_stripe_outage_is_retried_with_backoff_then_parked(stripe_svc, fake, m
 
 
 def test_an_answer_lost_after_acceptance_is_resent_within_the_hour_and_counted_once(
-        stripe_svc, fake, make_workspace):
+        stripe_svc, fake, make_workspace, attached, day, now):
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, day(1), 260)
     fake.config["lose_next_meter_event_response"] = True  # accepted, answer lost
-    now = datetime.now(UTC)
     assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "pending": 1}
     # The hourly sender: the retry is due 5 minutes later; Stripe says "already have it".
-    assert billing_jobs.send_due(at(stripe_svc, now + timedelta(hours=1))) == {"sent": 1}
+    assert billing_ops.send_due(at(stripe_svc, now + timedelta(hours=1))) == {"sent": 1}
     assert len(events_for(fake, customer_of(stripe_svc, ws))) == 1
     assert rows(stripe_svc)[0]["status"] == "sent"
 
 
 def test_a_day_too_old_for_stripe_is_reported_to_the_operator_and_invoiced(
-        stripe_svc, fake, make_workspace):
-    old = TODAY - timedelta(days=40)
+        stripe_svc, fake, make_workspace, attached, today):
+    old = today - timedelta(days=40)
     ws, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
     use(stripe_svc, ws, old.replace(day=1), 260)  # its period: 10 over on its first day
     with stripe_svc.db.connection() as conn:  # frozen back then, never sent (an outage)
         report.freeze(conn, stripe_svc.settings.plans, old.replace(day=1))
-    assert billing_jobs.send_due(stripe_svc) == {"expired": 1}
+    assert billing_ops.send_due(stripe_svc) == {"expired": 1}
     assert events_for(fake, customer_of(stripe_svc, ws)) == []
-    found = billing_jobs.reconcile_billing(stripe_svc, old.replace(day=1))
+    found = billing_ops.reconcile_billing(stripe_svc, old.replace(day=1))
     assert [(r["status"], r["units"]) for r in found["unsent"]] == [("expired", 10)]
-    (item,) = billing_jobs.settle_expired(stripe_svc)
+    (item,) = billing_ops.settle_expired(stripe_svc)
     assert (item["units"], item["amount_cents"]) == (10, 120)
-    assert billing_jobs.settle_expired(stripe_svc) == []  # once
+    assert billing_ops.settle_expired(stripe_svc) == []  # once
     assert [i["amount"] for i in state(fake)["invoice_items"]
             if i["customer"] == customer_of(stripe_svc, ws)] == [120]
     assert rows(stripe_svc)[0]["status"] == "invoiced"
 
 
-def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, captured_events):
+def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, captured_events, day):
     svc = replace(db, billing=LedgerBilling())
     ws, _ = make_workspace(plan="core")
     use(svc, ws, day(1), 255)
@@ -302,12 +347,12 @@ def test_ledger_only_records_and_sends_nothing(db, fake, make_workspace, capture
     assert [e[2]["units"] for e in captured_events if e[0] == "enrichment_overage_billed"] == [5]
 
 
-def test_a_day_that_has_not_ended_is_refused(db):
+def test_a_day_that_has_not_ended_is_refused(db, now, today):
     with pytest.raises(Invalid, match="not ended"):
-        run_report(db, TODAY)
+        run_report(at(db, now), today)
 
 
-def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace):
+def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace, attached, day):
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, day(1), 260)
     run_report(stripe_svc, day(1))
@@ -321,7 +366,7 @@ def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace):
 
 
 def test_a_credit_or_usage_arriving_for_a_frozen_day_is_settled_next_day_once(
-        stripe_svc, fake, make_workspace):
+        stripe_svc, fake, make_workspace, attached, day):
     ws, _ = attached(stripe_svc, make_workspace)  # core: 250 included
     use(stripe_svc, ws, day(1), 300)
     assert run_report(stripe_svc, day(1))["sent"] == 1  # 50 over
@@ -337,11 +382,10 @@ def test_a_credit_or_usage_arriving_for_a_frozen_day_is_settled_next_day_once(
 
 
 def test_after_the_deduplication_window_a_landed_event_is_not_sent_again(
-        stripe_svc, fake, make_workspace):
+        stripe_svc, fake, make_workspace, attached, day, now):
     ws, _ = attached(stripe_svc, make_workspace)
     use(stripe_svc, ws, day(1), 260)
     fake.config["lose_next_meter_event_response"] = True  # accepted, answer lost
-    now = datetime.now(UTC)
     assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "pending": 1}
     fake.forget_identifiers()  # a day later Stripe no longer knows the identifier
     later = at(stripe_svc, now + timedelta(hours=25))
@@ -349,30 +393,30 @@ def test_after_the_deduplication_window_a_landed_event_is_not_sent_again(
     assert len(events_for(fake, customer_of(stripe_svc, ws))) == 1  # not sent twice
 
 
-def test_settling_expired_days_goes_row_by_row(stripe_svc, fake, make_workspace):
-    old = TODAY - timedelta(days=40)
+def test_settling_expired_days_goes_row_by_row(stripe_svc, fake, make_workspace, attached, today):
+    old = today - timedelta(days=40)
     good, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
     gone, _ = attached(stripe_svc, make_workspace, since=old.replace(day=1))
     for ws in (gone, good):
         use(stripe_svc, ws, old.replace(day=1), 260)
     with stripe_svc.db.connection() as conn:
         report.freeze(conn, stripe_svc.settings.plans, old.replace(day=1))
-    assert billing_jobs.send_due(stripe_svc) == {"expired": 2}
+    assert billing_ops.send_due(stripe_svc) == {"expired": 2}
     fake.app.test_client().delete(f"/v1/customers/{customer_of(stripe_svc, gone)}",
                                   headers={"Authorization": "Bearer sk_test_x"})
-    (item,) = billing_jobs.settle_expired(stripe_svc)
+    (item,) = billing_ops.settle_expired(stripe_svc)
     assert item["workspace_id"] == str(good.id)
-    assert billing_jobs.settle_expired(stripe_svc) == []  # the good one once; the other waits
+    assert billing_ops.settle_expired(stripe_svc) == []  # the good one once; the other waits
     assert {str(r["workspace_id"]): r["status"] for r in rows(stripe_svc)} == {
         str(good.id): "invoiced", str(gone.id): "expired"}
 
 
-def test_a_plan_history_naming_a_removed_plan_does_not_stop_billing(stripe_svc,
-                                                                    make_workspace):
+def test_a_plan_history_naming_a_removed_plan_does_not_stop_billing(
+        stripe_svc, make_workspace, attached, day, period):
     ws, _ = attached(stripe_svc, make_workspace)
     with stripe_svc.db.connection() as conn:
         conn.execute("INSERT INTO workspace_plans VALUES (%s, %s, 'gold')",
-                     (ws.id, day_start(PERIOD) - timedelta(days=1)))
+                     (ws.id, day_start(period) - timedelta(days=1)))
     use(stripe_svc, ws, day(1), 260)
     assert run_report(stripe_svc, day(1)) == {"frozen": 1, "sent": 1}
 
@@ -388,14 +432,14 @@ def change_plan_on(svc, ws, plan: str, on: date) -> None:
 
 
 def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
-        stripe_svc, fake, make_workspace, client):
+        stripe_svc, fake, make_workspace, client, attached, day, period):
     ws, _ = attached(stripe_svc, make_workspace, plan="pro")  # 2,500 included at $0.08
     use(stripe_svc, ws, day(1), 2000)  # inside pro's included units
     change_plan_on(stripe_svc, ws, "core", day(3))
     use(stripe_svc, ws, day(3), 100)
     use(stripe_svc, ws, day(4), 200)
     run_report(stripe_svc, day(4))
-    days_in = (next_period_start(PERIOD) - PERIOD).days
+    days_in = (next_period_start(period) - period).days
     grant = 250 * (days_in - 2) // days_in  # core's included, prorated to the days left
     assert 100 < grant < 300  # core's prorated units run out on day 4
     assert [(r["day"], r["plan"], r["units"], r["unit_price_usd"]) for r in rows(stripe_svc)] == [
@@ -414,27 +458,33 @@ def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
         "enrichment_core_base", "enrichment_core_overage"}
     # Core's days waited for the move (Stripe prices a meter event with the subscription's
     # price when it lands); now they go, timed after the move.
-    assert billing_jobs.send_due(at(stripe_svc, datetime.now(UTC) + timedelta(minutes=1))
-                                 ) == {"sent": 1}
+    assert billing_ops.send_due(at(stripe_svc, stripe_svc.clock() + timedelta(minutes=1))
+                                ) == {"sent": 1}
+    # Stripe prices the event at the price its subscription had at the event's time: core's.
+    lines = stripe_svc.billing.upcoming_invoice(customer_of(stripe_svc, ws))["lines"]["data"]
+    assert {(line["description"], line["quantity"]) for line in lines
+            if line["description"].endswith("_overage")} == {("enrichment_core_overage",
+                                                               300 - grant)}
     # Ledger, Stripe and the usage endpoint agree on the units.
     with stripe_svc.db.connection() as conn:
         assert reconcile(conn, stripe_svc.settings.plans, stripe_svc.billing, day(4)) == []
 
 
-def test_the_usage_endpoint_uses_the_same_walk_after_a_plan_change(make_workspace, db):
+def test_the_usage_endpoint_uses_the_same_walk_after_a_plan_change(
+        make_workspace, db, day, period):
     from api import create_app
 
     ws, key = make_workspace(plan="pro")
     with db.db.connection() as conn:
         conn.execute("UPDATE workspace_plans SET effective_at = %s WHERE workspace_id = %s",
-                     (day_start(PERIOD) - timedelta(days=1), ws.id))
+                     (day_start(period) - timedelta(days=1), ws.id))
     use(db, ws, day(1), 2000)
     change_plan_on(db, ws, "core", day(3))
     use(db, ws, day(3), 300)
     client = create_app(services=at(db, day_start(day(4)) + timedelta(hours=9))).test_client()
     body = client.get("/api/v1/enrichment/usage",
                       headers={"Authorization": f"Bearer {key}"}).get_json()
-    days_in = (next_period_start(PERIOD) - PERIOD).days
+    days_in = (next_period_start(period) - period).days
     grant = 250 * (days_in - 2) // days_in
     assert (body["plan"], body["used"], body["included"]) == ("core", 2300, 2500 + grant)
     assert body["overage_units"] == 300 - grant
@@ -442,8 +492,8 @@ def test_the_usage_endpoint_uses_the_same_walk_after_a_plan_change(make_workspac
         Decimal("0.01")))
 
 
-def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(stripe_svc, fake,
-                                                                      make_workspace):
+def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(
+        stripe_svc, fake, make_workspace, attached):
     ws, _ = attached(stripe_svc, make_workspace, plan="core")
     with stripe_svc.db.connection() as conn:  # the same plan again: nothing changes
         assert accounts.set_plan(conn, stripe_svc.key_cache, stripe_svc.settings.plans, ws.id,
@@ -455,19 +505,23 @@ def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(stripe_svc
         accounts.set_plan(conn, stripe_svc.key_cache, stripe_svc.settings.plans, ws.id, "elite")
         with pytest.raises(Exception, match="outage"):
             accounts.move(conn, stripe_svc.billing, ws.id)
-    assert billing_jobs.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 1}
+    assert billing_ops.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 1}
     fake.config["fail_all"] = 0
-    assert billing_jobs.sync_accounts(stripe_svc) == {"attached": 0, "moved": 1, "failed": 0}
-    assert billing_jobs.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 0}
+    assert billing_ops.sync_accounts(stripe_svc) == {"attached": 0, "moved": 1, "failed": 0}
+    assert billing_ops.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 0}
 
 
 # --- credit packs --------------------------------------------------------------------------
 
 @pytest.fixture
-def stripe_client(stripe_svc):
+def stripe_client(stripe_svc, fake, now):
+    """The API on Stripe billing, the services and the fake Stripe both at `now`: a pack paid
+    and the usage read in one period, even if the clock crosses a month end meanwhile."""
     from api import create_app
 
-    return create_app(services=stripe_svc).test_client()
+    clock, fake.now = fake.now, lambda: now.timestamp()
+    yield create_app(services=at(stripe_svc, now)).test_client()
+    fake.now = clock
 
 
 def buy(stripe_client, key, pack="500") -> str:
@@ -492,7 +546,7 @@ def usage_of(stripe_client, key) -> dict:
 
 
 def test_credit_pack_purchase_end_to_end(stripe_client, stripe_svc, fake, make_workspace,
-                                         captured_events):
+                                         captured_events, attached):
     ws, key = attached(stripe_svc, make_workspace)
     resp = stripe_client.post("/api/v1/billing/credit-packs", json={"pack": "500"},
                               headers={"Authorization": f"Bearer {key}", "Host": "evil.example"})
@@ -511,7 +565,7 @@ def test_credit_pack_purchase_end_to_end(stripe_client, stripe_svc, fake, make_w
 
 
 def test_a_delayed_payment_is_credited_when_it_succeeds_and_never_when_it_fails(
-        stripe_client, stripe_svc, fake, make_workspace):
+        stripe_client, stripe_svc, fake, make_workspace, attached):
     _, key = attached(stripe_svc, make_workspace)
     paid, unpaid = buy(stripe_client, key), buy(stripe_client, key, "2000")
     for sid in (paid, unpaid):
@@ -528,13 +582,13 @@ def test_a_delayed_payment_is_credited_when_it_succeeds_and_never_when_it_fails(
 
 
 def test_a_refund_takes_back_only_the_unused_credit(stripe_client, stripe_svc, fake,
-                                                    make_workspace):
+                                                    make_workspace, attached, now):
     ws, key = attached(stripe_svc, make_workspace)  # core: 250 included
     sid = buy(stripe_client, key)
     deliver(stripe_client, fake_post(fake, f"/_test/checkout_sessions/{sid}/complete"))
     with stripe_svc.db.connection() as conn:  # 550 units reserved: 300 of the credit used
-        conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 550)",
-                     (ws.id,))
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 550)",
+                     (ws.id, period_start(now)))
         intent = conn.execute("SELECT payment_intent FROM checkout_sessions WHERE id = %s",
                               (sid,)).fetchone()["payment_intent"]
     refund = fake_post(fake, "/_test/charges/refund", {"payment_intent": intent})
@@ -543,7 +597,8 @@ def test_a_refund_takes_back_only_the_unused_credit(stripe_client, stripe_svc, f
     assert usage_of(stripe_client, key)["credits"] == 300  # the 200 unused went back
 
 
-def test_a_partial_refund_and_a_lost_dispute(stripe_client, stripe_svc, fake, make_workspace):
+def test_a_partial_refund_and_a_lost_dispute(stripe_client, stripe_svc, fake, make_workspace,
+                                             attached):
     _, key = attached(stripe_svc, make_workspace)
     sid = buy(stripe_client, key, "2000")
     deliver(stripe_client, fake_post(fake, f"/_test/checkout_sessions/{sid}/complete"))
@@ -558,7 +613,7 @@ def test_a_partial_refund_and_a_lost_dispute(stripe_client, stripe_svc, fake, ma
 
 
 def test_a_refund_that_arrives_before_the_payment_is_applied_when_it_is_credited(
-        stripe_client, stripe_svc, fake, make_workspace):
+        stripe_client, stripe_svc, fake, make_workspace, attached):
     _, key = attached(stripe_svc, make_workspace)
     sid = buy(stripe_client, key)
     completed = fake_post(fake, f"/_test/checkout_sessions/{sid}/complete")
@@ -570,7 +625,7 @@ def test_a_refund_that_arrives_before_the_payment_is_applied_when_it_is_credited
 
 
 def test_sessions_we_did_not_create_or_that_do_not_match_credit_nothing(
-        stripe_client, stripe_svc, fake, make_workspace):
+        stripe_client, stripe_svc, fake, make_workspace, attached):
     victim, _ = attached(stripe_svc, make_workspace)
     _, key = attached(stripe_svc, make_workspace)
     # A session made straight at Stripe, its metadata naming another workspace.
@@ -587,21 +642,22 @@ def test_sessions_we_did_not_create_or_that_do_not_match_credit_nothing(
     event["id"] = "evt_tampered"
     event["data"]["object"]["amount_total"] = 1
     with stripe_svc.db.connection() as conn:
-        webhooks.handle_event(conn, stripe_svc.settings.plans, stripe_svc.events, event)
+        stripe_events.handle_event(conn, stripe_svc.settings.plans, stripe_svc.events, event)
         assert conn.execute("SELECT count(*) AS n FROM credit_ledger").fetchone()["n"] == 0
 
 
-def test_a_pack_paid_before_midnight_belongs_to_that_period(stripe_svc, make_workspace):
+def test_a_pack_paid_before_midnight_belongs_to_that_period(
+        stripe_svc, make_workspace, attached, period):
     ws, _ = attached(stripe_svc, make_workspace)
     with stripe_svc.db.connection() as conn:
-        checkout = webhooks.start_checkout(stripe_svc.db, stripe_svc.billing,
+        checkout = stripe_events.start_checkout(stripe_svc.db, stripe_svc.billing,
                                            stripe_svc.settings.plans, ws.id, "500",
                                            "https://x", "https://x")
         session = {"id": checkout.session_id, "customer": customer_of(stripe_svc, ws),
                    "amount_total": checkout.amount_cents, "currency": "usd",
                    "payment_status": "paid", "payment_intent": "pi_late"}
-        last_minute = day_start(PERIOD) - timedelta(minutes=1)  # 23:59 of the day before
-        webhooks.handle_event(conn, stripe_svc.settings.plans, stripe_svc.events, {
+        last_minute = day_start(period) - timedelta(minutes=1)  # 23:59 of the day before
+        stripe_events.handle_event(conn, stripe_svc.settings.plans, stripe_svc.events, {
             "id": "evt_late", "type": "checkout.session.completed",
             "created": int(last_minute.timestamp()), "data": {"object": session}})
         (credit,) = conn.execute("SELECT created_at FROM credit_ledger").fetchall()
@@ -625,7 +681,8 @@ def test_tampered_or_stale_webhooks_are_rejected(stripe_client):
 
 # --- request paths -------------------------------------------------------------------------
 
-def test_invoices_and_upcoming_preview(stripe_client, stripe_svc, fake, make_workspace):
+def test_invoices_and_upcoming_preview(stripe_client, stripe_svc, fake, make_workspace, attached,
+                                       day):
     ws, key = attached(stripe_svc, make_workspace)
     headers = {"Authorization": f"Bearer {key}"}
     use(stripe_svc, ws, day(1), 260)
@@ -650,7 +707,8 @@ def test_invoices_and_upcoming_preview(stripe_client, stripe_svc, fake, make_wor
     assert fake.config["requests"] == calls
 
 
-def test_a_slow_or_failing_stripe_answers_503_or_502_quickly(stripe_svc, fake, make_workspace):
+def test_a_slow_or_failing_stripe_answers_503_or_502_quickly(
+        stripe_svc, fake, make_workspace, attached):
     from api import create_app
 
     _, key = attached(stripe_svc, make_workspace)
@@ -669,14 +727,16 @@ def test_a_slow_or_failing_stripe_answers_503_or_502_quickly(stripe_svc, fake, m
     assert failing.status_code == 502 and failing.headers["Retry-After"] == "30"
 
 
-def test_usage_endpoint_equals_the_rows(client, make_workspace, db):
+def test_usage_endpoint_equals_the_rows(make_workspace, db, now):
+    from api import create_app
+
     ws, key = make_workspace(plan="core")
-    now = datetime.now(UTC)
-    period = now.date().replace(day=1)
+    period = period_start(now)
     use(db, ws, period, 260, tokens=100, searches=2, social=1, cost=Decimal("0.0125"))
     use(db, ws, period - timedelta(days=1), 7)  # last period: not counted
     with db.db.connection() as conn:
         conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 262)", (ws.id, period))
+    client = create_app(services=at(db, now)).test_client()  # the period of `now`
     body = client.get("/api/v1/enrichment/usage",
                       headers={"Authorization": f"Bearer {key}"}).get_json()
     assert body == {
@@ -721,7 +781,9 @@ def test_billing_cli(db, fake, make_workspace):
                             (ws_id,)).fetchone()["stripe_customer_id"].startswith("cus_")
     moved = runner.invoke(main, ["workspace", "set-plan", ws_id, "pro"], catch_exceptions=False)
     assert "Stripe subscription moved" in moved.output
-    refused = runner.invoke(main, ["billing", "report", "--date", TODAY.isoformat()])
+    # The day it is a minute from now (the CLI reads the services' clock too): not ended.
+    unended = (db.clock() + timedelta(minutes=1)).date()
+    refused = runner.invoke(main, ["billing", "report", "--date", unended.isoformat()])
     assert refused.exit_code == 1 and "has not ended" in refused.output
     done = runner.invoke(main, ["billing", "report"], catch_exceptions=False)
     assert done.exit_code == 0 and json.loads(done.output.strip().splitlines()[-1])["through"]

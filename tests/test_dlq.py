@@ -7,14 +7,15 @@ from datetime import UTC, datetime
 
 from click.testing import CliRunner
 
-from enrichment import admission, dlq, jobstore, pipeline
+from enrichment import pipeline
 from enrichment.cli import main
+from enrichment.jobs import dead_letters, intake, outbox
 from enrichment.templates import TEMPLATES
 
 
 def dead_job(db, ws, simulator, n=0):
     with db.db.connection() as conn:
-        job_id = str(admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+        job_id = str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                      template=TEMPLATES["company_profile"],
                                      lead={"domain": f"d{n}.com"}, metadata={},
                                      now=datetime.now(UTC)).job["id"])
@@ -33,24 +34,24 @@ def test_permanent_failure_dead_letter_replay_success(db, make_workspace, simula
     ws, _ = make_workspace()
     job_id = dead_job(db, ws, simulator)
     with db.db.connection() as conn:
-        (letter,) = dlq.list_dead_letters(conn)
+        (letter,) = dead_letters.list_dead_letters(conn)
         assert str(letter["job_id"]) == job_id and letter["status"] == "dead"
         assert letter["attempts"] >= 2 and "503" in letter["error"]
         assert one(db, "SELECT reserved FROM usage_counters")["reserved"] == 0  # unit back
-        assert dlq.replay(conn, db.settings, job_id, datetime.now(UTC)) == "replayed"
-        assert dlq.replay(conn, db.settings, job_id, datetime.now(UTC)) == "not-dead"
+        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "replayed"
+        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "not-dead"
     assert one(db, "SELECT status FROM enrichment_jobs")["status"] == "queued"
     assert one(db, "SELECT reserved FROM usage_counters")["reserved"] == 1
     sent = []
     recorder = type("P", (), {"publish": lambda s, j, q: sent.append(j)})()
-    assert jobstore.relay_outbox(db.db, recorder, older_than_seconds=30) == 1  # no grace
+    assert outbox.relay_outbox(db.db, recorder, older_than_seconds=30) == 1  # no grace
     assert sent == [job_id]
     assert pipeline.run_job(db, job_id) == "succeeded"
     usage = one(db, "SELECT count(*) AS n, sum(units) AS units FROM enrichment_usage")
     assert (usage["n"], usage["units"]) == (1, 1)
     with db.db.connection() as conn:
-        assert dlq.list_dead_letters(conn) == []
-        assert len(dlq.list_dead_letters(conn, include_replayed=True)) == 1
+        assert dead_letters.list_dead_letters(conn) == []
+        assert len(dead_letters.list_dead_letters(conn, include_replayed=True)) == 1
 
 
 def test_replay_respects_the_hard_cap(db, make_workspace, simulator):
@@ -58,11 +59,11 @@ def test_replay_respects_the_hard_cap(db, make_workspace, simulator):
     job_id = dead_job(db, ws, simulator)
     with db.db.connection() as conn:
         conn.execute("UPDATE usage_counters SET reserved = 375")
-        assert dlq.replay(conn, db.settings, job_id, datetime.now(UTC)) == "over-cap"
+        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "over-cap"
         assert one(db, "SELECT status FROM enrichment_jobs")["status"] == "dead"
         assert conn.execute("SELECT count(*) AS n FROM job_outbox"  # nothing re-queued
                             " WHERE created_at = '-infinity'").fetchone()["n"] == 0
-        assert len(dlq.list_dead_letters(conn)) == 1
+        assert len(dead_letters.list_dead_letters(conn)) == 1
 
 
 def test_cli_list_and_replay_all(db, make_workspace, simulator):

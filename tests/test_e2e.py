@@ -67,7 +67,7 @@ def test_duplicate_task_delivery_charges_once(client, auth, worker, wait_job, db
 
 def test_relay_publishes_a_job_whose_publish_was_lost(client, auth, worker, wait_job, db,
                                                       monkeypatch):
-    from enrichment import jobstore
+    from enrichment.jobs import outbox
 
     _, headers = auth
     monkeypatch.setattr(db.publisher, "publish", lambda *a: (_ for _ in ()).throw(OSError()))
@@ -75,7 +75,7 @@ def test_relay_publishes_a_job_whose_publish_was_lost(client, auth, worker, wait
     monkeypatch.undo()
     assert client.get(f"/api/v1/enrichment/{job_id}", headers=headers).get_json()[
         "status"] == "queued"
-    assert jobstore.relay_outbox(db.db, db.publisher, older_than_seconds=0) == 1
+    assert outbox.relay_outbox(db.db, db.publisher, older_than_seconds=0) == 1
     assert wait_job(client, headers, job_id)["status"] == "succeeded"
 
 

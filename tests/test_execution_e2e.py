@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from enrichment import admission, pipeline
+from enrichment import pipeline
+from enrichment.jobs import intake
 from enrichment.templates import TEMPLATES
 
 from .conftest import ROOT, TEST_BROKER_URL
@@ -77,7 +78,7 @@ def all_succeeded(db, ws_id, n) -> bool:
 
 def admit(db, ws, n, tag):
     with db.db.connection() as conn:
-        return [admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+        return [intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                 template=TEMPLATES["person_social"],
                                 lead={"email": f"{tag}{i}@acme.com"}, metadata={},
                                 now=datetime.now(UTC)) for i in range(n)]

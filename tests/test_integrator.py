@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from enrichment import admission, pipeline, webhooks
+from enrichment import pipeline, webhooks
+from enrichment.jobs import intake
 from enrichment.templates import TEMPLATES
 
 
@@ -27,7 +28,7 @@ def admit(db, ws, n, tag="l", template="company_profile", batch_id=None):
         lead = {"domain": f"{tag}{i}.example.com"} if template == "company_profile" else {
             "email": f"{tag}{i}@example.com"}
         with db.db.connection() as conn:
-            ids.append(str(admission.admit(
+            ids.append(str(intake.admit(
                 conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
                 template=TEMPLATES[template], lead=lead, metadata={}, now=datetime.now(UTC),
                 batch_id=batch_id).job["id"]))

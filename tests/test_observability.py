@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from enrichment import alerts, pipeline
-from enrichment.billing import catalog, report, webhooks
+from enrichment.billing import catalog, report, stripe_events
 from enrichment.events import PostHogEvents
 from enrichment.ratelimit import minute_key
 from simulators.posthog_fake import PostHogFakeServer
@@ -75,12 +75,12 @@ def test_every_event_once_with_properties_and_no_personal_data(tracked, capture_
 
         billing = StripeBilling("sk_test_obs", fake.url)
         catalog.sync_catalog(conn, billing, tracked.settings.plans)
-        session = webhooks.start_checkout(tracked.db, billing, tracked.settings.plans, ws.id, "500",
-                                          "http://x/ok", "http://x/no")
+        session = stripe_events.start_checkout(tracked.db, billing, tracked.settings.plans,
+                                               ws.id, "500", "http://x/ok", "http://x/no")
         done = fake.app.test_client().post(
             f"/_test/checkout_sessions/{session.session_id}/complete").get_json()
         for _ in range(2):  # redelivered: still one event
-            webhooks.handle_event(conn, tracked.settings.plans, tracked.events, done["event"])
+            stripe_events.handle_event(conn, tracked.settings.plans, tracked.events, done["event"])
 
     eventually(lambda: len(sent(capture_server, tracked)) >= 8, 10)
     events = sent(capture_server, tracked)
@@ -172,11 +172,11 @@ def test_rejection_rate_alert_fires_and_resolves(db, captured_events):
 
 
 def admit_jobs(db, ws, n):
-    from enrichment import admission
+    from enrichment.jobs import intake
     from enrichment.templates import TEMPLATES
 
     with db.db.connection() as conn:
-        return [str(admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+        return [str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                     template=TEMPLATES["company_profile"],
                                     lead={"domain": f"c{i}.example.com"}, metadata={},
                                     now=datetime.now(UTC)).job["id"]) for i in range(n)]

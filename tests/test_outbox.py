@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from enrichment import admission, jobstore
+from enrichment.jobs import intake, outbox
 from enrichment.templates import TEMPLATES
 
 
@@ -24,14 +24,14 @@ class Recorder:
 def make_job(db, ws):
     """A runnable job, committed and not published yet."""
     with db.db.connection() as conn:
-        (runnable,) = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
+        (runnable,) = intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                       template=TEMPLATES["company_profile"],
                                       lead={"domain": "acme.com"}, metadata={},
                                       now=datetime.now(UTC)).runnable
     return runnable
 
 
-def outbox(db):
+def outbox_rows(db):
     with db.db.connection() as conn:
         return [r["job_id"] for r in conn.execute("SELECT job_id FROM job_outbox")]
 
@@ -41,38 +41,38 @@ def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_work
     with db.db.connection() as conn:
         conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 375)",
                      (ws.id,))
-        with pytest.raises(admission.Refused):
-            admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["core"],
+        with pytest.raises(intake.Refused):
+            intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["core"],
                             template=TEMPLATES["company_profile"], lead={"domain": "a.com"},
                             metadata={}, now=datetime.now(UTC))
         assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs").fetchone()["n"] == 0
         assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 375
-    assert outbox(db) == []
+    assert outbox_rows(db) == []
 
 
 def test_failed_publish_keeps_the_outbox_row_and_the_relay_sends_it(db, make_workspace):
     ws, _ = make_workspace()
     job = make_job(db, ws)
-    assert jobstore.publish(db.db, Recorder(fail=True), job) is False
-    assert outbox(db) == [job.job_id]
+    assert outbox.publish(db.db, Recorder(fail=True), job) is False
+    assert outbox_rows(db) == [job.job_id]
     relay = Recorder()
-    assert jobstore.relay_outbox(db.db, relay, older_than_seconds=3600) == 0  # still in grace
-    assert jobstore.relay_outbox(db.db, relay, older_than_seconds=0) == 1
+    assert outbox.relay_outbox(db.db, relay, older_than_seconds=3600) == 0  # still in grace
+    assert outbox.relay_outbox(db.db, relay, older_than_seconds=0) == 1
     assert relay.sent == [(str(job.job_id), "pro")]
-    assert outbox(db) == []
+    assert outbox_rows(db) == []
 
 
 def test_successful_publish_clears_the_outbox(db, make_workspace):
     ws, _ = make_workspace()
     job = make_job(db, ws)
     sent = Recorder()
-    assert jobstore.publish(db.db, sent, job) is True
-    assert sent.sent == [(str(job.job_id), "pro")] and outbox(db) == []
+    assert outbox.publish(db.db, sent, job) is True
+    assert sent.sent == [(str(job.job_id), "pro")] and outbox_rows(db) == []
 
 
 def test_relay_publish_failure_keeps_rows(db, make_workspace):
     ws, _ = make_workspace()
     make_job(db, ws)
     with pytest.raises(ConnectionError):
-        jobstore.relay_outbox(db.db, Recorder(fail=True), older_than_seconds=0)
-    assert len(outbox(db)) == 1
+        outbox.relay_outbox(db.db, Recorder(fail=True), older_than_seconds=0)
+    assert len(outbox_rows(db)) == 1

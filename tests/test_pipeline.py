@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from enrichment import admission, dlq, jobs, jobstore, pipeline
+from enrichment import pipeline
 from enrichment.config import PERPLEXITY_MAX_TOKENS
+from enrichment.jobs import dead_letters, intake, lifecycle, read, states
 from enrichment.templates import TEMPLATES
 
 from .helpers import eventually
@@ -22,7 +23,7 @@ def new_job(db, make_workspace):
     def make(template="person_basic", plan="pro", lead=LEAD):
         ws, _ = make_workspace(plan=plan)
         with db.db.connection() as conn:
-            admitted = admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[plan],
+            admitted = intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[plan],
                                        template=TEMPLATES[template], lead=lead, metadata={},
                                        now=datetime.now(UTC))
         return str(admitted.job["id"]), ws
@@ -32,7 +33,7 @@ def new_job(db, make_workspace):
 
 def job_row(db, job_id):
     with db.db.connection() as conn:
-        return jobs.get_job(conn, conn.execute(
+        return read.get_job(conn, conn.execute(
             "SELECT workspace_id FROM enrichment_jobs WHERE id = %s", (job_id,)
         ).fetchone()["workspace_id"], job_id)
 
@@ -46,7 +47,7 @@ def usage_rows(db, job_id):
 def test_person_basic_succeeds_with_fields_citations_and_usage(db, new_job):
     job_id, _ = new_job()
     assert pipeline.run_job(db, job_id) == "succeeded"
-    body = jobs.job_body(job_row(db, job_id))
+    body = read.job_body(job_row(db, job_id))
     assert body["status"] == "succeeded" and body["attempts"] == 1
     assert set(body["result"]["fields"]) == set(TEMPLATES["person_basic"].fields)
     assert body["result"]["citations"]
@@ -118,7 +119,7 @@ def test_final_4xx_ends_failed(db, new_job, simulator):
 
 
 def claim(db, job_id):
-    return jobstore.claim(db.db, job_id, db.settings.job_lease_seconds)
+    return lifecycle.claim(db.db, job_id, db.settings.job_lease_seconds)
 
 
 def expire_lease(db, job_id, **extra):
@@ -145,8 +146,8 @@ def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
     assert pipeline.run_job(db, job_id) == "succeeded"
     # The "dead" worker wakes up and tries to finish with its old lease: fenced off.
     with db.db.connection() as conn:
-        outcome = jobstore.Outcome(jobstore.JobStatus.SUCCEEDED, units=1, result=({}, [], 0.0))
-        assert jobstore.finish(conn, claimed, outcome, limit=1, now=db.clock()) is None
+        outcome = states.Outcome(states.JobStatus.SUCCEEDED, units=1, result=({}, [], 0.0))
+        assert lifecycle.finish(conn, claimed, outcome, limit=1, now=db.clock()) is None
     assert len(usage_rows(db, job_id)) == 1
     assert job_row(db, job_id)["attempts"] == 2
 
@@ -160,7 +161,7 @@ def test_sweeper_buries_jobs_that_used_their_attempts(db, new_job):
     assert row["status"] == "dead" and "lease expired after 5 runs" in row["error"]
     with db.db.connection() as conn:  # like every dead path: unit back, a dead letter
         assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 0
-        (letter,) = dlq.list_dead_letters(conn)
+        (letter,) = dead_letters.list_dead_letters(conn)
         assert str(letter["job_id"]) == job_id and letter["status"] == "dead"
     assert usage_rows(db, job_id)[0]["units"] == 0
 
@@ -213,7 +214,7 @@ def test_a_job_whose_paid_call_outlives_the_round_ends_dead_without_a_second_cal
     assert "not re-sent" in row["error"] and row["units"] == 0
     assert simulator.stats.snapshot()["counts"]["perplexity.received"] == 1
     with db.db.connection() as conn:
-        assert [d["job_id"] for d in dlq.list_dead_letters(conn)] == [row["id"]]
+        assert [d["job_id"] for d in dead_letters.list_dead_letters(conn)] == [row["id"]]
     eventually(lambda: "perplexity.ok" in simulator.stats.snapshot()["counts"], 10)  # drained
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from enrichment import admission, pipeline, privacy
+from enrichment import pipeline, privacy
+from enrichment.jobs import intake
 from enrichment.leads import subject_hash
 from enrichment.templates import TEMPLATES
 
@@ -18,7 +19,7 @@ TABLES_WITH_SUBJECT = ("enrichment_jobs", "suppressions", "consents")
 
 def admit(db, ws, email="jane@acme.com", template="person_basic"):
     with db.db.connection() as conn:
-        return str(admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
+        return str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
                                    template=TEMPLATES[template],
                                    lead={"email": email, "name": "Jane Doe"}, metadata={},
                                    now=datetime.now(UTC)).job["id"])

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from enrichment import admission, dlq, pipeline, privacy
+from enrichment import pipeline, privacy
+from enrichment.jobs import dead_letters, intake
 from enrichment.templates import TEMPLATES
 from enrichment.workspaces import set_region
 
@@ -24,7 +25,7 @@ def h(key):
 
 def admit(db, ws, lead, template="person_basic"):
     with db.db.connection() as conn:
-        return admission.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
+        return intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
                                template=TEMPLATES[template], lead=lead, metadata={"crm": "x"},
                                now=datetime.now(UTC))
 
@@ -111,8 +112,8 @@ def test_dead_letters_of_a_suppressed_or_purged_subject_are_not_replayed(make_wo
         conn.execute("UPDATE enrichment_jobs SET completed_at = %s WHERE id = %s",
                      (now - timedelta(days=100), purged))
         assert privacy.purge(conn, now)["raw"] == 1
-        assert dlq.replay(conn, db.settings, objected, now) == "suppressed"
-        assert dlq.replay(conn, db.settings, purged, now) == "purged"
+        assert dead_letters.replay(conn, db.settings, objected, now) == "suppressed"
+        assert dead_letters.replay(conn, db.settings, purged, now) == "purged"
         letter = conn.execute("SELECT error FROM dead_letters WHERE job_id = %s",
                               (purged,)).fetchone()
         job = conn.execute("SELECT lead, metadata, error FROM enrichment_jobs WHERE id = %s",
@@ -295,5 +296,5 @@ def test_an_answer_showing_an_erased_job_is_not_kept_for_replay(make_workspace, 
     gone = str(admit(db, ws, {"email": "jane@acme.com"}).job["id"])
     with db.db.connection() as conn:
         privacy.erase(conn, ws.id, "jane@acme.com", slots=1)
-        admission.store_answer(conn, ws.id, "k1", "h", 202, {"job_id": gone})
+        intake.store_answer(conn, ws.id, "k1", "h", 202, {"job_id": gone})
         assert conn.execute("SELECT count(*) AS n FROM api_idempotency").fetchone()["n"] == 0

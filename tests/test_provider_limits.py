@@ -99,7 +99,8 @@ def test_429_storm_backs_off_then_succeeds(db, make_workspace, simulator):
     from dataclasses import replace
     from datetime import UTC, datetime
 
-    from enrichment import admission, pipeline
+    from enrichment import pipeline
+    from enrichment.jobs import intake
     from enrichment.templates import TEMPLATES
 
     simulator.config.perplexity_rps = 1.0
@@ -110,7 +111,7 @@ def test_429_storm_backs_off_then_succeeds(db, make_workspace, simulator):
     for i in range(4):
         ws, _ = make_workspace(name=f"S{i}")
         with db.db.connection() as conn:
-            job_ids.append(str(admission.admit(
+            job_ids.append(str(intake.admit(
                 conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                 template=TEMPLATES["company_profile"], lead={"domain": f"s{i}.com"},
                 metadata={}, now=datetime.now(UTC)).job["id"]))

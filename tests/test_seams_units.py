@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from enrichment import admission, pipeline, privacy, webhooks
-from enrichment.billing.webhooks import handle_event
+from enrichment import pipeline, privacy, webhooks
+from enrichment.billing.stripe_events import handle_event
+from enrichment.jobs import intake
 from enrichment.templates import TEMPLATES
 
 MID_MONTH = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
@@ -27,7 +28,7 @@ def submit(svc, ws, n: int, plan: str = "core", first: int = 0) -> list[str]:
     ids = []
     with svc.db.connection() as conn:
         for i in range(first, first + n):
-            ids.append(str(admission.admit(
+            ids.append(str(intake.admit(
                 conn, workspace=ws, plan=svc.settings.plans[plan],
                 template=TEMPLATES["person_basic"], lead={"email": f"p{i}@acme.com"},
                 metadata={}, now=svc.clock(), slots=10_000).job["id"]))
@@ -70,7 +71,7 @@ def test_a_refund_while_its_units_are_reserved_is_never_spendable_again(
     for job_id in queued[:10]:
         assert pipeline.run_job(svc, job_id) == "succeeded"
     assert counters(svc, ws) == {"2026-11-01": 375}
-    with pytest.raises(admission.Refused) as refused:
+    with pytest.raises(intake.Refused) as refused:
         submit(svc, ws, 1, first=1000)
     assert refused.value.status == 402 and refused.value.extra["hard_cap"] == 375
 

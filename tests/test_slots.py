@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from enrichment import admission, dlq, jobstore, pipeline, privacy
+from enrichment import pipeline, privacy
+from enrichment.jobs import dead_letters, intake, outbox
 from enrichment.templates import TEMPLATES
 
 
@@ -32,11 +33,11 @@ def submit(svc, ws, n, slots=1, tag="l"):
     ids = []
     for i in range(n):
         with svc.db.connection() as conn:
-            admitted = admission.admit(
+            admitted = intake.admit(
                 conn, workspace=ws, plan=svc.settings.plans[ws.plan],
                 template=TEMPLATES["person_social"], lead={"email": f"{tag}{i}@acme.com"},
                 metadata={}, now=datetime.now(UTC), slots=slots)
-        jobstore.publish_all(svc.db, svc.publisher, admitted.runnable)
+        outbox.publish_all(svc.db, svc.publisher, admitted.runnable)
         ids.append(str(admitted.job["id"]))
     return ids
 
@@ -49,7 +50,7 @@ def statuses(svc, ids):
     return [by_id.get(i) for i in ids]
 
 
-def outbox(svc):
+def outbox_rows(svc):
     with svc.db.connection() as conn:
         return conn.execute("SELECT count(*) AS n FROM job_outbox").fetchone()["n"]
 
@@ -58,7 +59,7 @@ def test_only_the_runnable_job_is_published_the_rest_wait_in_postgres(svc, make_
     ws, _ = make_workspace()
     ids = submit(svc, ws, 4)
     assert statuses(svc, ids) == ["queued", "waiting", "waiting", "waiting"]
-    assert svc.publisher.ids == ids[:1] and outbox(svc) == 0
+    assert svc.publisher.ids == ids[:1] and outbox_rows(svc) == 0
 
 
 def test_a_finished_job_hands_its_slot_to_the_oldest_waiting_one(svc, make_workspace):
@@ -67,7 +68,7 @@ def test_a_finished_job_hands_its_slot_to_the_oldest_waiting_one(svc, make_works
     for n, job_id in enumerate(ids):  # FIFO: each finish publishes exactly the next one
         assert pipeline.run_job(svc, job_id) == "succeeded"
         assert svc.publisher.ids == ids[:n + 2][:3]
-    assert statuses(svc, ids) == ["succeeded"] * 3 and outbox(svc) == 0
+    assert statuses(svc, ids) == ["succeeded"] * 3 and outbox_rows(svc) == 0
 
 
 def test_failed_and_dead_jobs_free_their_slot_too(svc, make_workspace, simulator):
@@ -130,7 +131,7 @@ def test_replayed_dead_letter_waits_its_turn(svc, make_workspace, simulator):
     simulator.config.outage_status = 0
     (running,) = submit(svc, ws, 1, tag="run")  # took the free slot
     with svc.db.connection() as conn:
-        assert dlq.replay(conn, svc.settings, dead, datetime.now(UTC)) == "replayed"
+        assert dead_letters.replay(conn, svc.settings, dead, datetime.now(UTC)) == "replayed"
     assert statuses(svc, [dead, running]) == ["waiting", "queued"]
     assert pipeline.run_job(svc, running) == "succeeded"
     assert statuses(svc, [dead]) == ["queued"] and svc.publisher.ids[-1] == dead
@@ -181,7 +182,7 @@ def test_an_erasure_committed_while_an_admission_waits_for_the_lock_wins(svc, ma
         try:
             submit(svc, ws, 1, tag="gone")
             outcome.append("admitted")
-        except admission.Refused as exc:
+        except intake.Refused as exc:
             outcome.append(exc.status)
 
     thread = threading.Thread(target=admit)

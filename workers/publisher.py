@@ -1,4 +1,4 @@
-"""The `enrichment.jobstore.Publisher` implementation on Celery."""
+"""The `enrichment.states.Publisher` implementation on Celery."""
 
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ from celery.signals import (
     worker_ready,
 )
 
-from enrichment import admission, alerts, jobstore, logs, metrics, pipeline, privacy, webhooks
-from enrichment.billing import jobs as billing_jobs
+from enrichment import alerts, logs, metrics, pipeline, privacy, webhooks
+from enrichment.billing import operations as billing_ops
 from enrichment.errors import BACKING_SERVICE_DOWN
+from enrichment.jobs import intake, outbox
 from enrichment.services import Services, build_services
 
 from .celery_app import app, settings
@@ -111,18 +112,19 @@ def deliver_webhook(delivery_id: str) -> str:
 
 @app.task(name="enrichment.sweep_webhooks", base=EnrichmentTask)
 def sweep_webhooks() -> int:
-    """Send again the deliveries whose attempt is overdue (long backoffs, lost messages,
-    workers that died mid-attempt)."""
+    """Turn the job events a crash left into messages, and send again the deliveries whose
+    attempt is overdue (long backoffs, lost messages, workers that died mid-attempt)."""
     svc = services()
+    written = svc.notify()
     overdue = webhooks.overdue(svc.db)
-    jobstore.send_webhooks(svc.publisher, overdue)
-    return len(overdue)
+    outbox.send_webhooks(svc.publisher, overdue)
+    return written + len(overdue)
 
 
 @app.task(name="enrichment.expire_caches", base=EnrichmentTask)
 def expire_caches() -> dict:
     with services().db.connection() as conn:
-        return admission.expire_caches(conn)
+        return intake.expire_caches(conn)
 
 
 @app.task(name="enrichment.noop")
@@ -136,24 +138,24 @@ def noop(record_key: str | None = None, tag: str | None = None) -> None:
 @app.task(name="enrichment.report_overage", base=EnrichmentTask)
 def report_overage() -> dict:
     """The nightly overage report: every closed UTC day up to yesterday."""
-    return billing_jobs.report_overage(services())
+    return billing_ops.report_overage(services())
 
 
 @app.task(name="enrichment.send_overage_due", base=EnrichmentTask)
 def send_overage_due() -> dict:
     """Hourly: overage reports whose retry is due."""
-    return billing_jobs.send_due(services())
+    return billing_ops.send_due(services())
 
 
 @app.task(name="enrichment.reconcile_billing", base=EnrichmentTask)
 def reconcile_billing() -> dict:
-    return billing_jobs.reconcile_billing(services())
+    return billing_ops.reconcile_billing(services())
 
 
 @app.task(name="enrichment.sync_billing_accounts", base=EnrichmentTask)
 def sync_billing_accounts() -> dict:
     """Attach workspaces Stripe was down for; move subscriptions whose plan changed."""
-    return billing_jobs.sync_accounts(services())
+    return billing_ops.sync_accounts(services())
 
 
 @app.task(name="enrichment.retention_purge", base=EnrichmentTask)

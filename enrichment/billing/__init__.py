@@ -22,11 +22,27 @@ from .interface import (
     WebhookRejected,
 )
 from .ledger import LedgerBilling
-from .stripe_client import StripeBilling, verify_webhook
+
+__all__ = ["Billing", "BillingError", "BillingNotConfigured", "Checkout", "LedgerBilling",
+           "StripeBilling", "WebhookRejected", "build_billing", "verify_webhook"]
 
 
 def build_billing(api_key: str | None, api_base: str | None, timeout: float = 10.0) -> Billing:
-    return StripeBilling(api_key, api_base, timeout) if api_key else LedgerBilling()
+    if not api_key:
+        return LedgerBilling()
+    from .stripe_client import StripeBilling
+
+    return StripeBilling(api_key, api_base, timeout)
+
+
+def __getattr__(name: str):
+    """The Stripe SDK is imported only where Stripe is used: importing the usage walk (which
+    the jobs service needs for the hard cap) must not load it."""
+    if name in ("StripeBilling", "verify_webhook"):
+        from . import stripe_client
+
+        return getattr(stripe_client, name)
+    raise AttributeError(name)
 
 
 __all__ = [

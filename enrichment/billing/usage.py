@@ -31,8 +31,8 @@ from decimal import Decimal
 
 from ..config import Plan, Plans
 from ..db import Conn, one
+from ..jobs.units import CREDITS_IN_PERIOD, period_bounds
 from ..periods import day_start, next_period_start, period_start
-from ..units import CREDITS_IN_PERIOD, period_bounds
 
 log = logging.getLogger(__name__)
 MONEY = Decimal("0.01")

@@ -20,16 +20,17 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from psycopg.types.json import Jsonb
 
-from . import jobs, jobstore, units, webhooks
-from .billing.usage import hard_cap
-from .config import Plan
-from .db import Conn, one
-from .errors import EnrichmentError
-from .jobstore import Runnable
-from .leads import company_only, person_hashes, subject_hash, subject_identifier
-from .periods import day_start, next_period_start, period_start
-from .templates import Template
-from .workspaces import Workspace, person_level_allowed
+from ..billing.usage import hard_cap
+from ..config import Plan
+from ..db import Conn, one
+from ..errors import EnrichmentError
+from ..leads import company_only, person_hashes, subject_hash, subject_identifier
+from ..periods import day_start, next_period_start, period_start
+from ..templates import Template
+from ..workspaces import Workspace, person_level_allowed
+from . import events, lifecycle, read, units
+from .slots import fill, lock_workspace
+from .states import Runnable
 
 CLIENT_KEY_TTL_HOURS = 24
 
@@ -47,7 +48,7 @@ class Admitted:
     replayed: bool = False
     cached: bool = False
     runnable: list[Runnable] = field(default_factory=list)  # publish these after commit
-    deliveries: list = field(default_factory=list)  # and these webhook messages
+    events: list = field(default_factory=list)  # and notify these job events
 
 
 def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date) -> str:
@@ -66,7 +67,7 @@ def check_region(workspace: Workspace, template: Template) -> None:
 
 def cap_refusal(conn: Conn, workspace_id: uuid.UUID, cap: int, period: date) -> Refused:
     cap += units.credits(conn, workspace_id, period)
-    resets_at = jobs.iso(day_start(next_period_start(period)))
+    resets_at = read.iso(day_start(next_period_start(period)))
     return Refused(402, "hard-cap-reached", "Payment Required",
                    f"This workspace has reserved all {cap} units its plan allows in this "
                    f"billing period (included + 50%, plus credits). The cap resets at "
@@ -81,7 +82,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     subject's success with this template within `max_age_days` (from an earlier day; no
     unit, no provider call); else a new job (runnable if one of the workspace's `slots` is
     free, else waiting behind its older jobs). Raises Refused. Commits its own transaction;
-    the caller publishes `Admitted.runnable` and `.deliveries` after it returns."""
+    the caller publishes `Admitted.runnable` and notifies `.events` after it returns."""
     check_region(workspace, template)
     if not template.person_level and not person_level_allowed(
             workspace.region, workspace.person_level_enabled):
@@ -108,24 +109,24 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     since = now - timedelta(days=max_age_days)
 
     def insert(cached: dict | None) -> dict | None:
-        return jobstore.insert(conn, workspace_id=workspace.id, template=template.name,
+        return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
                                queue=plan.queue, subject=subject, persons=person_hashes(lead),
                                lead=lead, metadata=metadata, key=key, period=period,
                                batch_id=batch_id, cached=cached, cap=cap)
 
     with conn.transaction():
         if max_age_days > 0:
-            cached = jobstore.lock_and_fresh(conn, workspace.id, subject, template.name,
+            cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
                                              since, today)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
-            jobstore.lock_workspace(conn, workspace.id)
+            lock_workspace(conn, workspace.id)
             conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
                          " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
         row = insert(cached)
-        if row is None and cached and not jobstore.exists(conn, cached["id"]):
+        if row is None and cached and not lifecycle.exists(conn, cached["id"]):
             # Erased while this waited for the lock: look again, now that it holds it.
-            cached = jobstore.lock_and_fresh(conn, workspace.id, subject, template.name,
+            cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
                                              since, today)
             row = insert(cached)
         if row is None:  # suppressed, or the same lead and template today
@@ -137,14 +138,14 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
             if existing is None:
                 raise Refused(403, "subject-suppressed", "Forbidden",
                               "This subject asked not to be enriched (erasure or objection).")
-            return Admitted(jobs.known_job(conn, workspace.id, existing["id"]), replayed=True)
+            return Admitted(read.known_job(conn, workspace.id, existing["id"]), replayed=True)
         if cached:  # answered from the earlier result: nothing to reserve or to run
-            deliveries = webhooks.job_ended(conn, workspace.id, row["id"], "succeeded")
-            return Admitted(jobs.known_job(conn, workspace.id, row["id"]), cached=True,
-                            deliveries=deliveries)
+            answered = events.record(conn, workspace.id, row["id"], "succeeded")
+            return Admitted(read.known_job(conn, workspace.id, row["id"]), cached=True,
+                            events=[answered])
         if not row["reserved"]:  # the cap: the job is rolled back with the transaction
             raise cap_refusal(conn, workspace.id, cap, period)
-        runnable = jobstore.fill(conn, workspace.id, slots)
+        runnable = fill(conn, workspace.id, slots)
     return Admitted(row, runnable=runnable)
 
 
@@ -179,7 +180,7 @@ def store_answer(conn: Conn, workspace_id: uuid.UUID, key: str, body_hash: str,
     shown = [str(job["job_id"]) for job in ([response] if "job_id" in response else [
         entry["job"] for entry in response.get("results", []) if "job" in entry])]
     with conn.transaction():
-        jobstore.lock_workspace(conn, workspace_id)
+        lock_workspace(conn, workspace_id)
         alive = one(conn.execute("SELECT count(*) AS n FROM enrichment_jobs"
                                  " WHERE id = ANY(%s::uuid[])", (shown,)))["n"]
         if alive < len(set(shown)):

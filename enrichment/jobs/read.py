@@ -1,14 +1,14 @@
 """Reading jobs: one job with its result and usage, lists of them, a batch's progress, and the
-bodies the API shows. Every write that changes a job's state is in `jobstore`."""
+bodies the API shows. Every write that changes a job's state is in `lifecycle`."""
 
 from __future__ import annotations
 
 import uuid
 from decimal import Decimal
 
-from .db import Conn, one
-from .errors import Invalid
-from .jobstore import JobStatus
+from ..db import Conn, one
+from ..errors import Invalid
+from .states import PUBLIC_STATUSES, JobStatus
 
 SELECT_JOBS = """
 SELECT j.*, r.fields, r.citations, r.completeness,
@@ -71,11 +71,6 @@ def job_body(row: dict) -> dict:
         "started_at": iso(row["started_at"]),
         "completed_at": iso(row["completed_at"]),
     }
-
-
-# The statuses a customer filters by, and the states behind each.
-PUBLIC_STATUSES = {"queued": ("waiting", "queued"), "processing": ("processing",),
-                   "succeeded": ("succeeded",), "failed": ("failed",), "dead": ("dead",)}
 
 
 class UnknownCursor(Invalid):
@@ -141,7 +136,7 @@ def batch_progress(conn: Conn, workspace_id: uuid.UUID, batch_id: uuid.UUID
         (batch_id, workspace_id)).fetchone()
     if row is None:
         return None
-    counts = {k: int(row[k]) for k in ("queued", "processing", "succeeded", "failed", "dead",
+    counts = {k: int(row[k]) for k in (*PUBLIC_STATUSES,
                                        "rejected")}
     return {"batch_id": str(row["id"]), "template": row["template"],
             "created_at": iso(row["created_at"]), "total": row["total"], "counts": counts,

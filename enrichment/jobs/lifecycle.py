@@ -1,127 +1,27 @@
-"""The job state machine: every write that moves a job between states is here.
-
-    waiting ──(a slot frees)──> queued ──(claim)──> processing ──> succeeded | failed | dead
-       ▲                          ▲                     │
-       └── admitted, no free slot └── lease expired / handed back (keeps its slot)
-
-Slots. A workspace runs at most `limit` jobs at once (its plan's `workspace_concurrency`, or
-WORKSPACE_CONCURRENCY). Its `queued` and `processing` jobs hold its slots; only those have a
-message in a tier queue, so the weighted tier order is spent on work that can run. Every
-transaction that adds or removes a slot holder first locks the workspace row (FOR NO KEY
-UPDATE: foreign-key checks are not blocked), then counts holders in a later statement, which
-therefore sees every committed change: the count is exact across API processes and worker
-machines, and lives in PostgreSQL, so a Redis restart cannot lose or double a slot. When a
-holder ends, `fill` hands its slot to the workspace's oldest waiting job in the same
-transaction (FIFO per workspace); that job's outbox row is written there too and published
-after commit — one message per freed slot.
-
-Lock order, everywhere: the workspace row, then job rows, then the usage counter.
-
-Publishing. A queued job's message is sent after its transaction commits and its outbox row is
-then deleted; `published_at` records when it was last sent. The relay publishes outbox rows a
-crash left behind, and re-sends a queued job only when *its last publish* is older than
-LOST_MESSAGE_SECONDS (a broker that lost it) — never because the job itself is old.
-"""
+"""Every write that moves a job between states (see the package docstring for the diagram):
+insert at admission, claim, finish, hand back, the month-end move of its unit, the sweeper's
+requeue, and the writes privacy and replay need."""
 
 from __future__ import annotations
 
-import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from enum import StrEnum
-from typing import Protocol
 
 from psycopg import Rollback
 from psycopg.types.json import Jsonb
 
-from . import units
-from .db import Conn, Pool, one
-from .metrics import JOB_MESSAGES
-
-log = logging.getLogger(__name__)
-
-
-class JobStatus(StrEnum):
-    WAITING = "waiting"  # behind its workspace's own jobs, no message in the broker
-    QUEUED = "queued"  # holds a slot; its message is in its tier queue
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEAD = "dead"
-
-    @property
-    def public(self) -> str:
-        """The status the API shows: waiting is queued to the customer."""
-        return JobStatus.QUEUED.value if self is JobStatus.WAITING else self.value
-
-
-TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD)
-
-# The one claimable condition: runnable, or running under a lease that ran out (its worker died).
-CLAIMABLE = ("(j.status = 'queued' OR (j.status = 'processing' AND j.lease_until < now()))")
-
-
-class Publisher(Protocol):
-    """Sends the task that runs a job to its queue, and a webhook delivery's to the webhooks
-    queue (Celery, in workers/). It may also offer `in_broker() -> int | None`: the job
-    messages the broker holds (queued, or delivered and not acknowledged); the lost-message
-    sweep then re-sends no more than are missing."""
-
-    def publish(self, job_id: str, queue: str) -> None: ...
-
-    def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None: ...
-
-
-class NoPublisher:
-    """The publisher of services built without a broker (the CLI): whatever would be sent
-    stays in the outbox and the webhook table, and the beat relay and sweeper send it."""
-
-    def publish(self, job_id: str, queue: str) -> None:
-        raise ConnectionError("no broker: the outbox relay sends it")
-
-    def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
-        raise ConnectionError("no broker: the webhook sweeper sends it")
-
-
-@dataclass(frozen=True)
-class Runnable:
-    """A job that took a slot in a committed transaction: publish it (and delete the outbox
-    row written with it — not a newer one written since)."""
-
-    job_id: uuid.UUID
-    queue: str
-    outbox_at: datetime
-
-
-def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> None:
-    conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (workspace_id,))
-
-
-PROMOTE = """
-WITH free AS (
-  SELECT greatest(%(limit)s - count(*), 0) AS n FROM enrichment_jobs
-  WHERE workspace_id = %(ws)s AND status IN ('queued', 'processing')),
-next AS (
-  SELECT id FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status = 'waiting'
-  ORDER BY created_at, id LIMIT (SELECT n FROM free)),
-promoted AS (
-  UPDATE enrichment_jobs j SET status = 'queued', runnable_at = now(), published_at = now()
-  FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue),
-outbox AS (
-  INSERT INTO job_outbox (job_id, queue) SELECT id, queue FROM promoted
-  ON CONFLICT (job_id) DO UPDATE SET created_at = excluded.created_at
-  RETURNING job_id, queue, created_at)
-"""
-FILL = PROMOTE + "SELECT job_id, queue, created_at FROM outbox"  # noqa: S608 (constants)
-
-
-def fill(conn: Conn, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
-    """Give the workspace's free slots to its oldest waiting jobs. The caller is inside a
-    transaction and has locked the workspace row in an earlier statement."""
-    rows = conn.execute(FILL, {"ws": workspace_id, "limit": max(0, limit)}).fetchall()
-    return [Runnable(r["job_id"], r["queue"], r["created_at"]) for r in rows]
-
+from ..db import Conn, Pool, one
+from . import events, units
+from .slots import PROMOTE, lock_workspace
+from .states import (
+    CLAIMABLE,
+    SUPPRESSED,
+    SUPPRESSED_ERROR,
+    TERMINAL,
+    JobStatus,
+    Outcome,
+    Runnable,
+)
 
 # --- admission -----------------------------------------------------------------------------
 
@@ -218,12 +118,6 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
     return row
 
 
-SUPPRESSED = (
-    "EXISTS (SELECT 1 FROM suppressions s WHERE s.workspace_id = j.workspace_id"
-    " AND (s.subject_hash = j.subject_hash OR s.subject_hash = ANY(j.person_hashes)))"
-)
-
-
 # --- the worker ----------------------------------------------------------------------------
 
 CLAIM = (
@@ -243,28 +137,6 @@ def claim(pool: Pool, job_id: str, lease_seconds: int) -> dict | None:
     with pool.connection() as conn:
         return conn.execute(CLAIM, (uuid.uuid4(), lease_seconds, job_id)).fetchone()
 
-
-@dataclass
-class Outcome:
-    """How a claimed job ended, as written by `finish`."""
-
-    status: JobStatus
-    units: int = 0
-    tokens: int = 0
-    searches: int = 0
-    social_requests: int = 0
-    max_tokens: int | None = None
-    max_searches: int | None = None
-    cost_estimate_usd: object = 0
-    error: str | None = None
-    result: tuple | None = None  # (fields, citations, completeness) of a success
-    dead_letter: bool = False
-    retries: int = 0  # failed provider attempts in this run, added to `attempts`
-    match: bool | None = None  # a success: did it find anything (0 units when not)
-    deliveries: list = field(default_factory=list)  # webhook messages written: publish them
-
-
-SUPPRESSED_ERROR = "the subject objected to enrichment or was erased; not enriched"
 
 # The outcome in one statement: the job's status (fenced by its lease, and by suppression: a
 # subject that objected or was erased since the claim ends the job `failed` with no result
@@ -337,9 +209,8 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
 
     Statements: the workspace lock, the outcome (FINISH), the unit given back when nothing is
     charged (units ledger), then the fill with whether anyone is to be told (FILL_AND_TELL);
-    the job's webhook messages and the batches it completes are written in the same
-    transaction only if there are endpoints or batches — and no message about a suppressed
-    subject."""
+    only if there are endpoints or batches, a job event (`outcome.events`: the caller has
+    them turned into messages after commit) — saying nothing of a suppressed subject."""
     fields, citations, completeness = outcome.result or (None, None, None)
     params = {
         "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
@@ -367,15 +238,10 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
             units.release(conn, job["workspace_id"], ended["billing_period"],
                           ended["created_at"], now)
         filled = one(conn.execute(FILL_AND_TELL, {**params, "limit": max(0, limit)}))
-        if filled["tell"]:
-            from . import webhooks  # it reads job bodies (jobs imports this module)
-
-            if ended["suppressed"]:  # nothing about the subject; its batches still end
-                outcome.deliveries += webhooks.batches_completed(
-                    conn, job["workspace_id"], now, job["id"])
-            else:
-                outcome.deliveries += webhooks.job_ended(conn, job["workspace_id"], job["id"],
-                                                         outcome.status)
+        if filled["tell"]:  # endpoints or batches: the layers above react after commit
+            outcome.events.append(events.record(
+                conn, job["workspace_id"], job["id"],
+                None if ended["suppressed"] else outcome.status))
     return [Runnable(*r) for r in zip(filled["ids"], filled["queues"], filled["outbox_at"],
                                       strict=True)]
 
@@ -416,88 +282,6 @@ def requeue(conn: Conn, job: dict, *, publish: bool = True, delay: float = 0.0,
     return bool(back)
 
 
-# --- publishing and the sweeper ------------------------------------------------------------
-
-def publish(pool: Pool, publisher: Publisher, job: Runnable) -> bool:
-    """Send a committed runnable job's message and clear its outbox row. On a broker error the
-    row stays for the relay and False is returned: the job is durable either way."""
-    try:
-        publisher.publish(str(job.job_id), job.queue)
-        JOB_MESSAGES.labels("direct").inc()
-    except Exception:
-        log.exception("publish of job %s failed; the outbox relay will retry", job.job_id)
-        return False
-    with pool.connection() as conn:
-        conn.execute("DELETE FROM job_outbox WHERE job_id = %s AND created_at = %s",
-                     (job.job_id, job.outbox_at))
-    return True
-
-
-def publish_all(pool: Pool, publisher: Publisher, runnable: list[Runnable]) -> None:
-    for job in runnable:
-        publish(pool, publisher, job)
-
-
-def send_webhooks(publisher: Publisher, deliveries: list) -> None:
-    """Send committed webhook messages to their queue (the webhook sweeper sends any this
-    misses)."""
-    for delivery_id in deliveries:
-        try:
-            publisher.send_webhook(str(delivery_id))
-        except Exception:
-            log.exception("webhook %s not queued; the sweeper will", delivery_id)
-
-
-def relay_outbox(pool: Pool, publisher: Publisher, older_than_seconds: int,
-                 limit: int = 500) -> int:
-    """Publish outbox rows left behind (older than the grace period). Concurrent relays skip
-    each other's rows. Returns how many were published. Only outbox rows are locked while
-    publishing (the lock order of erasure and hand-back is job row, then outbox row); the
-    jobs' `published_at` is stamped after that commits."""
-    with pool.connection() as conn:
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT job_id, queue FROM job_outbox"
-                " WHERE created_at < now() - make_interval(secs => %s)"
-                " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                (older_than_seconds, limit),
-            ).fetchall()
-            for row in rows:
-                publisher.publish(str(row["job_id"]), row["queue"])
-                JOB_MESSAGES.labels("relay").inc()
-                conn.execute("DELETE FROM job_outbox WHERE job_id = %s", (row["job_id"],))
-        if rows:
-            conn.execute("UPDATE enrichment_jobs SET published_at = now() WHERE id = ANY(%s)",
-                         ([r["job_id"] for r in rows],))
-    return len(rows)
-
-
-def requeue_lost(pool: Pool, older_than_seconds: int, at_most: int | None = None
-                 ) -> int:
-    """Queued jobs whose last publish is long past, with no outbox row: the broker may have
-    lost the message (a crash within its fsync window). Queue a re-send of the `at_most`
-    longest-unpublished ones; if a message was only slow, the duplicate is a no-op claim. A
-    job's age never counts, only its last publish, so a backlog does not multiply
-    messages."""
-    with pool.connection() as conn:
-        return conn.execute(
-            "INSERT INTO job_outbox (job_id, queue, created_at)"
-            " SELECT j.id, j.queue, '-infinity' FROM enrichment_jobs j"
-            " WHERE j.status = 'queued'"
-            " AND j.published_at < now() - make_interval(secs => %s)"
-            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"
-            " ORDER BY j.published_at LIMIT %s"
-            " ON CONFLICT DO NOTHING", (older_than_seconds, at_most)).rowcount
-
-
-def published_unclaimed(pool: Pool) -> int:
-    """Runnable jobs sent and not claimed yet: each should have a message in the broker."""
-    with pool.connection() as conn:
-        return one(conn.execute(
-            "SELECT count(*) AS n FROM enrichment_jobs j WHERE j.status = 'queued'"
-            " AND NOT EXISTS (SELECT 1 FROM job_outbox o WHERE o.job_id = j.id)"))["n"]
-
-
 def expired(pool: Pool, limit: int = 500) -> list[dict]:
     """Jobs stuck in processing past their lease (their worker died)."""
     with pool.connection() as conn:
@@ -522,25 +306,6 @@ def requeue_expired(conn: Conn, job: dict) -> bool:
     return bool(back)
 
 
-def stranded(pool: Pool, limits: dict[str, int]) -> list[dict]:
-    """Workspaces with waiting jobs and a free slot (a lowered load after a plan change, or a
-    hand-over that never ran): what the sweeper fills."""
-    with pool.connection() as conn:
-        return conn.execute(
-            "SELECT w.id, w.plan FROM workspaces w"
-            " WHERE w.id IN (SELECT DISTINCT workspace_id FROM enrichment_jobs"
-            "                WHERE status = 'waiting')"
-            " AND (SELECT count(*) FROM enrichment_jobs a WHERE a.workspace_id = w.id"
-            "      AND a.status IN ('queued', 'processing'))"
-            "     < coalesce((%s::jsonb ->> w.plan)::int, 1)", (Jsonb(limits),)).fetchall()
-
-
-def fill_workspace(pool: Pool, workspace_id: uuid.UUID, limit: int) -> list[Runnable]:
-    with pool.connection() as conn, conn.transaction():
-        lock_workspace(conn, workspace_id)
-        return fill(conn, workspace_id, limit)
-
-
 def oldest_runnable(pool: Pool) -> dict[str, float]:
     """Seconds the oldest runnable job not claimed since it became runnable has waited, per
     tier."""
@@ -550,3 +315,52 @@ def oldest_runnable(pool: Pool) -> dict[str, float]:
             " FROM enrichment_jobs WHERE status = 'queued'"
             " AND (started_at IS NULL OR runnable_at > started_at) GROUP BY queue").fetchall()
     return {r["queue"]: r["age"] for r in rows}
+
+
+
+# --- privacy and retention (privacy.py decides; these are the writes) -----------------------
+
+def delete_subject(conn: Conn, workspace_id: uuid.UUID, hashes: list[str],
+                   now: datetime) -> list[dict]:
+    """Erasure's write: delete the subject's jobs (results, outbox rows, dead letters and
+    webhook messages go with them) and give back the units of unfinished ones. The caller
+    holds the workspace lock. Returns the jobs deleted (id, status)."""
+    gone = conn.execute(
+        "DELETE FROM enrichment_jobs WHERE workspace_id = %(ws)s AND ("
+        " subject_hash = ANY(%(hashes)s) OR person_hashes && %(hashes)s::text[])"
+        " RETURNING id, status, billing_period, created_at",
+        {"ws": workspace_id, "hashes": hashes}).fetchall()
+    for job in gone:
+        if job["status"] not in TERMINAL:
+            units.release(conn, workspace_id, job["billing_period"], job["created_at"], now)
+    return gone
+
+
+def purge_raw(conn: Conn, now: datetime, cutoff: datetime, batch: int) -> int:
+    """One batch of the retention purge's first stage: the lead, metadata and error texts of
+    jobs ended before `cutoff` (and their dead letters' text). Returns how many."""
+    ids = [r["id"] for r in conn.execute(
+        "UPDATE enrichment_jobs SET lead = '{}', metadata = '{}', error = NULL,"
+        " raw_purged_at = %s WHERE id IN (SELECT id FROM enrichment_jobs"
+        " WHERE status = ANY(%s) AND completed_at < %s AND raw_purged_at IS NULL LIMIT %s)"
+        " RETURNING id", (now, list(TERMINAL), cutoff, batch))]
+    if ids:
+        conn.execute("UPDATE dead_letters SET error = NULL WHERE job_id = ANY(%s)", (ids,))
+    return len(ids)
+
+
+def delete_ended(conn: Conn, cutoff: datetime, batch: int) -> int:
+    """One batch of the retention purge's second stage: jobs ended before `cutoff`."""
+    return conn.execute(
+        "DELETE FROM enrichment_jobs WHERE id IN (SELECT id FROM enrichment_jobs"
+        " WHERE status = ANY(%s) AND completed_at < %s LIMIT %s)",
+        (list(TERMINAL), cutoff, batch)).rowcount
+
+
+def strip_personal(conn: Conn, workspace_id: uuid.UUID, templates: list[str]) -> None:
+    """Where person-level enrichment is off, a company-level job holds no name, e-mail or
+    LinkedIn URL."""
+    conn.execute(
+        "UPDATE enrichment_jobs SET lead = lead - 'name' - 'email' - 'linkedin_url'"
+        " WHERE workspace_id = %s AND template = ANY(%s)"
+        " AND lead ?| array['name', 'email', 'linkedin_url']", (workspace_id, templates))

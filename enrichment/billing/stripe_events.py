@@ -18,11 +18,11 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from .. import units as ledger
 from ..config import Plans
 from ..db import Conn, Pool, one
 from ..events import Events
-from ..jobstore import lock_workspace
+from ..jobs import units as ledger
+from ..jobs.slots import lock_workspace
 from ..periods import period_start
 from .catalog import load_catalog
 from .interface import Billing, Checkout

@@ -31,8 +31,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from .db import Conn, one
-from .periods import day_start, next_period_start, period_start
+from ..db import Conn, one
+from ..periods import day_start, next_period_start, period_start
 
 # Credit units of a period (bought, less what refunds and lost disputes took back).
 # Parameters: %(ws)s, %(start)s, %(end)s (period_bounds).

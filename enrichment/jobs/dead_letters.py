@@ -9,11 +9,11 @@ from datetime import datetime
 
 from psycopg import Rollback
 
-from . import jobstore, units
-from .billing.usage import hard_cap
-from .config import Settings
-from .db import Conn
-from .periods import period_start
+from ..billing.usage import hard_cap
+from ..config import Settings
+from ..db import Conn
+from ..periods import period_start
+from . import slots, states, units
 
 
 def list_dead_letters(conn: Conn, include_replayed: bool = False,
@@ -28,7 +28,7 @@ def list_dead_letters(conn: Conn, include_replayed: bool = False,
 
 PENDING = (
     "SELECT j.id, j.workspace_id, j.queue, j.raw_purged_at, w.plan, w.plan_since, "  # noqa: S608
-    + jobstore.SUPPRESSED + " AS suppressed FROM dead_letters d"
+    + states.SUPPRESSED + " AS suppressed FROM dead_letters d"
     " JOIN enrichment_jobs j ON j.id = d.job_id AND j.workspace_id = d.workspace_id"
     " JOIN workspaces w ON w.id = j.workspace_id"
     " WHERE d.job_id = %s AND d.replayed_at IS NULL AND j.status IN ('failed', 'dead')"
@@ -45,7 +45,7 @@ def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> 
         found = conn.execute(PENDING, (job_id,)).fetchone()
         if found is None:
             return "not-dead"
-        jobstore.lock_workspace(conn, found["workspace_id"])
+        slots.lock_workspace(conn, found["workspace_id"])
         row = conn.execute(PENDING + " FOR UPDATE OF d, j", (job_id,)).fetchone()
         if row is None:  # replayed by someone else meanwhile
             return "not-dead"
@@ -65,7 +65,7 @@ def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> 
             " WHERE id = %s", (period, job_id))
         # The dead run's usage row (0 units, what it spent) stays: the rerun adds to it.
         conn.execute("UPDATE dead_letters SET replayed_at = now() WHERE job_id = %s", (job_id,))
-        runnable = jobstore.fill(conn, row["workspace_id"], settings.slots(row["plan"]))
+        runnable = slots.fill(conn, row["workspace_id"], settings.slots(row["plan"]))
         # Published by the next relay run, without its grace period.
         conn.execute("UPDATE job_outbox SET created_at = '-infinity' WHERE job_id = ANY(%s)",
                      ([r.job_id for r in runnable],))

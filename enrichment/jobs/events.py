@@ -1,0 +1,32 @@
+"""What happened to jobs, recorded in the transaction that made it happen, for the layers above
+the jobs service to react to after commit (webhook messages, batch completion: see
+`webhooks.notify`). The jobs service never calls those layers: it writes a row here."""
+
+from __future__ import annotations
+
+import uuid
+
+from ..db import Conn, one
+
+
+def record(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID | None = None,
+           status: str | None = None) -> int:
+    """A job ended with `status` (None: nothing may be said about it — its subject is
+    suppressed — but its batches may be complete), or, with no job, the workspace's open
+    batches may be complete. Returns the event's id."""
+    return one(conn.execute(
+        "INSERT INTO job_events (workspace_id, job_id, status) VALUES (%s, %s, %s) RETURNING id",
+        (workspace_id, job_id, status)))["id"]
+
+
+def take(conn: Conn, ids: list[int] | None, older_than_seconds: float,
+         limit: int = 500) -> list[dict]:
+    """Events to react to, locked (others skip them) and deleted with the caller's transaction:
+    those named, or those left behind longer than `older_than_seconds` (a crash after
+    commit). In workspace order, so that callers lock workspaces in one order."""
+    return conn.execute(
+        "DELETE FROM job_events WHERE id IN (SELECT id FROM job_events"
+        " WHERE id = ANY(%s) OR created_at < now() - make_interval(secs => %s)"
+        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, workspace_id, job_id, status",
+        (ids or [], older_than_seconds, limit)).fetchall()

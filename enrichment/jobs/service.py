@@ -1,0 +1,67 @@
+"""The jobs service's entry points for adapters (API views, the CLI, tasks): each runs its
+transaction (the workspace lock first), and after commit publishes the jobs that became
+runnable and has the job events turned into webhook messages (`Services.notify`). Adapters
+never publish or write job tables themselves."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from .. import privacy
+from ..templates import TEMPLATES
+from . import batches, events, intake, outbox
+from .slots import lock_workspace
+from .states import Runnable
+
+if TYPE_CHECKING:
+    from ..services import Services
+    from ..workspaces import Workspace
+
+
+def after_commit(svc: Services, runnable: list[Runnable], happened: list[int]) -> None:
+    """Publish what became runnable, then notify what happened (both durable already: the
+    relay and the webhook sweeper send whatever this misses)."""
+    outbox.publish_all(svc.db, svc.publisher, runnable)
+    svc.notify(happened)
+
+
+def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metadata: dict,
+           max_age_days: int, batch_id: uuid.UUID | None = None) -> intake.Admitted:
+    """Admit one lead (intake.admit: raises Refused), then publish and notify."""
+    plan = svc.settings.plans[workspace.plan]
+    with svc.db.connection() as conn:
+        admitted = intake.admit(conn, workspace=workspace, plan=plan,
+                                template=TEMPLATES[template], lead=lead, metadata=metadata,
+                                now=svc.clock(), slots=svc.settings.slots(plan.name),
+                                max_age_days=max_age_days, batch_id=batch_id)
+    if not admitted.replayed:
+        after_commit(svc, admitted.runnable, admitted.events)
+    return admitted
+
+
+def open_batch(svc: Services, workspace_id: uuid.UUID, template: str, total: int
+               ) -> uuid.UUID:
+    with svc.db.connection() as conn:
+        return batches.create(conn, workspace_id, template, total)
+
+
+def close_batch(svc: Services, workspace_id: uuid.UUID, batch_id: uuid.UUID,
+                items: list[tuple[int, uuid.UUID | None, bool]]) -> None:
+    """Every lead of the batch has its answer: record its items; it completes now if all of
+    them were answered at once (refused, cached, ended replays), else when its last job
+    ends."""
+    with svc.db.connection() as conn, conn.transaction():
+        lock_workspace(conn, workspace_id)
+        batches.submitted(conn, batch_id, items)
+        happened = [events.record(conn, workspace_id)]
+    svc.notify(happened)
+
+
+def erase(svc: Services, workspace: Workspace, identifier: str) -> None:
+    """Erase a subject (privacy.erase decides what goes), then hand on the slots its jobs
+    held and notify the batches it completes."""
+    with svc.db.connection() as conn:
+        runnable, happened = privacy.erase(conn, workspace.id, identifier,
+                                           svc.settings.slots(workspace.plan), svc.clock())
+    after_commit(svc, runnable, happened)
