@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from enrichment.jobs.states import PUBLIC_STATUSES
+from enrichment.jobs.states import CACHE_DAYS, PUBLIC_STATUSES
 from enrichment.leads import subject_identifier
 from enrichment.templates import TEMPLATES
 from enrichment.webhooks import EVENTS as WEBHOOK_EVENTS
@@ -17,7 +17,7 @@ DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+
                        re.IGNORECASE)
 METADATA_MAX_KEYS = 20
 BATCH_MAX_LEADS = 100
-MAX_AGE_DAYS = 7  # results answer a repeat for this long
+MAX_AGE_DAYS = CACHE_DAYS  # results answer a repeat for this long
 
 
 class Domain(fields.String):

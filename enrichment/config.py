@@ -37,8 +37,14 @@ class Plan:
 
     @property
     def hard_cap(self) -> int:
-        """Units a period may use before credits: included + 50% of included."""
-        return self.included + self.included // 2
+        """Units a period may use before credits (see `cap_for`)."""
+        return cap_for(self.included)
+
+
+def cap_for(included: int) -> int:
+    """The hard cap on what `included` units grant: included + 50 % (rounded down) — the one
+    place this formula is written."""
+    return included + included // 2
 
 
 @dataclass(frozen=True)

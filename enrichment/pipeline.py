@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
+from enum import StrEnum
 
 from .billing.usage import hard_cap
 from .config import PERPLEXITY_MAX_TOKENS, Plan
@@ -83,14 +84,22 @@ def estimate_cost(svc: Services, spend: Spend) -> Decimal:
     return cost.quantize(COST_PLACES)
 
 
-def run_job(svc: Services, job_id: str) -> str:
+class Run(StrEnum):
+    """How a delivered job's run ended when it did not end the job (else: its JobStatus)."""
+
+    SKIPPED = "skipped"  # not claimable: a duplicate delivery, a finished or erased job
+    LOST = "lost"  # the lease was taken over before the run finished: nothing written
+    DEFERRED = "deferred"  # no provider slot within the round: back in line, nothing sent
+
+
+def run_job(svc: Services, job_id: str) -> JobStatus | Run:
     """Run one delivered job to its end. Returns its final status; 'skipped' for a duplicate
     delivery (or a job erased meanwhile); 'lost' when the lease was taken over."""
     job = lifecycle.claim(svc.db, job_id, svc.settings.job_lease_seconds)
     if job is None:
         JOB_DELIVERIES.labels("skipped").inc()
         log.info("job %s not claimable (duplicate delivery or already finished)", job_id)
-        return "skipped"
+        return Run.SKIPPED
     JOB_DELIVERIES.labels("claimed").inc()
     try:
         return _run(svc, job)
@@ -169,7 +178,13 @@ def sweep(svc: Services) -> dict[str, int]:
             "published": published}
 
 
-def _run(svc: Services, job: dict) -> str:
+def _fail(svc: Services, job: dict, error: str) -> JobStatus | Run:
+    """End the run failed before any provider is paid."""
+    return JobStatus.FAILED if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) \
+        else Run.LOST
+
+
+def _run(svc: Services, job: dict) -> JobStatus | Run:
     if job["runs"] == 1 and job["runnable_at"] is not None:  # first start
         QUEUE_WAIT.labels(job["queue"]).observe(
             max(0.0, (job["started_at"] - job["runnable_at"]).total_seconds()))
@@ -182,13 +197,12 @@ def _run(svc: Services, job: dict) -> str:
     if template.person_level and not person_level:
         # The workspace moved to the EU (or switched person-level off) while this was queued.
         error = "person-level enrichment is disabled for this workspace"
-        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
+        return _fail(svc, job, error)
     if job["suppressed"]:  # an objection or erasure since admission: no provider call
-        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED,
-                                                     error=states.SUPPRESSED_ERROR)) else "lost"
+        return _fail(svc, job, states.SUPPRESSED_ERROR)
     if not _in_this_period(svc, job, plan):  # the month turned and its cap is reached
         error = "hard-cap-reached: the job first ran in a new billing period with no unit left"
-        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
+        return _fail(svc, job, error)
     retries = 0
 
     def on_retry(provider: str, exc: BaseException) -> None:
@@ -203,7 +217,7 @@ def _run(svc: Services, job: dict) -> str:
     lead = job["lead"] if template.person_level or person_level else company_only(job["lead"])
     if not lead:  # nothing but personal fields, which may not be used here: no paid call
         error = "person-level enrichment is off for this workspace and the lead has no company"
-        return "failed" if _finish(svc, job, Outcome(JobStatus.FAILED, error=error)) else "lost"
+        return _fail(svc, job, error)
     research = social = None
     try:
         if RESEARCH in template.providers:
@@ -219,13 +233,13 @@ def _run(svc: Services, job: dict) -> str:
             with svc.db.connection() as conn:
                 lifecycle.requeue(conn, job, delay=exc.retry_after or 0.0, counts=False,
                                  relay_after=svc.settings.outbox_relay_after_seconds)
-            return "deferred"
+            return Run.DEFERRED
         status = JobStatus(exc.final_status)
         outcome = _spent(svc, policy.spend, Outcome(
             status, max_tokens=max_tokens, max_searches=max_searches, error=str(exc),
             dead_letter=True, retries=retries))
         if not _finish(svc, job, outcome):
-            return "lost"
+            return Run.LOST
         svc.events.capture("api_error", str(job["workspace_id"]), {
             "job_id": str(job["id"]), "plan": plan.name, "template": template.name,
             "provider": exc.provider, "status_code": exc.status, "final_status": status,
@@ -240,7 +254,7 @@ def _run(svc: Services, job: dict) -> str:
         max_searches=max_searches, result=(fields, citations, completeness), retries=retries,
         match=match))
     if not _finish(svc, job, outcome):
-        return "lost"
+        return Run.LOST
     if outcome.status is not JobStatus.SUCCEEDED:  # suppressed while it ran
         return outcome.status
     COMPLETENESS.labels(template.name).observe(completeness)
@@ -256,7 +270,7 @@ def _run(svc: Services, job: dict) -> str:
             "completeness": completeness, "threshold": QUALITY_THRESHOLD,
             "missing_fields": sorted(name for name in template.fields if not fields.get(name)),
         })
-    return "succeeded"
+    return JobStatus.SUCCEEDED
 
 
 def _in_this_period(svc: Services, job: dict, plan: Plan) -> bool:

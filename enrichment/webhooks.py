@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from urllib.parse import SplitResult, urlsplit
 
 import certifi
@@ -338,13 +339,23 @@ def _job_message(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID, status:
     return enqueue(conn, workspace_id, f"job.{status}", read.job_body(row), now, job_id=job_id)
 
 
+class Ended(StrEnum):
+    """How one delivery attempt ended."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # failed; the next attempt is due in `retry_in` seconds
+    FAILED = "failed"  # failed, and that was the last attempt: given up
+    BUSY = "busy"  # no room (the endpoint's or the workspace's attempts in flight): waits
+    NOT_DUE = "not-due"  # delivered, given up, not yet due, suppressed or endpoint disabled
+    LOST = "lost"  # deleted meanwhile (endpoint, erasure, objection): nothing written
+
+
 @dataclass
 class Attempt:
     """What became of one delivery attempt: `retry_in` seconds until the next one (None:
-    none due — delivered, given up, or not claimable now). Outcome `busy`: no room (the
-    endpoint's or the workspace's attempts in flight), it waits a moment."""
+    none due)."""
 
-    outcome: str
+    outcome: Ended
     retry_in: float | None = None
 
 
@@ -360,9 +371,9 @@ SUPPRESSED_MESSAGE = (
     " SELECT 1 FROM enrichment_jobs j WHERE j.id = d.job_id AND " + SUPPRESSED + ")")
 
 
-def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | str | None:
+def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | Ended | None:
     """The delivery under a new lease token if it is due and its endpoint and workspace have
-    room; "busy" (it then waits BUSY_DELAY) if not; None if it is not due — delivered,
+    room; Ended.BUSY (it then waits BUSY_DELAY) if not; None if it is not due — delivered,
     given up, not yet due, or its endpoint disabled: the message is dropped."""
     with conn.transaction():
         row = conn.execute(
@@ -387,7 +398,7 @@ def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | str |
             conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now()"
                          " + make_interval(secs => %s) WHERE id = %s",
                          (random.uniform(*BUSY_DELAY), delivery_id))
-            return "busy"
+            return Ended.BUSY
         return conn.execute(
             "UPDATE webhook_deliveries d SET status = 'delivering',"  # noqa: S608 (constant)
             " attempts = d.attempts + 1, lease_until = now() + %s, lease_token = gen_random_uuid()"
@@ -449,9 +460,9 @@ def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
     with pool.connection() as conn:
         row = _claim(conn, delivery_id, concurrency)
     if row is None:
-        return Attempt("not-due")
-    if isinstance(row, str):  # "busy"
-        return Attempt("busy", retry_in=BUSY_DELAY[1])
+        return Attempt(Ended.NOT_DUE)
+    if isinstance(row, Ended):  # busy
+        return Attempt(Ended.BUSY, retry_in=BUSY_DELAY[1])
     try:
         body = json.dumps(row["payload"], separators=(",", ":")).encode()
         status, error = _post(row["url"], row["secret"], str(row["id"]), body, allow_private)
@@ -467,10 +478,10 @@ def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
             if not conn.execute(SETTLE.format(
                     "status = 'succeeded', delivered_at = now(), last_status_code = %(status)s,"
                     " last_error = NULL, lease_until = NULL, lease_token = NULL"), done).rowcount:
-                return Attempt("lost")  # deleted meanwhile (endpoint, erasure, objection)
+                return Attempt(Ended.LOST)  # deleted meanwhile (endpoint, erasure, objection)
             conn.execute("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = %s",
                          (row["endpoint_id"],))
-            return Attempt("delivered")
+            return Attempt(Ended.DELIVERED)
         endpoint = conn.execute(
             "UPDATE webhook_endpoints SET last_failure_at = now(),"
             " failing_since = CASE WHEN failing_since IS NULL OR last_failure_at < now() - %s"
@@ -478,7 +489,7 @@ def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
             " WHERE id = %s RETURNING failing_since < now() - %s AS gone",
             (QUIET_DAY, row["endpoint_id"], DISABLE_AFTER)).fetchone()
         if endpoint is None:
-            return Attempt("lost")  # the endpoint was deleted, its deliveries with it
+            return Attempt(Ended.LOST)  # the endpoint was deleted, its deliveries with it
         if endpoint["gone"]:  # failing for 3 days: disabled, its queue given up
             conn.execute("UPDATE webhook_endpoints SET disabled_at = now() WHERE id = %s",
                          (row["endpoint_id"],))
@@ -492,15 +503,15 @@ def deliver(pool: Pool, delivery_id: uuid.UUID, *, allow_private: bool,
                     " last_status_code = %(status)s, last_error = %(error)s"), done).rowcount:
                 log.warning("webhook %s to endpoint %s given up: %s", row["id"],
                             row["endpoint_id"], error)
-            return Attempt("failed")
+            return Attempt(Ended.FAILED)
         delay = RETRY_DELAYS[row["attempts"] - 1] * random.uniform(0.8, 1.2)
         if not conn.execute(SETTLE.format(
                 "status = 'pending', lease_until = NULL, lease_token = NULL,"
                 " next_attempt_at = now() + make_interval(secs => %(delay)s),"
                 " last_status_code = %(status)s, last_error = %(error)s"),
                 {**done, "delay": delay}).rowcount:
-            return Attempt("lost")
-        return Attempt("retry", retry_in=delay)
+            return Attempt(Ended.LOST)
+        return Attempt(Ended.RETRY, retry_in=delay)
 
 
 def overdue(pool: Pool, late: timedelta = timedelta(minutes=1),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from ..config import Plan, Plans
+from ..config import Plan, Plans, cap_for
 from ..db import Conn, one
 from ..jobs.units import CREDITS_IN_PERIOD, period_bounds
 from ..periods import day_start, next_period_start, period_start
@@ -212,7 +212,7 @@ def hard_cap(conn: Conn, plan: Plan, workspace_id, period: date,
         " AND created_at >= %s AND created_at < %s",
         (workspace_id, day_start(period), day_start(start))))["n"]
     granted = grant(Segment(start, plan), period, first=start <= period)
-    return int(before) + granted + granted // 2
+    return int(before) + cap_for(granted)
 
 
 def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from psycopg import Rollback
 
@@ -35,24 +36,30 @@ PENDING = (
 )
 
 
-def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> str:
-    """Put one dead-lettered job back in its workspace's line. Returns 'replayed', 'not-dead'
-    (nothing to do: already replayed, or not a dead letter), 'suppressed' (its subject has
-    objected or was erased since), 'purged' (its lead is gone: the retention window passed)
-    or 'over-cap' (its workspace has no unit left this period)."""
-    outcome = "over-cap"
+class Replay(StrEnum):
+    REPLAYED = "replayed"
+    NOT_DEAD = "not-dead"  # nothing to do: already replayed, or not a dead letter
+    SUPPRESSED = "suppressed"  # its subject objected or was erased since
+    PURGED = "purged"  # its lead is gone: the retention window passed
+    OVER_CAP = "over-cap"  # its workspace has no unit left this period
+
+
+def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> Replay:
+    """Put one dead-lettered job back in its workspace's line (see Replay for what else can
+    happen)."""
+    outcome = Replay.OVER_CAP
     with conn.transaction():
         found = conn.execute(PENDING, (job_id,)).fetchone()
         if found is None:
-            return "not-dead"
+            return Replay.NOT_DEAD
         slots.lock_workspace(conn, found["workspace_id"])
         row = conn.execute(PENDING + " FOR UPDATE OF d, j", (job_id,)).fetchone()
         if row is None:  # replayed by someone else meanwhile
-            return "not-dead"
+            return Replay.NOT_DEAD
         if row["suppressed"]:
-            return "suppressed"
+            return Replay.SUPPRESSED
         if row["raw_purged_at"] is not None:
-            return "purged"
+            return Replay.PURGED
         period = period_start(now)
         # The unit was given back when the job died; the rerun needs one again.
         cap = hard_cap(conn, settings.plans[row["plan"]], row["workspace_id"], period,
@@ -69,5 +76,5 @@ def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> 
         # Published by the next relay run, without its grace period.
         conn.execute("UPDATE job_outbox SET created_at = '-infinity' WHERE job_id = ANY(%s)",
                      ([r.job_id for r in runnable],))
-        outcome = "replayed"
+        outcome = Replay.REPLAYED
     return outcome

@@ -30,7 +30,7 @@ from ..templates import Template
 from ..workspaces import Workspace, person_level_allowed
 from . import events, lifecycle, read, units
 from .slots import fill, lock_workspace
-from .states import Runnable
+from .states import CACHE_DAYS, Runnable
 
 CLIENT_KEY_TTL_HOURS = 24
 
@@ -76,7 +76,8 @@ def cap_refusal(conn: Conn, workspace_id: uuid.UUID, cap: int, period: date) -> 
 
 
 def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
-          lead: dict, metadata: dict, now: datetime, slots: int, max_age_days: int = 7,
+          lead: dict, metadata: dict, now: datetime, slots: int,
+          max_age_days: int = CACHE_DAYS,
           batch_id: uuid.UUID | None = None) -> Admitted:
     """Admit one lead: the same-day job it repeats; else a job answered at once from the
     subject's success with this template within `max_age_days` (from an earlier day; no
@@ -196,7 +197,7 @@ def store_answer(conn: Conn, workspace_id: uuid.UUID, key: str, body_hash: str,
 
 def expire_caches(conn: Conn, batch: int = 5000) -> dict[str, int]:
     """Forget idempotency data past its window, in small batches (no long locks): results stop
-    serving as cache after 7 days (their key is cleared; the result itself stays until the
+    serving as cache after CACHE_DAYS (their key is cleared; the result itself stays until the
     retention purge), client Idempotency-Key answers after 24 h."""
     results = keys = 0
     while n := conn.execute(

@@ -11,9 +11,11 @@ from psycopg import Rollback
 from psycopg.types.json import Jsonb
 
 from ..db import Conn, Pool, one
+from ..leads import PERSON_FIELDS
 from . import events, units
 from .slots import PROMOTE, lock_workspace
 from .states import (
+    CACHE_DAYS,
     CLAIMABLE,
     SUPPRESSED,
     SUPPRESSED_ERROR,
@@ -110,9 +112,9 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
         conn.execute(
             "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template,"
             " fields, citations, completeness, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + interval '7 days')",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
             (row["id"], workspace_id, key, template, Jsonb(cached["fields"]),
-             Jsonb(cached["citations"]), cached["completeness"]))
+             Jsonb(cached["citations"]), cached["completeness"], CACHE_DAYS))
         conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units)"
                      " VALUES (%s, %s, %s, 0)", (workspace_id, row["id"], template))
     return row
@@ -162,7 +164,7 @@ result AS (
   INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template, fields,
                                   citations, completeness, expires_at)
   SELECT id, workspace_id, idempotency_key, template, %(fields)s, %(citations)s,
-         %(completeness)s, now() + interval '7 days'
+         %(completeness)s, now() + make_interval(days => %(cache_days)s)
   FROM settled WHERE %(fields)s::jsonb IS NOT NULL AND NOT suppressed),
 usage AS (
   INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens, searches,
@@ -221,7 +223,7 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
         "searches": outcome.searches, "social": outcome.social_requests,
         "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
         "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter,
-        "suppressed_error": SUPPRESSED_ERROR,
+        "suppressed_error": SUPPRESSED_ERROR, "cache_days": CACHE_DAYS,
         "at": units.charge_time(job["billing_period"], now) if job.get("billing_period")
         else now}
     with conn.transaction():
@@ -360,7 +362,7 @@ def delete_ended(conn: Conn, cutoff: datetime, batch: int) -> int:
 def strip_personal(conn: Conn, workspace_id: uuid.UUID, templates: list[str]) -> None:
     """Where person-level enrichment is off, a company-level job holds no name, e-mail or
     LinkedIn URL."""
-    conn.execute(
-        "UPDATE enrichment_jobs SET lead = lead - 'name' - 'email' - 'linkedin_url'"
-        " WHERE workspace_id = %s AND template = ANY(%s)"
-        " AND lead ?| array['name', 'email', 'linkedin_url']", (workspace_id, templates))
+    conn.execute("UPDATE enrichment_jobs SET lead = lead - %(fields)s::text[]"
+                 " WHERE workspace_id = %(ws)s AND template = ANY(%(templates)s)"
+                 " AND lead ?| %(fields)s::text[]",
+                 {"ws": workspace_id, "templates": templates, "fields": list(PERSON_FIELDS)})

@@ -26,6 +26,8 @@ class JobStatus(StrEnum):
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD)
 
+CACHE_DAYS = 7  # a result answers a repeat of its lead this long (max_age_days: default, ceiling)
+
 # The statuses a customer sees and filters by, and the states behind each (the one list).
 PUBLIC_STATUSES: dict[str, tuple[str, ...]] = {}
 for _state in JobStatus:
