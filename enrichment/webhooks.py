@@ -310,7 +310,7 @@ def notify(pool: Pool, publisher: Publisher, event_ids: list[int] | None = None,
     now = datetime.now(UTC)
     deliveries: list[uuid.UUID] = []
     with pool.connection() as conn, conn.transaction():
-        taken = events.take(conn, event_ids, 0 if event_ids else older_than_seconds)
+        taken = events.take(conn, event_ids, older_than_seconds)
         for workspace_id in sorted({e["workspace_id"] for e in taken}):
             lock_workspace(conn, workspace_id)  # batches: the last job to end sees all ended
         for event in taken:

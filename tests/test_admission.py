@@ -177,7 +177,7 @@ def test_suppressed_subject_is_refused(db, make_workspace):
 def test_failed_job_gives_its_unit_back(db, make_workspace, simulator):
     ws, _ = make_workspace()
     with connect() as conn:
-        job = admit(conn, ws, now=datetime.now(UTC)).job
+        job = admit(conn, ws, now=db.clock()).job
     assert count(db, "SELECT reserved AS n FROM usage_counters") == 1
     simulator.config.outage_status = 400
     assert pipeline.run_job(db, str(job["id"])) == "failed"
@@ -187,7 +187,7 @@ def test_failed_job_gives_its_unit_back(db, make_workspace, simulator):
 def test_worker_refuses_person_level_after_a_move_to_the_eu(db, make_workspace, simulator):
     ws, _ = make_workspace()
     with connect() as conn:
-        job = admit(conn, ws, now=datetime.now(UTC)).job
+        job = admit(conn, ws, now=db.clock()).job
         conn.execute("UPDATE workspaces SET region = 'eu' WHERE id = %s", (ws.id,))
     assert pipeline.run_job(db, str(job["id"])) == "failed"
     assert simulator.stats.snapshot()["counts"] == {}  # no provider call
@@ -203,7 +203,7 @@ def test_period_helpers():
 def test_expire_caches_forgets_only_what_is_past_its_window(db, make_workspace, simulator):
     ws, _ = make_workspace()
     with connect() as conn:
-        old, new = (admit(conn, ws, lead={"email": f"{n}@acme.com"}, now=datetime.now(UTC)).job
+        old, new = (admit(conn, ws, lead={"email": f"{n}@acme.com"}, now=db.clock()).job
                     for n in ("old", "new"))
     for job in (old, new):
         assert pipeline.run_job(db, str(job["id"])) == "succeeded"

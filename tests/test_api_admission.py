@@ -3,10 +3,11 @@ regional rule, batch."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
+from enrichment.periods import period_start
+
+from .helpers import at
 from .test_api import LEAD, assert_problem
 
 RATE_HEADERS = {"RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
@@ -124,21 +125,32 @@ def test_eu_workspace_gets_403_for_person_level_only(client, make_workspace, pub
     assert company.status_code == 202
 
 
-def test_hard_cap_is_402_problem(client, make_workspace, db, published):
+def pinned_client(db):
+    """(The API on the services stopped at the test's instant, that instant): the counter a
+    test fills and the one admission reads are one period's, even across a month end."""
+    from api import create_app
+
+    now = db.clock()
+    return create_app(services=at(db, now)).test_client(), now
+
+
+def test_hard_cap_is_402_problem(make_workspace, db, published):
     ws, key = make_workspace(plan="core")
+    client, now = pinned_client(db)
     with db.db.connection() as conn:
-        conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 375)",
-                     (ws.id,))
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)",
+                     (ws.id, period_start(now)))
     problem = assert_problem(client.post("/api/v1/enrichment", json=LEAD,
                                          headers=headers_for(key)), 402)
     assert problem["hard_cap"] == 375 and problem["resets_at"].endswith("T00:00:00Z")
 
 
-def test_batch_answers_207_with_an_entry_per_lead(client, make_workspace, db, published):
+def test_batch_answers_207_with_an_entry_per_lead(make_workspace, db, published):
     ws, key = make_workspace(plan="core")  # cap 375
+    client, now = pinned_client(db)
     with db.db.connection() as conn:
-        conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 373)",
-                     (ws.id,))
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 373)",
+                     (ws.id, period_start(now)))
     leads = [{"domain": "acme.com"}, {"domain": "acme.com"}, {"domain": "not a domain"},
              {"domain": "globex.com"}, {"domain": "initech.com"}, {"bogus": 1}]
     resp = client.post("/api/v1/enrichment/batch", json={
@@ -175,9 +187,10 @@ def test_bad_batch_envelopes_are_422(client, auth, body):
     assert_problem(client.post("/api/v1/enrichment/batch", json=body, headers=headers), 422)
 
 
-def test_counter_period_is_the_utc_month(db, client, auth, published):
+def test_counter_period_is_the_utc_month(db, auth, published):
     _, headers = auth
+    client, now = pinned_client(db)
     client.post("/api/v1/enrichment", json=LEAD, headers=headers)
     with db.db.connection() as conn:
         row = conn.execute("SELECT period, reserved FROM usage_counters").fetchone()
-    assert row["period"] == datetime.now(UTC).date().replace(day=1) and row["reserved"] == 1
+    assert row["period"] == now.date().replace(day=1) and row["reserved"] == 1

@@ -37,6 +37,8 @@ from enrichment.errors import Invalid
 from enrichment.periods import day_start, next_period_start, period_start
 from simulators.stripe_fake import StripeFakeServer, sign
 
+from .helpers import at
+
 SECRET = "whsec_test"
 
 
@@ -89,11 +91,6 @@ def stripe_svc(db, fake):
     with svc.db.connection() as conn:
         catalog.sync_catalog(conn, svc.billing, svc.settings.plans)
     return svc
-
-
-def at(svc, when: datetime):
-    """The services with their clock at `when`."""
-    return replace(svc, clock=lambda: when)
 
 
 @pytest.fixture

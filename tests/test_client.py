@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import pytest
 
@@ -109,7 +108,7 @@ def set_remaining(db, ws, client_api, key, units: int) -> None:
         conn.execute("INSERT INTO usage_counters (workspace_id, period, reserved)"
                      " VALUES (%(ws)s, %(p)s, %(r)s) ON CONFLICT (workspace_id, period)"
                      " DO UPDATE SET reserved = %(r)s",
-                     {"ws": ws.id, "p": period_start(datetime.now(UTC)),
+                     {"ws": ws.id, "p": period_start(db.clock()),
                       "r": usage["hard_cap"] - units})
 
 

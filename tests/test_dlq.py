@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from click.testing import CliRunner
 
@@ -18,7 +17,7 @@ def dead_job(db, ws, simulator, n=0):
         job_id = str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                      template=TEMPLATES["company_profile"],
                                      lead={"domain": f"d{n}.com"}, metadata={},
-                                     now=datetime.now(UTC)).job["id"])
+                                     now=db.clock()).job["id"])
     simulator.config.outage_status = 503
     assert pipeline.run_job(db, job_id) == "dead"
     simulator.config.outage_status = 0
@@ -38,8 +37,8 @@ def test_permanent_failure_dead_letter_replay_success(db, make_workspace, simula
         assert str(letter["job_id"]) == job_id and letter["status"] == "dead"
         assert letter["attempts"] >= 2 and "503" in letter["error"]
         assert one(db, "SELECT reserved FROM usage_counters")["reserved"] == 0  # unit back
-        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "replayed"
-        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "not-dead"
+        assert dead_letters.replay(conn, db.settings, job_id, db.clock()) == "replayed"
+        assert dead_letters.replay(conn, db.settings, job_id, db.clock()) == "not-dead"
     assert one(db, "SELECT status FROM enrichment_jobs")["status"] == "queued"
     assert one(db, "SELECT reserved FROM usage_counters")["reserved"] == 1
     sent = []
@@ -59,7 +58,7 @@ def test_replay_respects_the_hard_cap(db, make_workspace, simulator):
     job_id = dead_job(db, ws, simulator)
     with db.db.connection() as conn:
         conn.execute("UPDATE usage_counters SET reserved = 375")
-        assert dead_letters.replay(conn, db.settings, job_id, datetime.now(UTC)) == "over-cap"
+        assert dead_letters.replay(conn, db.settings, job_id, db.clock()) == "over-cap"
         assert one(db, "SELECT status FROM enrichment_jobs")["status"] == "dead"
         assert conn.execute("SELECT count(*) AS n FROM job_outbox"  # nothing re-queued
                             " WHERE created_at = '-infinity'").fetchone()["n"] == 0

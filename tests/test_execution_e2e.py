@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 import redis
@@ -81,7 +81,7 @@ def admit(db, ws, n, tag):
         return [intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                 template=TEMPLATES["person_social"],
                                 lead={"email": f"{tag}{i}@acme.com"}, metadata={},
-                                now=datetime.now(UTC)) for i in range(n)]
+                                now=db.clock()) for i in range(n)]
 
 
 def test_worker_killed_mid_job_its_workspace_line_still_runs_once_each(

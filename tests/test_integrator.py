@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -30,7 +30,7 @@ def admit(db, ws, n, tag="l", template="company_profile", batch_id=None):
         with db.db.connection() as conn:
             ids.append(str(intake.admit(
                 conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
-                template=TEMPLATES[template], lead=lead, metadata={}, now=datetime.now(UTC),
+                template=TEMPLATES[template], lead=lead, metadata={}, now=db.clock(),
                 batch_id=batch_id).job["id"]))
     return ids
 
@@ -418,7 +418,7 @@ def test_an_objection_drops_undelivered_messages_and_the_purge_old_ones(client, 
         "template": "person_social", "lead": {"email": "bob@acme.com"}}).get_json()["job_id"]
     assert pipeline.run_job(db, other) == "succeeded"
     with db.db.connection() as conn:
-        removed = privacy.purge(conn, datetime.now(UTC) + timedelta(days=91))
+        removed = privacy.purge(conn, db.clock() + timedelta(days=91))
         assert removed["webhook_deliveries"] >= 1  # they carry job bodies: raw data
         assert conn.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -66,11 +66,12 @@ def test_every_event_once_with_properties_and_no_personal_data(tracked, capture_
         conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units,"
                      " created_at) SELECT %s, gen_random_uuid(), 'x', 1, %s"
                      " FROM generate_series(1, 252)",
-                     (ws.id, datetime.now(UTC) - timedelta(days=1)))
-    now = datetime.now(UTC)
+                     (ws.id, tracked.clock() - timedelta(days=1)))
+    now = tracked.clock()
     report.report(tracked.db, tracked.settings.plans, tracked.billing, tracked.events,
                   now.date() - timedelta(days=1), now)
-    with StripeFakeServer() as fake, tracked.db.connection() as conn:
+    with StripeFakeServer(now=lambda: tracked.clock().timestamp()) as fake, \
+            tracked.db.connection() as conn:
         from enrichment.billing import StripeBilling
 
         billing = StripeBilling("sk_test_obs", fake.url)
@@ -153,7 +154,7 @@ def rule(name: str) -> alerts.Rule:
 
 
 def test_rejection_rate_alert_fires_and_resolves(db, captured_events):
-    now = datetime.now(UTC)
+    now = db.clock()
     db.redis.hset(minute_key(now.timestamp()), mapping={"requests": 100, "rejected": 10})
     with db.db.connection() as conn:
         fired = alerts.evaluate(conn, db.redis, db.events, now, [rule("api_rejection_rate")])
@@ -179,12 +180,12 @@ def admit_jobs(db, ws, n):
         return [str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                     template=TEMPLATES["company_profile"],
                                     lead={"domain": f"c{i}.example.com"}, metadata={},
-                                    now=datetime.now(UTC)).job["id"]) for i in range(n)]
+                                    now=db.clock()).job["id"]) for i in range(n)]
 
 
 def evaluate(db, *names, ahead: float = 1):
     with db.db.connection() as conn:
-        now = datetime.now(UTC) + timedelta(seconds=ahead)
+        now = db.clock() + timedelta(seconds=ahead)
         return {c["rule"]: c for c in alerts.evaluate(conn, db.redis, db.events, now,
                                                      [rule(name) for name in names])}
 
@@ -225,7 +226,7 @@ def test_alerts_cli_prints_every_rule(db):
     from enrichment.cli import main
 
     with db.db.connection() as conn:
-        alerts.evaluate(conn, db.redis, db.events, datetime.now(UTC), alerts.load_rules())
+        alerts.evaluate(conn, db.redis, db.events, db.clock(), alerts.load_rules())
     out = CliRunner().invoke(main, ["alerts"], catch_exceptions=False).output
     for r in alerts.load_rules():
         assert r.name in out

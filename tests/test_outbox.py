@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from enrichment.jobs import intake, outbox
+from enrichment.periods import period_start
 from enrichment.templates import TEMPLATES
 
 
@@ -27,7 +26,7 @@ def make_job(db, ws):
         (runnable,) = intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                                       template=TEMPLATES["company_profile"],
                                       lead={"domain": "acme.com"}, metadata={},
-                                      now=datetime.now(UTC)).runnable
+                                      now=db.clock()).runnable
     return runnable
 
 
@@ -39,12 +38,13 @@ def outbox_rows(db):
 def test_refused_submission_leaves_neither_job_nor_outbox_nor_unit(db, make_workspace):
     ws, _ = make_workspace(plan="core")
     with db.db.connection() as conn:
-        conn.execute("INSERT INTO usage_counters VALUES (%s, date_trunc('month', now()), 375)",
-                     (ws.id,))
+        now = db.clock()
+        conn.execute("INSERT INTO usage_counters VALUES (%s, %s, 375)",
+                     (ws.id, period_start(now)))
         with pytest.raises(intake.Refused):
             intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["core"],
                             template=TEMPLATES["company_profile"], lead={"domain": "a.com"},
-                            metadata={}, now=datetime.now(UTC))
+                            metadata={}, now=now)
         assert conn.execute("SELECT count(*) AS n FROM enrichment_jobs").fetchone()["n"] == 0
         assert conn.execute("SELECT reserved FROM usage_counters").fetchone()["reserved"] == 375
     assert outbox_rows(db) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -25,7 +24,7 @@ def new_job(db, make_workspace):
         with db.db.connection() as conn:
             admitted = intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[plan],
                                        template=TEMPLATES[template], lead=lead, metadata={},
-                                       now=datetime.now(UTC))
+                                       now=db.clock())
         return str(admitted.job["id"]), ws
 
     return make

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -22,7 +22,7 @@ def admit(db, ws, email="jane@acme.com", template="person_basic"):
         return str(intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
                                    template=TEMPLATES[template],
                                    lead={"email": email, "name": "Jane Doe"}, metadata={},
-                                   now=datetime.now(UTC)).job["id"])
+                                   now=db.clock()).job["id"])
 
 
 def h(key):
@@ -179,7 +179,7 @@ def test_retention_purge_with_a_controllable_clock(db, make_workspace, simulator
            ("fresh", "old", "ancient", "stuck")}
     for name in ("fresh", "old", "ancient"):
         assert pipeline.run_job(db, ids[name]) == "succeeded"
-    now = datetime.now(UTC)
+    now = db.clock()
     with db.db.connection() as conn:
         for name, age in (("old", 100), ("ancient", 400), ("stuck", 400)):
             conn.execute("UPDATE enrichment_jobs SET created_at = %s, completed_at ="

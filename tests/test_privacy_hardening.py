@@ -6,7 +6,7 @@ closed defaults, cheap rejection of bad keys."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -27,7 +27,7 @@ def admit(db, ws, lead, template="person_basic"):
     with db.db.connection() as conn:
         return intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans[ws.plan],
                                template=TEMPLATES[template], lead=lead, metadata={"crm": "x"},
-                               now=datetime.now(UTC))
+                               now=db.clock())
 
 
 def job_row(db, job_id):
@@ -105,7 +105,7 @@ def test_dead_letters_of_a_suppressed_or_purged_subject_are_not_replayed(make_wo
     purged = str(admit(db, ws, {"email": "old@acme.com", "name": "O"}).job["id"])
     assert pipeline.run_job(db, purged) == "failed"
     simulator.config.outage_status = 0
-    now = datetime.now(UTC)
+    now = db.clock()
     with db.db.connection() as conn:
         privacy.record_consent(conn, ws.id, privacy.Consent(
             "jane@acme.com", "enrichment", "legitimate_interest", False, "phone"))

@@ -97,7 +97,6 @@ def test_429_storm_backs_off_then_succeeds(db, make_workspace, simulator):
     counted as attempts — without a retry storm."""
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
-    from datetime import UTC, datetime
 
     from enrichment import pipeline
     from enrichment.jobs import intake
@@ -114,7 +113,7 @@ def test_429_storm_backs_off_then_succeeds(db, make_workspace, simulator):
             job_ids.append(str(intake.admit(
                 conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
                 template=TEMPLATES["company_profile"], lead={"domain": f"s{i}.com"},
-                metadata={}, now=datetime.now(UTC)).job["id"]))
+                metadata={}, now=db.clock()).job["id"]))
     with ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(lambda j: pipeline.run_job(svc, j), job_ids))
     assert outcomes == ["succeeded"] * 4

@@ -9,7 +9,6 @@ import csv
 import ipaddress
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
 
@@ -146,7 +145,7 @@ def _stored_endpoint(db, ws, url: str) -> tuple[uuid.UUID, uuid.UUID]:
             (uuid.uuid4(), ws.id, url, ["job.succeeded"], webhooks.new_secret())
         ).fetchone()["id"]
         [delivery_id] = webhooks.enqueue(conn, ws.id, "job.succeeded", {"job_id": "j"},
-                                         datetime.now(UTC))
+                                         db.clock())
     return endpoint_id, delivery_id
 
 

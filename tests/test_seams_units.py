@@ -42,14 +42,14 @@ def stripe_event(svc, kind: str, obj: dict) -> None:
             "created": int(svc.clock().timestamp()), "data": {"object": obj}})
 
 
-def pay_pack(svc, ws, units: int, intent: str) -> None:
+def pay_pack(svc, ws, units: int, intent: str, amount: int = 3500) -> None:
     """A credit pack sold here and paid now (the checkout session as start_checkout stores it)."""
     with svc.db.connection() as conn:
         conn.execute("INSERT INTO checkout_sessions (id, workspace_id, pack, units,"
-                     " amount_cents, currency) VALUES (%s, %s, '500', %s, 3500, 'usd')",
-                     (f"cs_{intent}", ws.id, units))
+                     " amount_cents, currency) VALUES (%s, %s, '500', %s, %s, 'usd')",
+                     (f"cs_{intent}", ws.id, units, amount))
     stripe_event(svc, "checkout.session.completed", {
-        "id": f"cs_{intent}", "payment_status": "paid", "amount_total": 3500,
+        "id": f"cs_{intent}", "payment_status": "paid", "amount_total": amount,
         "currency": "usd", "payment_intent": intent})
 
 

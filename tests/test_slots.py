@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
 
@@ -36,7 +35,7 @@ def submit(svc, ws, n, slots=1, tag="l"):
             admitted = intake.admit(
                 conn, workspace=ws, plan=svc.settings.plans[ws.plan],
                 template=TEMPLATES["person_social"], lead={"email": f"{tag}{i}@acme.com"},
-                metadata={}, now=datetime.now(UTC), slots=slots)
+                metadata={}, now=svc.clock(), slots=slots)
         outbox.publish_all(svc.db, svc.publisher, admitted.runnable)
         ids.append(str(admitted.job["id"]))
     return ids
@@ -131,7 +130,7 @@ def test_replayed_dead_letter_waits_its_turn(svc, make_workspace, simulator):
     simulator.config.outage_status = 0
     (running,) = submit(svc, ws, 1, tag="run")  # took the free slot
     with svc.db.connection() as conn:
-        assert dead_letters.replay(conn, svc.settings, dead, datetime.now(UTC)) == "replayed"
+        assert dead_letters.replay(conn, svc.settings, dead, svc.clock()) == "replayed"
     assert statuses(svc, [dead, running]) == ["waiting", "queued"]
     assert pipeline.run_job(svc, running) == "succeeded"
     assert statuses(svc, [dead]) == ["queued"] and svc.publisher.ids[-1] == dead

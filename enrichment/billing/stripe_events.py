@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from ..config import Plans
 from ..db import Conn, Pool, one
@@ -135,16 +136,21 @@ def _async_payment_failed(conn: Conn, plans: Plans, event: dict, session: dict):
 
 
 def _reverse(conn: Conn, plans: Plans, event: dict, payment_intent: str | None,
-             fraction: float, why: str):
+             fraction: Decimal, why: str):
     """Record that Stripe reversed `fraction` of a payment (cumulative), and take back the
-    credit it bought if the payment is recorded — else when it is."""
+    credit it bought if the payment is recorded — else when it is. The workspace is locked
+    before the reversal's row, in the order finishing jobs take them."""
     if not payment_intent:
         return None
+    pack = conn.execute("SELECT workspace_id FROM checkout_sessions WHERE payment_intent = %s",
+                        (payment_intent,)).fetchone()
+    if pack is not None:
+        lock_workspace(conn, pack["workspace_id"])
     conn.execute(
         "INSERT INTO credit_reversals (payment_intent, fraction, reason) VALUES (%s, %s, %s)"
         " ON CONFLICT (payment_intent) DO UPDATE SET updated_at = now(),"
         " fraction = greatest(credit_reversals.fraction, excluded.fraction),"
-        " reason = excluded.reason", (payment_intent, min(1.0, fraction), why))
+        " reason = excluded.reason", (payment_intent, min(Decimal(1), fraction), why))
     return _take_back(conn, plans, payment_intent, event["id"], _when(event))
 
 
@@ -170,7 +176,7 @@ def _take_back(conn: Conn, plans: Plans, payment_intent: str, key: str,
         pending = ledger.reserved(conn, workspace_id, period) - walked.used - walked.included_left
         position = ledger.Position(walked.credits_bought, walked.credits_used, max(0, pending))
     taken = ledger.take_back(conn, workspace_id, payment_intent, pack["units"],
-                             float(reversal["fraction"]), reversal["reason"], key, period,
+                             Decimal(reversal["fraction"]), reversal["reason"], key, period,
                              position, now)
     log.warning("%s of credit pack %s: %d units taken back, %d owed by unfinished jobs"
                 " (%d asked)", reversal["reason"], pack["id"], taken.now, taken.owed,
@@ -184,13 +190,14 @@ def _refunded(conn: Conn, plans: Plans, event: dict, charge: dict):
     amount = int(charge.get("amount") or 0)
     refunded = int(charge.get("amount_refunded") or 0)  # a running total across refunds
     return _reverse(conn, plans, event, charge.get("payment_intent"),
-                    refunded / amount if amount else 1.0, "refund")
+                    Decimal(refunded) / amount if amount else Decimal(1), "refund")
 
 
 def _dispute_closed(conn: Conn, plans: Plans, event: dict, dispute: dict):
     if dispute.get("status") != "lost":
         return None
-    return _reverse(conn, plans, event, dispute.get("payment_intent"), 1.0, "dispute lost")
+    return _reverse(conn, plans, event, dispute.get("payment_intent"), Decimal(1),
+                    "dispute lost")
 
 
 def _invoice(conn: Conn, plans: Plans, event: dict, invoice: dict):

@@ -18,10 +18,11 @@ def create(conn: Conn, workspace_id: uuid.UUID, template: str, total: int) -> uu
 def submitted(conn: Conn, batch_id: uuid.UUID,
               items: list[tuple[int, uuid.UUID | None, bool]]) -> None:
     """Every lead is in — (index, job id or None, refused) each: from now on the batch can
-    complete (once its jobs end). The caller holds the workspace lock."""
+    complete (once its jobs end). The caller holds the workspace lock. A job erased since its
+    lead was admitted is no item's job any more (counted as failed)."""
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO batch_items (batch_id, idx, job_id, rejected)"
-                        " VALUES (%s, %s, %s, %s)",
+                        " VALUES (%s, %s, (SELECT id FROM enrichment_jobs WHERE id = %s), %s)",
                         [(batch_id, idx, job, refused) for idx, job, refused in items])
     conn.execute("UPDATE batches SET submitted_at = now() WHERE id = %s", (batch_id,))
 

@@ -22,11 +22,12 @@ def record(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID | None = None,
 def take(conn: Conn, ids: list[int] | None, older_than_seconds: float,
          limit: int = 500) -> list[dict]:
     """Events to react to, locked (others skip them) and deleted with the caller's transaction:
-    those named, or those left behind longer than `older_than_seconds` (a crash after
-    commit). In workspace order, so that callers lock workspaces in one order."""
+    those named (`ids`), or, with `ids` None, those left behind longer than
+    `older_than_seconds` (a crash after commit)."""
+    which = ("id = ANY(%(ids)s)" if ids is not None
+             else "created_at < now() - make_interval(secs => %(age)s)")
     return conn.execute(
-        "DELETE FROM job_events WHERE id IN (SELECT id FROM job_events"
-        " WHERE id = ANY(%s) OR created_at < now() - make_interval(secs => %s)"
-        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        "DELETE FROM job_events WHERE id IN (SELECT id FROM job_events WHERE "  # noqa: S608
+        + which + " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"  # (constants)
         " RETURNING id, workspace_id, job_id, status",
-        (ids or [], older_than_seconds, limit)).fetchall()
+        {"ids": ids, "age": older_than_seconds, "limit": limit}).fetchall()

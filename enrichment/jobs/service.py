@@ -5,6 +5,7 @@ never publish or write job tables themselves."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING
 
@@ -14,16 +15,27 @@ from . import batches, events, intake, outbox
 from .slots import lock_workspace
 from .states import Runnable
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from ..services import Services
     from ..workspaces import Workspace
 
 
 def after_commit(svc: Services, runnable: list[Runnable], happened: list[int]) -> None:
-    """Publish what became runnable, then notify what happened (both durable already: the
-    relay and the webhook sweeper send whatever this misses)."""
+    """Publish what became runnable, then notify what happened. Both are durable already
+    (the relay and the webhook sweeper send whatever this misses), so a failure here is
+    logged, never the caller's: what committed stays committed."""
     outbox.publish_all(svc.db, svc.publisher, runnable)
-    svc.notify(happened)
+    notify(svc, happened)
+
+
+def notify(svc: Services, happened: list[int]) -> None:
+    try:
+        svc.notify(happened)
+    except Exception:
+        log.exception("job events %s not turned into messages; the webhook sweeper will",
+                      happened)
 
 
 def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metadata: dict,
@@ -55,7 +67,7 @@ def close_batch(svc: Services, workspace_id: uuid.UUID, batch_id: uuid.UUID,
         lock_workspace(conn, workspace_id)
         batches.submitted(conn, batch_id, items)
         happened = [events.record(conn, workspace_id)]
-    svc.notify(happened)
+    notify(svc, happened)
 
 
 def erase(svc: Services, workspace: Workspace, identifier: str) -> None:

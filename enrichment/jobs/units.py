@@ -30,6 +30,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 
 from ..db import Conn, one
 from ..periods import day_start, next_period_start, period_start
@@ -168,7 +169,7 @@ class TakeBack:
 
 
 def take_back(conn: Conn, workspace_id: uuid.UUID, payment_intent: str, units: int,
-              fraction: float, reason: str, key: str, paid_period: date,
+              fraction: Decimal, reason: str, key: str, paid_period: date,
               position: Position | None, now: datetime) -> TakeBack:
     """Take back `fraction` (cumulative) of a pack of `units` paid in `paid_period`: what is
     free at once, what only unfinished jobs hold as owed (see the module docstring). Nothing
@@ -178,7 +179,10 @@ def take_back(conn: Conn, workspace_id: uuid.UUID, payment_intent: str, units: i
         "SELECT coalesce((SELECT -sum(units) FROM credit_ledger WHERE payment_intent = %(pi)s"
         " AND units < 0), 0) + coalesce((SELECT owed FROM credit_reversals"
         " WHERE payment_intent = %(pi)s), 0) AS n", {"pi": payment_intent}))["n"]
-    wanted = max(0, int(units * fraction) - int(done))
+    # Rounded down for the customer, after rounding away the last digits of a repeating
+    # fraction (a third of 300 units is 100, not 99).
+    share = (units * fraction).quantize(Decimal("0.000001")).to_integral_value(ROUND_FLOOR)
+    wanted = max(0, int(share) - int(done))
     if position is None or period_start(now) != paid_period or wanted == 0:
         return TakeBack(0, 0, wanted)
     left = max(0, position.bought - position.used)  # credit not charged
