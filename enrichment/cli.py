@@ -184,7 +184,8 @@ def workspace_set_plan(app: App, workspace_id: uuid.UUID, plan: str):
     """Move a workspace to another plan from now on (and its Stripe subscription)."""
     svc = app.services
     with svc.db.connection() as conn:
-        accounts.set_plan(conn, svc.key_cache, svc.settings.plans, workspace_id, plan)
+        accounts.set_plan(conn, svc.key_cache, svc.settings.plans, workspace_id, plan,
+                          svc.clock())
         if svc.billing.sends:
             try:
                 if accounts.move(conn, svc.billing, workspace_id):

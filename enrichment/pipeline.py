@@ -200,7 +200,7 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         return _fail(svc, job, error)
     if job["suppressed"]:  # an objection or erasure since admission: no provider call
         return _fail(svc, job, states.SUPPRESSED_ERROR)
-    if not _in_this_period(svc, job, plan):  # the month turned and its cap is reached
+    if not in_this_period(svc, job, plan):  # the month turned and its cap is reached
         error = "hard-cap-reached: the job first ran in a new billing period with no unit left"
         return _fail(svc, job, error)
     retries = 0
@@ -273,7 +273,7 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
     return JobStatus.SUCCEEDED
 
 
-def _in_this_period(svc: Services, job: dict, plan: Plan) -> bool:
+def in_this_period(svc: Services, job: dict, plan: Plan) -> bool:
     """One period per unit: a job admitted in an earlier billing period moves its unit into
     the current one before any provider is paid (units ledger). False: no unit is left."""
     period = period_start(svc.clock())

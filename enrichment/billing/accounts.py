@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ..config import Plans
@@ -54,11 +55,12 @@ def attach(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> str:
 
 
 def set_plan(conn: Conn, cache: KeyCache, plans: Plans, workspace_id: uuid.UUID,
-             plan: str) -> bool:
-    """Move a workspace to `plan` from now on, recording when (the plan history the overage
-    report prices each day with); its keys' cache entries are marked stale around it, so the
-    next requests get the new plan's limits and cap. Returns False when it already is on
-    that plan."""
+             plan: str, now: datetime | None = None) -> bool:
+    """Move a workspace to `plan` from `now` on (the service clock), recording when (the plan
+    history the overage report prices each day with); its keys' cache entries are marked
+    stale around it, so the next requests get the new plan's limits and cap. Returns False
+    when it already is on that plan."""
+    now = now or datetime.now(UTC)
     if plan not in plans:
         raise Invalid({"plan": [f"unknown plan {plan!r}; known: {', '.join(plans.names)}"]})
     with cache.changing(lambda: prefixes(conn, workspace_id)), conn.transaction():
@@ -68,10 +70,11 @@ def set_plan(conn: Conn, cache: KeyCache, plans: Plans, workspace_id: uuid.UUID,
             raise NotFound(f"no workspace {workspace_id}")
         if row["plan"] == plan:
             return False
-        conn.execute("UPDATE workspaces SET plan = %s, plan_since = now() WHERE id = %s",
-                     (plan, workspace_id))
+        conn.execute("UPDATE workspaces SET plan = %s, plan_since = %s WHERE id = %s",
+                     (plan, now, workspace_id))
         conn.execute("INSERT INTO workspace_plans (workspace_id, effective_at, plan)"
-                     " VALUES (%s, now(), %s)", (workspace_id, plan))
+                     " VALUES (%s, %s, %s) ON CONFLICT (workspace_id, effective_at)"
+                     " DO UPDATE SET plan = excluded.plan", (workspace_id, now, plan))
     return True
 
 
