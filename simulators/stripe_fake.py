@@ -11,7 +11,9 @@ error shape, and Idempotency-Key replay.
 Stripe's documented limits, enforced so that a green test means something:
   - `GET /v1/prices`: at most 10 `lookup_keys` per call (400 otherwise);
   - meter events: `timestamp` within the past 35 calendar days and at most 5 minutes ahead
-    (400, param `timestamp`); `identifier` unique (400 `resource_already_exists`).
+    (400, param `timestamp`); `identifier` unique (400 `resource_already_exists`);
+  - meter event summaries: `start_time` and `end_time` aligned with minute boundaries (400),
+    and eventually consistent — `summary_lag_seconds` (config) holds back recent events.
 One deliberate difference: a meter event for a deleted or unknown customer is refused at once
 (400 `resource_missing`) where Stripe accepts it and reports the error asynchronously in a
 `billing.meter.error_report_triggered` event — both leave the usage unbilled, and
@@ -26,6 +28,7 @@ Test-only endpoints:
   POST /_test/disputes {"payment_intent": …, "status": "lost"}         → `charge.dispute.closed`
   POST /_test/invoices                          → finalize/pay an invoice, signed events back
   POST /_test/config {"lose_next_meter_event_response": true, "forget_idempotency": true,
+                      "summary_lag_seconds": 0,
                       "webhook_url": …, "webhook_secret": …, "fail_all": 503}
   GET  /_test/state                             → everything it holds
 Every signed event is returned to the caller and, when webhook_url is set, delivered there.
@@ -106,7 +109,7 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
     idempotent: dict[str, tuple[int, dict]] = {}
     config = {"lose_next_meter_event_response": False, "forget_idempotency": False,
               "webhook_url": None, "webhook_secret": "whsec_test", "requests": 0,
-              "fail_all": 0, "delay_seconds": 0.0}
+              "fail_all": 0, "delay_seconds": 0.0, "summary_lag_seconds": 0}
     app.extensions["stripe_fake"] = (db, meter_events, config, identifiers)
 
     def new_id(prefix: str) -> str:
@@ -333,10 +336,17 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
         if meter is None:
             return error(404, "No such meter", "resource_missing")
         start, end = int(p["start_time"]), int(p["end_time"])
+        for name, bound in (("start_time", start), ("end_time", end)):
+            if bound % 60:
+                return error(400, f"{name} must be aligned with minute boundaries.",
+                             "parameter_invalid_integer", name)
+        # Summaries are eventually consistent: an event is aggregated some time after it
+        # was accepted (summary_lag_seconds, by Stripe's clock).
+        settled = stamp_now() - config["summary_lag_seconds"]
         value = sum(float(e["payload"].get("value", 0)) for e in meter_events
                     if e["event_name"] == meter["event_name"]
                     and e["payload"].get("stripe_customer_id") == p.get("customer")
-                    and start <= e["timestamp"] < end)
+                    and start <= e["timestamp"] < end and e["created"] <= settled)
         return listing([{"id": new_id("mtrusg"), "object": "billing.meter_event_summary",
                          "aggregated_value": value, "start_time": start, "end_time": end,
                          "meter": mid}], f"/v1/billing/meters/{mid}/event_summaries")

@@ -804,3 +804,33 @@ def test_workspace_create_prints_the_key_when_stripe_fails_and_the_sync_job_atta
     runner.invoke(main, ["billing", "sync-catalog"], catch_exceptions=False)
     synced = runner.invoke(main, ["billing", "sync"], catch_exceptions=False)
     assert json.loads(synced.output.strip().splitlines()[-1])["attached"] == 1
+
+
+def test_a_resend_after_the_dedup_window_is_judged_on_its_own_minute(
+        stripe_svc, fake, make_workspace, attached, day, now):
+    """Stripe's meter summaries are eventually consistent: another day's event sent a minute
+    ago may not show yet. Judged over the whole period, that made a landed event look lost
+    and it was billed twice; judged on its own minute, it is not."""
+    ws, _ = attached(stripe_svc, make_workspace)
+    use(stripe_svc, ws, day(1), 260)  # 10 over
+    clock = fake.now
+    later = now + timedelta(hours=25)
+    try:
+        fake.now = lambda: now.timestamp()
+        fake.config["lose_next_meter_event_response"] = True  # accepted, answer lost
+        assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "pending": 1}
+        with stripe_svc.db.connection() as conn:  # day 1 waits out a long backoff
+            conn.execute("UPDATE usage_reports SET next_attempt_at = %s WHERE day = %s",
+                         (later, day(1)))
+        use(stripe_svc, ws, day(2), 5)  # 5 more
+        fake.config["summary_lag_seconds"] = 3600
+        fake.now = lambda: (later - timedelta(minutes=1)).timestamp()
+        assert run_report(at(stripe_svc, later - timedelta(minutes=1)), day(2)) == {
+            "frozen": 1, "sent": 1}
+        fake.forget_identifiers()  # Stripe no longer knows day 1's identifier
+        fake.now = lambda: later.timestamp()
+        assert run_report(at(stripe_svc, later), day(2)) == {"frozen": 0, "sent": 1}
+    finally:
+        fake.now, fake.config["summary_lag_seconds"] = clock, 0
+    assert [e["payload"]["value"] for e in events_for(fake, customer_of(stripe_svc, ws))
+            ] == ["10", "5"]  # day 1 not sent twice

@@ -39,7 +39,7 @@ def reconcile_billing(svc: Services, through: date | None = None) -> dict:
     not take (their own alert, `billing_unsent`, reads the table every minute)."""
     with svc.db.connection() as conn:
         problems = reconcile.reconcile(conn, svc.settings.plans, svc.billing,
-                                       through or yesterday(svc))
+                                       through or yesterday(svc), svc.clock())
         unsent = reconcile.unsent_reports(conn)
     for problem in problems:
         log.error("billing discrepancy: %s", problem)

@@ -17,14 +17,16 @@ from .report import unsent
 from .usage import compute
 
 
-def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date) -> list[dict]:
+def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
+              now: datetime | None = None) -> list[dict]:
     """The discrepancies of the period of `through`, up to that day."""
     period = period_start(day_start(through))
     # Stripe's meter up to now: a day reported after its subscription moved (or was attached
-    # late) carries the time it was sent, not its own 23:59.
+    # late) carries the time it was sent, not its own 23:59. Stripe takes summary bounds on
+    # minute boundaries only.
+    soon = ((now or datetime.now(UTC)) + timedelta(minutes=2)).replace(second=0, microsecond=0)
     end = min(day_start(next_period_start(period)),
-              max(day_start(through + timedelta(days=1)),
-                  datetime.now(UTC) + timedelta(minutes=1)))
+              max(day_start(through + timedelta(days=1)), soon))
     expected = {ws: sum(d.units for d in days)
                 for ws, days in compute(conn, plans, period, through).items()}
     rows = conn.execute(

@@ -26,10 +26,10 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 from ..config import Plans
-from ..db import Conn, Pool, one
+from ..db import Conn, Pool
 from ..errors import Invalid
 from ..events import Events
-from ..periods import day_start, next_period_start, period_start
+from ..periods import day_start, period_start
 from .catalog import load_catalog
 from .interface import Billing, BillingError, cents
 from .usage import MONEY, DayReport, compute
@@ -89,6 +89,7 @@ def freeze(conn: Conn, plans: Plans, through: date) -> int:
 
 
 DEDUP_WINDOW = timedelta(hours=23)  # Stripe remembers an identifier for at least 24 h
+SUMMARY_LAG = timedelta(hours=1)  # Stripe's meter summaries are eventually consistent
 
 
 def _meter_time(row: dict) -> datetime:
@@ -100,15 +101,24 @@ def _meter_time(row: dict) -> datetime:
     return max(at, since + timedelta(seconds=1)) if since else at
 
 
-def _landed(conn: Conn, billing: Billing, catalog: dict, row: dict) -> bool:
+def _landed(conn: Conn, billing: Billing, catalog: dict, row: dict, now: datetime
+            ) -> bool | None:
     """After Stripe's deduplication window, whether an earlier attempt whose answer was lost
-    did land: Stripe's meter holds more of the period than the reports marked sent."""
-    start, end = day_start(row["period"]), day_start(next_period_start(row["period"]))
-    stripe_units = billing.reported_units(row["stripe_customer_id"], catalog, start, end)
-    marked = one(conn.execute("SELECT coalesce(sum(units), 0) AS n FROM usage_reports"
-                              " WHERE workspace_id = %s AND period = %s AND status = 'sent'",
-                              (row["workspace_id"], row["period"])))["n"]
-    return stripe_units - int(marked) >= row["units"]
+    did land: Stripe's meter holds more in the minute of this report's event than the other
+    reports marked sent to that minute. Summaries are eventually consistent, so the answer
+    is None (not yet) while another report to that minute was sent within SUMMARY_LAG; the
+    one-minute window (summaries take minute-aligned bounds) keeps every other day's event,
+    however recent, out of the comparison."""
+    minute = _meter_time(row).replace(second=0, microsecond=0)
+    others = [r for r in conn.execute(
+        "SELECT day, units, sent_at FROM usage_reports WHERE workspace_id = %s AND period = %s"
+        " AND status = 'sent' AND day <> %s", (row["workspace_id"], row["period"], row["day"]))
+        if _meter_time(row | {"day": r["day"]}).replace(second=0, microsecond=0) == minute]
+    if any(r["sent_at"] is None or now - r["sent_at"] < SUMMARY_LAG for r in others):
+        return None
+    stripe_units = billing.reported_units(row["stripe_customer_id"], catalog, minute,
+                                          minute + timedelta(minutes=1))
+    return stripe_units - sum(int(r["units"]) for r in others) >= row["units"]
 
 
 def _outcome(conn: Conn, billing: Billing, catalog: dict, row: dict,
@@ -129,9 +139,12 @@ def _outcome(conn: Conn, billing: Billing, catalog: dict, row: dict,
             conn.execute("UPDATE usage_reports SET invoice_item = %s WHERE workspace_id = %s"
                          " AND day = %s", (item, row["workspace_id"], row["day"]))
             return "invoiced", None
-        if (row["first_attempt_at"] is not None and now - row["first_attempt_at"] > DEDUP_WINDOW
-                and _landed(conn, billing, catalog, row)):
-            return "sent", None  # an earlier attempt landed; sending again would bill twice
+        if row["first_attempt_at"] is not None and now - row["first_attempt_at"] > DEDUP_WINDOW:
+            landed = _landed(conn, billing, catalog, row, now)
+            if landed is None:
+                return "wait", None  # Stripe's summary may not show that minute's events yet
+            if landed:
+                return "sent", None  # an earlier attempt landed; sending again would bill twice
         billing.send_overage(row["stripe_customer_id"], row["units"], row["identifier"],
                              _meter_time(row))
     except BillingError as exc:
