@@ -29,6 +29,7 @@ from enrichment.billing import (
     catalog,
     report,
     stripe_events,
+    usage,
 )
 from enrichment.billing import operations as billing_ops
 from enrichment.billing.reconcile import reconcile, unsent_reports
@@ -834,3 +835,30 @@ def test_a_resend_after_the_dedup_window_is_judged_on_its_own_minute(
         fake.now, fake.config["summary_lag_seconds"] = clock, 0
     assert [e["payload"]["value"] for e in events_for(fake, customer_of(stripe_svc, ws))
             ] == ["10", "5"]  # day 1 not sent twice
+
+
+def test_a_pack_recorded_after_its_day_was_billed_pays_only_for_later_days(
+        stripe_svc, fake, make_workspace, attached, day, period, now):
+    ws, _ = attached(stripe_svc, make_workspace)  # core: 250 included
+    use(stripe_svc, ws, day(1), 260)
+    assert run_report(at(stripe_svc, now), day(1)) == {"frozen": 1, "sent": 1}  # 10 billed
+    # Paid at 23:00 on day 1, but Stripe's event reached us after day 1 was billed.
+    checkout = stripe_events.start_checkout(stripe_svc.db, stripe_svc.billing,
+                                            stripe_svc.settings.plans, ws.id, "500",
+                                            "https://x", "https://x")
+    paid_at = day_start(day(1)) + timedelta(hours=23)
+    with stripe_svc.db.connection() as conn:
+        stripe_events.handle_event(conn, stripe_svc.settings.plans, stripe_svc.events, {
+            "id": "evt_paid_late", "type": "checkout.session.completed",
+            "created": int(paid_at.timestamp()), "data": {"object": {
+                "id": checkout.session_id, "customer": customer_of(stripe_svc, ws),
+                "amount_total": checkout.amount_cents, "currency": "usd",
+                "payment_status": "paid", "payment_intent": "pi_paid_late"}}})
+    use(stripe_svc, ws, day(2), 5)
+    run_report(at(stripe_svc, now), day(2))
+    with stripe_svc.db.connection() as conn:
+        position = usage.credit_position(conn, stripe_svc.settings.plans, ws.id, period, day(2))
+    # Day 1's 10 units were billed as overage: the credit pays for day 2's 5 only.
+    assert position.credits_used == 5
+    assert [e["payload"]["value"] for e in events_for(fake, customer_of(stripe_svc, ws))
+            ] == ["10"]

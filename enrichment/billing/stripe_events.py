@@ -107,7 +107,8 @@ def _credit(conn: Conn, plans: Plans, event: dict, session: dict):
         "UPDATE checkout_sessions SET status = 'paid', paid_at = %s, payment_intent = %s"
         " WHERE id = %s", (paid_at, session.get("payment_intent"), stored["id"]))
     ledger.credit(conn, stored["workspace_id"], stored["units"], f"credit pack {stored['pack']}",
-                  paid_at, event_id=event["id"], session_id=stored["id"],
+                  ledger.credit_time(conn, stored["workspace_id"], paid_at),
+                  event_id=event["id"], session_id=stored["id"],
                   payment_intent=session.get("payment_intent"))
     if session.get("payment_intent"):  # a refund or lost dispute that arrived first
         _take_back(conn, plans, session["payment_intent"], event["id"], paid_at)

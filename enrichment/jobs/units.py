@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from ..db import Conn, one
@@ -141,10 +141,26 @@ def move(conn: Conn, workspace_id: uuid.UUID, old: date, new: date, cap: int,
 
 # --- credits ------------------------------------------------------------------------------
 
+def credit_time(conn: Conn, workspace_id: uuid.UUID, paid_at: datetime) -> datetime:
+    """When a pack's credit counts: when it was paid — unless the report has already frozen
+    that day's overage (the payment reached us late): then from the first day not frozen,
+    so that no unit is both billed as overage and paid with credit. Within the period it
+    was paid in (a pack recorded after its period's last day was frozen still tops up that
+    period, and can then pay for that day's units too: see docs/decisions.md, ADR-9)."""
+    period = period_start(paid_at)
+    frozen = one(conn.execute(
+        "SELECT max(day) AS day FROM usage_reports WHERE workspace_id = %s AND period = %s",
+        (workspace_id, period)))["day"]
+    if frozen is None or frozen < paid_at.astimezone(UTC).date():
+        return paid_at
+    return min(day_start(frozen + timedelta(days=1)),
+               day_start(next_period_start(period)) - timedelta(microseconds=1))
+
+
 def credit(conn: Conn, workspace_id: uuid.UUID, units: int, reason: str, at: datetime, *,
            event_id: str | None = None, session_id: str | None = None,
            payment_intent: str | None = None) -> None:
-    """Credit a paid pack's units to the period of `at` (when it was paid)."""
+    """Credit a paid pack's units, counting from `at` (see credit_time)."""
     conn.execute(
         "INSERT INTO credit_ledger (workspace_id, units, reason, stripe_event_id,"
         " checkout_session_id, payment_intent, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
