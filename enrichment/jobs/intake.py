@@ -113,7 +113,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
         return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
                                queue=plan.queue, subject=subject, persons=person_hashes(lead),
                                lead=lead, metadata=metadata, key=key, period=period,
-                               batch_id=batch_id, cached=cached, cap=cap)
+                               now=now, batch_id=batch_id, cached=cached, cap=cap)
 
     with conn.transaction():
         if max_age_days > 0:

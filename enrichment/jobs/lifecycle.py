@@ -5,7 +5,7 @@ requeue, and the writes privacy and replay need."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from psycopg import Rollback
 from psycopg.types.json import Jsonb
@@ -41,11 +41,11 @@ INSERT_UNLESS_SUPPRESSED = (
 )
 NEW_KEY_ONLY = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 
-# The workspace row locked, and with it the subject's latest success with the template since
-# `since` and from before today, as the providers answered it (never itself a cached answer:
-# the data is as old as that). Read in a snapshot taken before the lock was granted, the
-# result may belong to a job erased meanwhile: the insert that copies it (INSERT_CACHED, a
-# statement later) checks that the job still exists.
+# The workspace row locked, and with it the subject's latest success with the template,
+# completed since `since` and before today (both by the service clock), as the providers
+# answered it (never itself a cached answer: the data is as old as that). Read in a snapshot
+# taken before the lock was granted, the result may belong to a job erased meanwhile: the
+# insert that copies it (INSERT_CACHED, a statement later) checks that the job still exists.
 LOCK_AND_FRESH = (
     "SELECT f.* FROM workspaces w LEFT JOIN LATERAL ("
     " SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
@@ -53,7 +53,7 @@ LOCK_AND_FRESH = (
     " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
     " AND j.raw_purged_at IS NULL AND j.completed_at >= %(since)s"
-    " AND j.created_at < %(today)s ORDER BY j.completed_at DESC LIMIT 1) f ON true"
+    " AND j.completed_at < %(today)s ORDER BY j.completed_at DESC LIMIT 1) f ON true"
     " WHERE w.id = %(ws)s FOR NO KEY UPDATE OF w"
 )
 
@@ -90,7 +90,7 @@ INSERT_CACHED = (
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
-           period: date, batch_id: uuid.UUID | None = None,
+           period: date, now: datetime, batch_id: uuid.UUID | None = None,
            cached: dict | None = None, cap: int | None = None) -> dict | None:
     """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
     cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
@@ -107,7 +107,7 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
         "batch": batch_id, "status": JobStatus.SUCCEEDED if cached else JobStatus.WAITING,
         "cached_from": cached["id"] if cached else None,
         "match": cached["match"] if cached else None,
-        "done_at": datetime.now(UTC) if cached else None}).fetchone()
+        "done_at": now if cached else None}).fetchone()
     if row is not None and cached:
         conn.execute(
             "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template,"
@@ -155,7 +155,7 @@ settled AS (
   SET status = CASE WHEN job.suppressed THEN 'failed' ELSE %(status)s END,
     error = CASE WHEN job.suppressed THEN %(suppressed_error)s ELSE %(error)s END,
     match = CASE WHEN job.suppressed THEN NULL ELSE %(match)s::boolean END,
-    attempts = j.attempts + %(retries)s, completed_at = now(), lease_token = NULL,
+    attempts = j.attempts + %(retries)s, completed_at = %(now)s, lease_token = NULL,
     lease_until = NULL
   FROM job WHERE j.id = job.id AND j.status = 'processing' AND {fence}
   RETURNING j.id, j.workspace_id, j.template, j.idempotency_key, j.attempts,
@@ -223,7 +223,7 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
         "searches": outcome.searches, "social": outcome.social_requests,
         "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
         "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter,
-        "suppressed_error": SUPPRESSED_ERROR, "cache_days": CACHE_DAYS,
+        "suppressed_error": SUPPRESSED_ERROR, "cache_days": CACHE_DAYS, "now": now,
         "at": units.charge_time(job["billing_period"], now) if job.get("billing_period")
         else now}
     with conn.transaction():
