@@ -200,7 +200,7 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         return _fail(svc, job, error)
     if job["suppressed"]:  # an objection or erasure since admission: no provider call
         return _fail(svc, job, states.SUPPRESSED_ERROR)
-    if not in_this_period(svc, job, plan):  # the month turned and its cap is reached
+    if not in_this_period(svc, job):  # the month turned and its cap is reached
         error = "hard-cap-reached: the job first ran in a new billing period with no unit left"
         return _fail(svc, job, error)
     retries = 0
@@ -273,15 +273,19 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
     return JobStatus.SUCCEEDED
 
 
-def in_this_period(svc: Services, job: dict, plan: Plan) -> bool:
+def in_this_period(svc: Services, job: dict) -> bool:
     """One period per unit: a job admitted in an earlier billing period moves its unit into
-    the current one before any provider is paid (units ledger). False: no unit is left."""
+    the current one before any provider is paid (units ledger), under the cap of the plan in
+    force now. False: no unit is left."""
     period = period_start(svc.clock())
     if job["billing_period"] is None or job["billing_period"] == period:
         return True
     with svc.db.connection() as conn, conn.transaction():
-        slots.lock_workspace(conn, job["workspace_id"])
-        cap = hard_cap(conn, plan, job["workspace_id"], period, job["plan_since"])
+        workspace = slots.lock_workspace(conn, job["workspace_id"])
+        if workspace is None:
+            return False
+        cap = hard_cap(conn, svc.settings.plans[workspace["plan"]], job["workspace_id"],
+                       period, workspace["plan_since"])
         if not lifecycle.move_unit(conn, job, period, cap, svc.clock()):
             return False
     job["billing_period"] = period

@@ -231,7 +231,7 @@ def finish(svc, job: dict, how: str, now: datetime) -> bool:
     slot it held is then handed on."""
     if job["suppressed"]:
         outcome = Outcome(JobStatus.FAILED, error=SUPPRESSED_ERROR)
-    elif not pipeline.in_this_period(at(svc, now), job, PLANS[job["plan"]]):
+    elif not pipeline.in_this_period(at(svc, now), job):
         outcome = Outcome(JobStatus.FAILED, error="hard-cap-reached")
     else:
         outcome = OUTCOMES[how]()

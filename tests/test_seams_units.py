@@ -155,3 +155,19 @@ def test_a_message_queued_before_the_subject_is_suppressed_is_never_sent(
     assert outcome.outcome != "delivered"
     with db.db.connection() as conn:
         assert conn.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"] == 0
+
+
+def test_a_job_moved_into_a_new_month_counts_against_the_plan_in_force_then(
+        db, make_workspace, simulator):
+    from enrichment.billing import accounts
+    from enrichment.jobs import lifecycle
+
+    ws, _ = make_workspace(plan="core")  # cap 375
+    late = submit(at(db, LAST_MINUTE), ws, 1)[0]
+    december = at(db, LAST_MINUTE + timedelta(hours=1))
+    job = lifecycle.claim(db.db, late, 60)  # claimed on the core plan ...
+    with db.db.connection() as conn:  # ... which an upgrade replaces while it runs
+        accounts.set_plan(conn, db.key_cache, db.settings.plans, ws.id, "pro", december.clock())
+    submit(december, ws, 375, plan="pro", first=1)  # the old plan's cap, not the new one's
+    assert pipeline.in_this_period(december, job)
+    assert counters(db, ws) == {"2026-11-01": 0, "2026-12-01": 376}

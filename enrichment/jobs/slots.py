@@ -11,8 +11,10 @@ from ..db import Conn, Pool
 from .states import Runnable
 
 
-def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> None:
-    conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE", (workspace_id,))
+def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> dict | None:
+    """Lock the workspace row; returns its plan and since when (as they are now)."""
+    return conn.execute("SELECT plan, plan_since FROM workspaces WHERE id = %s"
+                        " FOR NO KEY UPDATE", (workspace_id,)).fetchone()
 
 
 PROMOTE = """
