@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 
 from psycopg.types.json import Jsonb
 
@@ -105,20 +105,18 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     hashes = sorted({subject, *person_hashes(lead)})
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
     period = period_start(now)
-    today = datetime.combine(now.astimezone(UTC).date(), time.min, UTC)
     cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
-    since = now - timedelta(days=max_age_days)
 
     def insert(cached: dict | None) -> dict | None:
         return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
                                queue=plan.queue, subject=subject, persons=person_hashes(lead),
                                lead=lead, metadata=metadata, key=key, period=period,
-                               now=now, batch_id=batch_id, cached=cached, cap=cap)
+                               batch_id=batch_id, cached=cached, cap=cap)
 
     with conn.transaction():
         if max_age_days > 0:
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             since, today)
+                                             max_age_days)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
             lock_workspace(conn, workspace.id)
@@ -128,7 +126,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
         if row is None and cached and not lifecycle.exists(conn, cached["id"]):
             # Erased while this waited for the lock: look again, now that it holds it.
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             since, today)
+                                             max_age_days)
             row = insert(cached)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(

@@ -35,35 +35,40 @@ INSERT_UNLESS_SUPPRESSED = (
     "  %(metadata)s, %(key)s, %(period)s, %(batch)s, %(status)s, %(cached_from)s,"
     # created_at: the time of insert, under the workspace lock (not the transaction's
     # start): lists by created_at see a workspace's jobs in the order they were admitted.
-    "  %(match)s, %(done_at)s, %(done_at)s, clock_timestamp() WHERE NOT EXISTS ("
+    "  %(match)s, CASE WHEN %(cached)s THEN now() END, CASE WHEN %(cached)s THEN now() END,"
+    "  clock_timestamp() WHERE NOT EXISTS ("
     "  SELECT 1 FROM suppressions WHERE workspace_id = %(ws)s"
     "  AND subject_hash = ANY(%(hashes)s))"
 )
 NEW_KEY_ONLY = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 
 # The workspace row locked, and with it the subject's latest success with the template,
-# completed since `since` and before today (both by the service clock), as the providers
-# answered it (never itself a cached answer: the data is as old as that). Read in a snapshot
-# taken before the lock was granted, the result may belong to a job erased meanwhile: the
-# insert that copies it (INSERT_CACHED, a statement later) checks that the job still exists.
+# completed within `max_age` days and admitted before today, as the providers answered it
+# (never itself a cached answer: the data is as old as that). A job's timeline (created,
+# started, completed) is PostgreSQL's clock, so its age is judged by that clock too — money
+# and periods go by the service's. Read in a snapshot taken before the lock was granted, the
+# result may belong to a job erased meanwhile: the insert that copies it (INSERT_CACHED, a
+# statement later) checks that the job still exists.
 LOCK_AND_FRESH = (
     "SELECT f.* FROM workspaces w LEFT JOIN LATERAL ("
     " SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
     " JOIN enrichment_results r ON r.job_id = j.id"
     " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
-    " AND j.raw_purged_at IS NULL AND j.completed_at >= %(since)s"
-    " AND j.completed_at < %(today)s ORDER BY j.completed_at DESC LIMIT 1) f ON true"
+    " AND j.raw_purged_at IS NULL"
+    " AND j.completed_at >= now() - make_interval(days => %(max_age)s)"
+    " AND j.created_at < ((now() AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC'"
+    " ORDER BY j.completed_at DESC LIMIT 1) f ON true"
     " WHERE w.id = %(ws)s FOR NO KEY UPDATE OF w"
 )
 
 
 def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
-                   since: datetime, today: datetime) -> dict | None:
+                   max_age_days: int) -> dict | None:
     """Lock the workspace row (as `lock_workspace`) and return the cacheable success."""
     row = conn.execute(LOCK_AND_FRESH, {"ws": workspace_id, "subject": subject,
-                                        "template": template, "since": since,
-                                        "today": today}).fetchone()
+                                        "template": template,
+                                        "max_age": max_age_days}).fetchone()
     return row if row is not None and row["id"] is not None else None
 
 
@@ -90,7 +95,7 @@ INSERT_CACHED = (
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
-           period: date, now: datetime, batch_id: uuid.UUID | None = None,
+           period: date, batch_id: uuid.UUID | None = None,
            cached: dict | None = None, cap: int | None = None) -> dict | None:
     """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
     cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
@@ -107,7 +112,7 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
         "batch": batch_id, "status": JobStatus.SUCCEEDED if cached else JobStatus.WAITING,
         "cached_from": cached["id"] if cached else None,
         "match": cached["match"] if cached else None,
-        "done_at": now if cached else None}).fetchone()
+        "cached": cached is not None}).fetchone()
     if row is not None and cached:
         conn.execute(
             "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template,"
@@ -155,7 +160,7 @@ settled AS (
   SET status = CASE WHEN job.suppressed THEN 'failed' ELSE %(status)s END,
     error = CASE WHEN job.suppressed THEN %(suppressed_error)s ELSE %(error)s END,
     match = CASE WHEN job.suppressed THEN NULL ELSE %(match)s::boolean END,
-    attempts = j.attempts + %(retries)s, completed_at = %(now)s, lease_token = NULL,
+    attempts = j.attempts + %(retries)s, completed_at = now(), lease_token = NULL,
     lease_until = NULL
   FROM job WHERE j.id = job.id AND j.status = 'processing' AND {fence}
   RETURNING j.id, j.workspace_id, j.template, j.idempotency_key, j.attempts,
@@ -223,7 +228,7 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
         "searches": outcome.searches, "social": outcome.social_requests,
         "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
         "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter,
-        "suppressed_error": SUPPRESSED_ERROR, "cache_days": CACHE_DAYS, "now": now,
+        "suppressed_error": SUPPRESSED_ERROR, "cache_days": CACHE_DAYS,
         "at": units.charge_time(job["billing_period"], now) if job.get("billing_period")
         else now}
     with conn.transaction():
