@@ -13,7 +13,7 @@ import logging
 import operator
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -61,7 +61,6 @@ def _minutes(client: redis.Redis, now: datetime, window: int) -> dict[str, int]:
 def measure(rule: Rule, conn: Conn, client: redis.Redis,
             now: datetime) -> tuple[float | None, int]:
     """(value, samples) of the rule's source over its window."""
-    since = now - timedelta(minutes=rule.window_minutes)
     if rule.source in ("rejection_rate", "provider_success_rate"):
         c = _minutes(client, now, rule.window_minutes)
         if rule.source == "rejection_rate":
@@ -73,24 +72,25 @@ def measure(rule: Rule, conn: Conn, client: redis.Redis,
         # Runnable → started, for the jobs that started in the window and for the runnable
         # ones still not started (so the alert fires when nothing starts at all). Time spent
         # waiting behind a workspace's own jobs is not queue wait.
+        # A job's timeline is PostgreSQL's clock: so are the window and "now" here.
         cur = conn.execute(
             "SELECT avg(w) AS v, count(*) AS n FROM ("
             " SELECT extract(epoch FROM started_at - runnable_at) AS w FROM enrichment_jobs"
-            " WHERE started_at >= %(since)s AND started_at < %(now)s"
+            " WHERE started_at >= now() - make_interval(mins => %(window)s)"
             " AND runnable_at <= started_at"  # first starts (a re-queued job waits anew)
             " UNION ALL"
-            " SELECT extract(epoch FROM %(now)s - runnable_at) FROM enrichment_jobs"
-            " WHERE status = 'queued' AND runnable_at < %(now)s"
+            " SELECT extract(epoch FROM now() - runnable_at) FROM enrichment_jobs"
+            " WHERE status = 'queued' AND runnable_at < now()"
             " AND (started_at IS NULL OR runnable_at > started_at)) waits",
-            {"since": since, "now": now})
+            {"window": rule.window_minutes})
     elif rule.source == "completeness_avg":
         cur = conn.execute(
             "SELECT avg(completeness) AS v, count(*) AS n FROM enrichment_results"
-            " WHERE created_at >= %s AND created_at < %s", (since, now))
+            " WHERE created_at >= now() - make_interval(mins => %s)", (rule.window_minutes,))
     elif rule.source == "billing_unsent":
         cur = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
                            " WHERE status IN ('failed', 'expired') OR (status = 'pending'"
-                           "  AND created_at < %s - interval '2 days')", (now,))
+                           "  AND created_at < now() - interval '2 days')")
     elif rule.source == "billing_discrepancies":
         value = client.get(DISCREPANCIES_KEY)
         return (float(value) if value is not None else None), 1 if value is not None else 0

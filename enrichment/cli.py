@@ -188,7 +188,7 @@ def workspace_set_plan(app: App, workspace_id: uuid.UUID, plan: str):
                           svc.clock())
         if svc.billing.sends:
             try:
-                if accounts.move(conn, svc.billing, workspace_id):
+                if accounts.move(conn, svc.billing, workspace_id, svc.clock()):
                     click.echo("Stripe subscription moved to the new plan's prices")
             except BillingError as exc:
                 click.echo(f"warning: Stripe subscription not moved yet ({exc}); the "

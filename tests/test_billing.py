@@ -356,9 +356,9 @@ def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace, at
     run_report(stripe_svc, day(1))
     with stripe_svc.db.connection() as conn:
         plans = stripe_svc.settings.plans
-        assert reconcile(conn, plans, stripe_svc.billing, day(1)) == []
+        assert reconcile(conn, plans, stripe_svc.billing, day(1), stripe_svc.clock()) == []
         use(stripe_svc, ws, day(1), 3)  # a usage row landed after the day was frozen
-        (problem,) = reconcile(conn, plans, stripe_svc.billing, day(1))
+        (problem,) = reconcile(conn, plans, stripe_svc.billing, day(1), stripe_svc.clock())
     assert problem == {"workspace_id": str(ws.id), "expected": 13, "reported": 10,
                        "sent": 10, "stripe": 10}
 
@@ -431,6 +431,17 @@ def change_plan_on(svc, ws, plan: str, on: date) -> None:
 
 def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
         stripe_svc, fake, make_workspace, client, attached, day, period):
+    # The whole story inside the period, on day 5 (Stripe's clock too): a subscription moved
+    # in a later period would time these days' events in it (docs/decisions.md, ADR-12).
+    clock, moment = fake.now, day_start(day(5)) + timedelta(hours=1)
+    fake.now = lambda: moment.timestamp()
+    try:
+        _downgrade_story(at(stripe_svc, moment), fake, make_workspace, attached, day, period)
+    finally:
+        fake.now = clock
+
+
+def _downgrade_story(stripe_svc, fake, make_workspace, attached, day, period):
     ws, _ = attached(stripe_svc, make_workspace, plan="pro")  # 2,500 included at $0.08
     use(stripe_svc, ws, day(1), 2000)  # inside pro's included units
     change_plan_on(stripe_svc, ws, "core", day(3))
@@ -446,7 +457,7 @@ def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
         (day(4), "core", 300 - grant, Decimal("0.12"))]
     # The subscription moves to core's prices in the same step (set-plan calls `move`).
     with stripe_svc.db.connection() as conn:
-        assert accounts.move(conn, stripe_svc.billing, ws.id)
+        assert accounts.move(conn, stripe_svc.billing, ws.id, stripe_svc.clock())
         sub_id = conn.execute("SELECT stripe_subscription_id, stripe_plan FROM workspaces"
                               " WHERE id = %s", (ws.id,)).fetchone()
     assert sub_id["stripe_plan"] == "core"
@@ -456,8 +467,9 @@ def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
         "enrichment_core_base", "enrichment_core_overage"}
     # Core's days waited for the move (Stripe prices a meter event with the subscription's
     # price when it lands); now they go, timed after the move.
-    assert billing_ops.send_due(at(stripe_svc, stripe_svc.clock() + timedelta(minutes=1))
-                                ) == {"sent": 1}
+    later = stripe_svc.clock() + timedelta(minutes=1)
+    fake.now = lambda: later.timestamp()
+    assert billing_ops.send_due(at(stripe_svc, later)) == {"sent": 1}
     # Stripe prices the event at the price its subscription had at the event's time: core's.
     lines = stripe_svc.billing.upcoming_invoice(customer_of(stripe_svc, ws))["lines"]["data"]
     assert {(line["description"], line["quantity"]) for line in lines
@@ -465,7 +477,8 @@ def test_a_mid_month_downgrade_bills_each_day_with_the_plan_in_force(
                                                                300 - grant)}
     # Ledger, Stripe and the usage endpoint agree on the units.
     with stripe_svc.db.connection() as conn:
-        assert reconcile(conn, stripe_svc.settings.plans, stripe_svc.billing, day(4)) == []
+        assert reconcile(conn, stripe_svc.settings.plans, stripe_svc.billing, day(4),
+                         stripe_svc.clock()) == []
 
 
 def test_the_usage_endpoint_uses_the_same_walk_after_a_plan_change(
@@ -502,7 +515,7 @@ def test_set_plan_moves_the_subscription_or_leaves_it_to_the_sync_job(
     with stripe_svc.db.connection() as conn:
         accounts.set_plan(conn, stripe_svc.key_cache, stripe_svc.settings.plans, ws.id, "elite")
         with pytest.raises(Exception, match="outage"):
-            accounts.move(conn, stripe_svc.billing, ws.id)
+            accounts.move(conn, stripe_svc.billing, ws.id, stripe_svc.clock())
     assert billing_ops.sync_accounts(stripe_svc) == {"attached": 0, "moved": 0, "failed": 1}
     fake.config["fail_all"] = 0
     assert billing_ops.sync_accounts(stripe_svc) == {"attached": 0, "moved": 1, "failed": 0}

@@ -215,8 +215,10 @@ def test_waiting_behind_the_own_workspace_is_not_queue_wait(db, make_workspace):
 def test_queue_wait_fires_when_nothing_starts(db, make_workspace):
     ws, _ = make_workspace()
     admit_jobs(db, ws, 1)  # runnable, and no worker takes it
-    assert evaluate(db, "queue_wait", ahead=5) == {}
-    fired = evaluate(db, "queue_wait", ahead=45)
+    assert evaluate(db, "queue_wait") == {}
+    with db.db.connection() as conn:  # 45 s later (a job's timeline is PostgreSQL's clock)
+        conn.execute("UPDATE enrichment_jobs SET runnable_at = runnable_at - interval '45 s'")
+    fired = evaluate(db, "queue_wait")
     assert fired["queue_wait"]["state"] == "firing" and fired["queue_wait"]["value"] > 30
 
 

@@ -78,7 +78,8 @@ def set_plan(conn: Conn, cache: KeyCache, plans: Plans, workspace_id: uuid.UUID,
     return True
 
 
-def move(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> bool:
+def move(conn: Conn, billing: Billing, workspace_id: uuid.UUID,
+         now: datetime | None = None) -> bool:
     """Put the workspace's Stripe subscription on its plan's prices. Returns True when they
     agree (now or already); raises BillingError if Stripe refused or failed. Moves of one
     workspace are serialised (an advisory lock, so admissions are not held up by the call to
@@ -94,12 +95,13 @@ def move(conn: Conn, billing: Billing, workspace_id: uuid.UUID) -> bool:
         if ws["stripe_plan"] == ws["plan"]:
             return True
         billing.change_plan(ws["stripe_subscription_id"], ws["plan"], load_catalog(conn))
-        conn.execute("UPDATE workspaces SET stripe_plan = %s, stripe_plan_at = now()"
-                     " WHERE id = %s", (ws["plan"], workspace_id))
+        # When, by the service clock (the one meter-event times are judged by).
+        conn.execute("UPDATE workspaces SET stripe_plan = %s, stripe_plan_at = %s"
+                     " WHERE id = %s", (ws["plan"], now or datetime.now(UTC), workspace_id))
     return True
 
 
-def sync(conn: Conn, billing: Billing) -> dict[str, int]:
+def sync(conn: Conn, billing: Billing, now: datetime | None = None) -> dict[str, int]:
     """The billing sync job: attach workspaces that have no Stripe customer yet and move
     subscriptions whose plan changed. Each workspace on its own: one failure is logged and
     retried next run, never blocks the others."""
@@ -113,7 +115,7 @@ def sync(conn: Conn, billing: Billing) -> dict[str, int]:
             if ws["stripe_subscription_id"] is None:
                 attach(conn, billing, ws["id"])
                 done["attached"] += 1
-            elif move(conn, billing, ws["id"]):
+            elif move(conn, billing, ws["id"], now):
                 done["moved"] += 1
         except EnrichmentError as exc:
             log.warning("billing sync of workspace %s: %s (retried next run)", ws["id"], exc)

@@ -52,7 +52,7 @@ def reconcile_billing(svc: Services, through: date | None = None) -> dict:
 def sync_accounts(svc: Services) -> dict:
     """Attach workspaces that have no Stripe customer yet; move subscriptions to their plan."""
     with svc.db.connection() as conn:
-        return accounts.sync(conn, svc.billing)
+        return accounts.sync(conn, svc.billing, svc.clock())
 
 
 def settle_expired(svc: Services) -> list[dict]:
