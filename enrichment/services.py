@@ -75,9 +75,9 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         provider_limiter=provider_limiter,
         billing=build_billing(s.stripe_api_key, s.stripe_api_base, s.stripe_timeout),
         research=PerplexityClient(
-            s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model
-        ),
-        social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key),
+            s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model,
+            s.ca_bundle),
+        social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key, s.ca_bundle),
         events=build_events(s.posthog_api_key, s.posthog_host),
         publisher=publisher or NoPublisher(),
         base_policy=CallPolicy(

@@ -205,7 +205,9 @@ def test_a_session_reads_proxy_and_ca_settings_from_the_environment_once(monkeyp
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "socials.internal")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
-    proxied = new_session("https://api.perplexity.ai")
+    from enrichment.config import Settings
+
+    proxied = new_session("https://api.perplexity.ai", Settings.from_env().ca_bundle)
     assert proxied.proxies["https"] == "http://proxy.internal:3128"
     assert proxied.verify == "/etc/ssl/corp.pem"
     assert "https" not in new_session("https://socials.internal").proxies

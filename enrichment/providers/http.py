@@ -36,8 +36,6 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .. import config
-
 log = logging.getLogger(__name__)
 # At DEBUG urllib3 logs every request line, and provider requests carry the lead (Social
 # Links takes the person's name in its query string): personal data must not reach logs.
@@ -173,26 +171,17 @@ class ProviderSession(requests.Session):
         return super().request(*args, **kwargs)
 
 
-class _FromSettings:
-    """`new_session`'s default CA bundle: the one `Settings` reads (`config.ca_bundle`)."""
-
-
-FROM_SETTINGS = _FromSettings()
-
-
-def new_session(base: str, ca_bundle: str | _FromSettings | None = FROM_SETTINGS
-                ) -> ProviderSession:
+def new_session(base: str, ca_bundle: str | None = None) -> ProviderSession:
     """A keep-alive session for one provider's base URL, verifying with `ca_bundle` (a CA
-    file; None: the bundled CAs; by default `Settings.ca_bundle`'s variables). What requests
+    file, `Settings.ca_bundle`; None: the bundled CAs). What requests
     would read from the environment and merge again on every request is read once, here:
     proxy settings (HTTPS_PROXY, NO_PROXY, …) for that URL, by requests itself. (Credentials
     from ~/.netrc are not used: each provider sends its own key.)"""
     session = ProviderSession()
     session.trust_env = False
     session.proxies = requests.utils.get_environ_proxies(base)
-    bundle = config.ca_bundle() if isinstance(ca_bundle, _FromSettings) else ca_bundle
-    if bundle:
-        session.verify = bundle
+    if ca_bundle:
+        session.verify = ca_bundle
     return session
 
 

@@ -77,12 +77,13 @@ class PerplexityClient:
     name = NAME
 
     def __init__(
-        self, base: str, api_key: str | None, style: str = "agent", model: str | None = None
+        self, base: str, api_key: str | None, style: str = "agent", model: str | None = None,
+        ca_bundle: str | None = None,
     ):
         self.base = base.rstrip("/")
         self.style = style
         self.model = model or ("perplexity/sonar" if style == "agent" else "sonar")
-        self.session = new_session(self.base)
+        self.session = new_session(self.base, ca_bundle)
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 

@@ -23,9 +23,9 @@ def build_query(lead: dict) -> str:
 class SocialLinksClient:
     name = NAME
 
-    def __init__(self, base: str, api_key: str | None):
+    def __init__(self, base: str, api_key: str | None, ca_bundle: str | None = None):
         self.base = base.rstrip("/")
-        self.session = new_session(self.base)
+        self.session = new_session(self.base, ca_bundle)
         host = urlparse(self.base).netloc
         self.session.headers["x-rapidapi-host"] = host
         if api_key:
