@@ -6,7 +6,6 @@ after commit answering 503, an erasure between a batch's admission and its close
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import psycopg
@@ -16,6 +15,7 @@ from enrichment import webhooks
 from enrichment.jobs import events, service, units
 from enrichment.jobs.slots import lock_workspace
 
+from .helpers import eventually
 from .test_seams_units import MID_MONTH, at, pay_pack, stripe_event, submit
 
 
@@ -58,6 +58,13 @@ def test_notify_named_events_takes_only_those(db, make_workspace):
 
 
 
+def waiting_on_a_lock(db) -> bool:
+    with db.db.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND wait_event_type = 'Lock'"
+                            ).fetchone()["n"] > 0
+
+
 def test_second_refund_vs_finishing_release_deadlock(db, make_workspace):
     svc = at(db, MID_MONTH)
     ws, _ = make_workspace(plan="core")  # cap 375
@@ -88,7 +95,7 @@ def test_second_refund_vs_finishing_release_deadlock(db, make_workspace):
 
     t = threading.Thread(target=second_refund)
     t.start()
-    time.sleep(0.5)  # the refund holds credit_reversals' row and waits for the workspace
+    eventually(lambda: waiting_on_a_lock(db), timeout=10)  # the refund waits for the lock
     try:
         # ... and then gives the unit back (lifecycle.finish -> units.release)
         units.release(fin, ws.id, MID_MONTH.date().replace(day=1), admitted, MID_MONTH)

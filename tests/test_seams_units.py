@@ -1,6 +1,7 @@
-"""Seams of the units ledger (DESIGN §5d "Units", "Credits", "Suppression"): a refund while
-units are only reserved, an objection while a job runs, a job admitted on the month's last
-minute and run on the next month's first. Every time comes from the injected clock."""
+"""Seams of the units ledger (docs/architecture.md, "Invariants and their owners": units,
+credits, suppression): a refund while units are only reserved, an objection while a job
+runs, a job admitted on the month's last minute and run on the next month's first. Every
+time comes from the injected clock."""
 
 from __future__ import annotations
 
