@@ -50,10 +50,40 @@ class ProblemSchema(Schema):
     resets_at = fields.String()  # a 402: when the period ends
 
 
+VERIFICATIONS = ["valid", "invalid", "accept_all", "webmail", "disposable", "unknown"]
+PROVIDERS = validate.OneOf(["perplexity", "social_links", "hunter"])
+
+
+class ProvenanceSchema(Schema):
+    """How sure one value is and where it comes from (docs/api.md#provenance)."""
+
+    confidence = fields.Float(required=True, validate=validate.Range(0, 0.99))
+    sources = fields.List(fields.String(), required=True)
+    provider = fields.String(required=True, validate=PROVIDERS)
+    verification = fields.String(validate=validate.OneOf(VERIFICATIONS))
+
+
+class TraceSchema(Schema):
+    """One provider call of the job (docs/api.md#trace)."""
+
+    provider = fields.String(required=True, validate=PROVIDERS)
+    operation = fields.String(required=True)
+    asked = fields.List(fields.String(), required=True, attribute="fields", data_key="fields")
+    filled = fields.List(fields.String(), required=True)
+    status = fields.String(required=True, validate=validate.OneOf(
+        ["ok", "no_result", "error", "skipped"]))
+    http_status = fields.Integer(required=True, allow_none=True)
+    duration_ms = fields.Integer(required=True)
+    cost_usd = fields.String(required=True)
+
+
 class ResultSchema(Schema):
     found = fields.Dict(required=True, attribute="fields", data_key="fields")
     citations = fields.List(fields.String(), required=True)
     completeness = fields.Float(required=True)
+    # Absent only from answers stored before provenance existed.
+    provenance = fields.Dict(keys=fields.String(), values=fields.Nested(ProvenanceSchema))
+    trace = fields.List(fields.Nested(TraceSchema))
 
 
 class JobUsageSchema(Schema):
@@ -79,6 +109,7 @@ class JobSchema(Schema):
     cached = fields.Boolean(required=True)
     cached_from = fields.UUID(required=True, allow_none=True)
     match = fields.Boolean(required=True, allow_none=True)
+    min_confidence = fields.Float(required=True)
     created_at = fields.String(required=True)
     started_at = fields.String(required=True, allow_none=True)
     completed_at = fields.String(required=True, allow_none=True)
@@ -184,6 +215,8 @@ class TemplateSchema(Schema):
     description = fields.String(required=True)
     names = fields.List(fields.String(), required=True, attribute="fields", data_key="fields")
     providers = fields.List(fields.String(), required=True)
+    waterfall = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+                            required=True)
     searches = fields.Integer(required=True)
     requires_any = fields.List(fields.String(), required=True)
 

@@ -151,11 +151,11 @@ def with_client_key(handler):
 
 
 def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
-              batch_id: uuid.UUID | None = None) -> intake.Admitted:
+              min_confidence: float, batch_id: uuid.UUID | None = None) -> intake.Admitted:
     svc, workspace = services(), g.workspace
     lead = {k: v for k, v in lead.items() if v is not None}
     admitted = service.submit(svc, workspace, template_name, lead, metadata, max_age_days,
-                              batch_id)
+                              min_confidence, batch_id)
     if not admitted.replayed:
         job = admitted.job
         log.info("job %s admitted (template %s, queue %s%s)", job["id"], template_name,
@@ -176,7 +176,7 @@ def submit():
     def handle(body: dict):
         data = load(submit_schema, body)
         admitted = admit_one(data["lead"], data["template"], data["metadata"],
-                             data["max_age_days"])
+                             data["max_age_days"], data["min_confidence"])
         job = a.dump(a.JobSchema, read.job_body(admitted.job))
         return admitted_status(admitted), job, f"/api/v1/enrichment/{job['job_id']}", \
             admitted.replayed
@@ -196,9 +196,10 @@ def submit_batch():
             try:
                 one = submit_schema.load({"template": data["template"], "lead": lead,
                                           "metadata": data["metadata"],
-                                          "max_age_days": data["max_age_days"]})
+                                          "max_age_days": data["max_age_days"],
+                                          "min_confidence": data["min_confidence"]})
                 admitted = admit_one(one["lead"], one["template"], one["metadata"],
-                                     one["max_age_days"], batch_id)
+                                     one["max_age_days"], one["min_confidence"], batch_id)
             except ValidationError as exc:
                 entry |= {"status": 422, "problem": problem_body(Invalid(exc.messages))}
             except intake.Refused as exc:
@@ -263,6 +264,7 @@ def list_templates():
             "description": t.description,
             "fields": list(t.fields),
             "providers": list(t.providers),
+            "waterfall": {name: [str(step) for step in steps] for name, steps in t.waterfall},
             "searches": t.searches,
             "requires_any": list(t.requires_any),
         }

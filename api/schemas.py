@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from enrichment.jobs.states import CACHE_DAYS, PUBLIC_STATUSES
+from enrichment.jobs.states import CACHE_DAYS, DEFAULT_MIN_CONFIDENCE, PUBLIC_STATUSES
 from enrichment.leads import subject_identifier
 from enrichment.templates import TEMPLATES
 from enrichment.webhooks import EVENTS as WEBHOOK_EVENTS
@@ -65,6 +65,15 @@ def _metadata(value: dict) -> None:
             raise ValidationError("String values are at most 500 characters.")
 
 
+class JSONNumber(fields.Float):
+    """A JSON number: not a string that looks like one, nor a boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -74,6 +83,8 @@ class SubmitSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)
     max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
                                   validate=validate.Range(0, MAX_AGE_DAYS))
+    min_confidence = JSONNumber(load_default=DEFAULT_MIN_CONFIDENCE,
+                                validate=validate.Range(0, 1))
 
     @validates_schema
     def _lead_fits_template(self, data, **kwargs):
@@ -84,7 +95,7 @@ class SubmitSchema(Schema):
             raise ValidationError(
                 "A lead needs an identifier: email, linkedin_url, or name with domain or "
                 "company (a person); domain, or company (a company).", "lead")
-        if not any(lead.get(f) for f in template.requires_any):
+        if not template.lead_fits(lead):
             raise ValidationError(
                 f"Template {template.name!r} needs one of: {', '.join(template.requires_any)}.",
                 "lead")
@@ -102,6 +113,8 @@ class BatchSchema(Schema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict, validate=_metadata)
     max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
                                   validate=validate.Range(0, MAX_AGE_DAYS))
+    min_confidence = JSONNumber(load_default=DEFAULT_MIN_CONFIDENCE,
+                                validate=validate.Range(0, 1))
 
 
 class ListJobsSchema(Schema):

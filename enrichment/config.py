@@ -168,6 +168,14 @@ class Settings:
     social_links_api_key: str | None = None
     social_links_api_base: str = "https://social-links-search.p.rapidapi.com"
     social_links_plan_rps: float = 10.0
+    hunter_api_key: str | None = None
+    hunter_api_base: str = "https://api.hunter.io"
+    # Hunter's documented per-key limits, per endpoint: per second and per minute.
+    hunter_finder_rps: float = 15.0
+    hunter_finder_rpm: float = 500.0
+    hunter_verifier_rps: float = 10.0
+    hunter_verifier_rpm: float = 300.0
+    hunter_usd_per_credit: Decimal = Decimal("0.0245")  # Starter: $49 for 2,000 credits
     provider_safety_factor: float = 0.8
     provider_connect_timeout: float = 3.05
     provider_read_timeout: float = 25.0
@@ -236,6 +244,12 @@ class Settings:
                 env.get("SOCIAL_LINKS_API_BASE") or cls.social_links_api_base
             ).rstrip("/"),
             social_links_plan_rps=_float(env, "SOCIAL_LINKS_PLAN_RPS", cls.social_links_plan_rps),
+            hunter_api_key=env.get("HUNTER_API_KEY") or None,
+            hunter_api_base=(env.get("HUNTER_API_BASE") or cls.hunter_api_base).rstrip("/"),
+            hunter_finder_rps=_float(env, "HUNTER_FINDER_RPS", cls.hunter_finder_rps),
+            hunter_finder_rpm=_float(env, "HUNTER_FINDER_RPM", cls.hunter_finder_rpm),
+            hunter_verifier_rps=_float(env, "HUNTER_VERIFIER_RPS", cls.hunter_verifier_rps),
+            hunter_verifier_rpm=_float(env, "HUNTER_VERIFIER_RPM", cls.hunter_verifier_rpm),
             provider_safety_factor=factor,
             provider_read_timeout=_float(env, "PROVIDER_READ_TIMEOUT", cls.provider_read_timeout),
             provider_max_attempts=_int(env, "PROVIDER_MAX_ATTEMPTS", cls.provider_max_attempts),
@@ -293,3 +307,17 @@ class Settings:
     @property
     def social_links_rps(self) -> float:
         return self.social_links_plan_rps * self.provider_safety_factor
+
+    def provider_rates(self) -> dict[str, float]:
+        """Requests per second each provider endpoint may get from all workers together:
+        the safety factor's share of its documented limit. Where a limit has a per-minute
+        window too (Hunter), the rate is the tighter of the two, and a smooth rate r lets at
+        most floor(60 r) + 1 requests into any minute — so (N - 1) / 60 for N a minute."""
+        f = self.provider_safety_factor
+
+        def both(rps: float, rpm: float) -> float:
+            return min(rps * f, max(1.0, rpm * f - 1) / 60)
+
+        return {"perplexity": self.perplexity_rps, "social_links": self.social_links_rps,
+                "hunter_finder": both(self.hunter_finder_rps, self.hunter_finder_rpm),
+                "hunter_verifier": both(self.hunter_verifier_rps, self.hunter_verifier_rpm)}

@@ -2,8 +2,9 @@
 `enrichment/jobs/`; this module orchestrates.
 
     claim (guarded: a duplicate delivery does nothing)
-    → caps from the plan → providers (global provider limit, retries and backoff inside a
-      hard 30 s round) → fields, citations, completeness
+    → caps from the plan → the template's waterfall of providers (global provider limits,
+      retries and backoff inside a hard 30 s round) → fields with their confidence and
+      sources, the trace of every call, completeness
     → result + usage + status (+ dead letter) in ONE transaction, which also hands the
       job's workspace slot to its next waiting job → publish that job → events
 
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from enum import StrEnum
 
+from . import waterfall
 from .billing.usage import hard_cap
 from .config import PERPLEXITY_MAX_TOKENS, Plan
 from .errors import BACKING_SERVICE_DOWN
@@ -35,16 +36,15 @@ from .metrics import (
     WORKSPACE_WAIT,
 )
 from .periods import period_start
-from .providers import ProviderError, ResearchResult, SocialResult, Spend
+from .providers import ProviderError, Spend
 from .services import Services
-from .templates import RESEARCH, SOCIAL, TEMPLATES, Template
+from .templates import TEMPLATES, Template
 from .workspaces import person_level_allowed
 
 log = logging.getLogger(__name__)
 
 QUALITY_THRESHOLD = 0.8  # the completeness alert's line (alerts.toml)
 MAX_RUNS = 5  # runs of one job (crashes, expired leases) before it is dead
-COST_PLACES = Decimal("0.000001")
 
 
 def caps(plan: Plan, template: Template) -> tuple[int, int]:
@@ -54,34 +54,6 @@ def caps(plan: Plan, template: Template) -> tuple[int, int]:
     if plan.max_searches is not None:
         max_searches = min(max_searches, plan.max_searches)
     return max_tokens, max_searches
-
-
-def assemble(
-    template: Template, research: ResearchResult | None, social: SocialResult | None
-) -> tuple[dict, list[str], float]:
-    """Fields, citations and completeness (share of the template's fields found)."""
-    fields: dict[str, str | None] = dict.fromkeys(template.fields)
-    citations: list[str] = []
-    if research is not None:
-        fields.update(research.fields)
-        citations += research.citations
-    if social is not None:
-        for network in template.social_fields:
-            urls = social.links.get(network) or []
-            fields[network] = urls[0] if urls else None
-            citations += [u for u in urls[:1] if u not in citations]
-    found = sum(1 for name in template.fields if fields.get(name))
-    return fields, citations, round(found / len(template.fields), 3)
-
-
-def estimate_cost(svc: Services, spend: Spend) -> Decimal:
-    """What the round cost: the providers' own figures, estimated where they gave none."""
-    s = svc.settings
-    cost = spend.reported_cost_usd
-    cost += Decimal(spend.unpriced_tokens) / 1000 * s.perplexity_usd_per_1k_tokens
-    cost += spend.unpriced_searches * s.perplexity_usd_per_search
-    cost += spend.social_requests * s.social_links_usd_per_request
-    return cost.quantize(COST_PLACES)
 
 
 class Run(StrEnum):
@@ -218,14 +190,9 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
     if not lead:  # nothing but personal fields, which may not be used here: no paid call
         error = "person-level enrichment is off for this workspace and the lead has no company"
         return _fail(svc, job, error)
-    research = social = None
     try:
-        if RESEARCH in template.providers:
-            research = svc.research.research(
-                lead, template, max_tokens=max_tokens, max_searches=max_searches, policy=policy
-            )
-        if SOCIAL in template.providers:
-            social = svc.social.lookup(lead, template.social_fields, policy=policy)
+        found = waterfall.enrich(svc, template, lead, float(job["min_confidence"]), policy,
+                                 max_tokens=max_tokens, max_searches=max_searches)
     except ProviderError as exc:
         if exc.busy and policy.sent == 0:
             # The shared provider limit has no slot within this round (a 429's Retry-After
@@ -246,13 +213,15 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         })
         return status
 
-    fields, citations, completeness = assemble(template, research, social)
-    # Charged only for a match: something found (a field or a citation).
-    match = any(fields.values()) or bool(citations)
+    # Charged only for a match: a value at or above the job's min_confidence.
+    completeness, fields = found.completeness, found.fields
     outcome = _spent(svc, policy.spend, Outcome(
-        JobStatus.SUCCEEDED, units=1 if match else 0, max_tokens=max_tokens,
-        max_searches=max_searches, result=(fields, citations, completeness), retries=retries,
-        match=match))
+        JobStatus.SUCCEEDED, units=1 if found.match else 0, max_tokens=max_tokens,
+        max_searches=max_searches, result={
+            "fields": found.fields, "citations": found.citations,
+            "completeness": found.completeness, "provenance": found.provenance,
+            "trace": found.trace},
+        retries=retries, match=found.match))
     if not _finish(svc, job, outcome):
         return Run.LOST
     if outcome.status is not JobStatus.SUCCEEDED:  # suppressed while it ran
@@ -295,5 +264,5 @@ def in_this_period(svc: Services, job: dict) -> bool:
 def _spent(svc: Services, spend: Spend, outcome: Outcome) -> Outcome:
     outcome.tokens, outcome.searches = spend.tokens, spend.searches
     outcome.social_requests = spend.social_requests
-    outcome.cost_estimate_usd = estimate_cost(svc, spend)
+    outcome.cost_estimate_usd = waterfall.estimate_cost(svc, spend)
     return outcome

@@ -22,6 +22,7 @@ class ProviderLimiter:
     def __init__(self, client: redis.Redis, rates: dict[str, float], prefix: str = "provider",
                  sleep=time.sleep):
         source = (resources.files("enrichment") / "lua" / "provider_slot.lua").read_text()
+        self.client = client
         self.script = client.register_script(source)
         self.intervals = {name: 1.0 / rate for name, rate in rates.items() if rate > 0}
         self.prefix = prefix
@@ -51,3 +52,13 @@ class ProviderLimiter:
         if provider in self.intervals and retry_after > 0:
             self.script(keys=[self._key(provider)], args=[self.intervals[provider], 0,
                                                           retry_after])
+
+    def suspend(self, provider: str, seconds: float) -> None:
+        """The provider's plan quota is used up (Hunter's 429): no worker asks it again for
+        `seconds` (until the quota resets)."""
+        if seconds > 0:
+            self.client.set(f"{self.prefix}:{provider}:suspended", "1",
+                            px=max(1, int(seconds * 1000)))
+
+    def suspended(self, provider: str) -> bool:
+        return bool(self.client.exists(f"{self.prefix}:{provider}:suspended"))

@@ -20,9 +20,7 @@ from .events import Events, build_events
 from .jobs.states import NoPublisher, Publisher
 from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
-from .providers import CallPolicy, ResearchProvider, SocialProvider
-from .providers.perplexity import PerplexityClient
-from .providers.social_links import SocialLinksClient
+from .providers import CallPolicy, Provider, build_providers
 from .ratelimit import STATS_TTL, RateLimiter, minute_key
 
 
@@ -31,8 +29,7 @@ class Services:
     settings: Settings
     db: Pool
     redis: redis.Redis
-    research: ResearchProvider
-    social: SocialProvider
+    providers: dict[str, Provider]  # by name (providers.REGISTRY)
     events: Events
     rate_limiter: RateLimiter
     provider_limiter: ProviderLimiter
@@ -63,8 +60,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
     redis_client = redis.Redis.from_url(
         s.redis_url, socket_timeout=1, socket_connect_timeout=1, health_check_interval=30
     )
-    provider_limiter = ProviderLimiter(redis_client, {
-        "perplexity": s.perplexity_rps, "social_links": s.social_links_rps})
+    provider_limiter = ProviderLimiter(redis_client, s.provider_rates())
     return Services(
         settings=s,
         db=connect_pool(s.database_url, max_size=s.db_pool_max),
@@ -74,10 +70,7 @@ def build_services(settings: Settings, publisher: Publisher | None = None) -> Se
         key_cache=KeyCache(redis_client, settings.plans),
         provider_limiter=provider_limiter,
         billing=build_billing(s.stripe_api_key, s.stripe_api_base, s.stripe_timeout),
-        research=PerplexityClient(
-            s.perplexity_api_base, s.perplexity_api_key, s.perplexity_api_style, s.perplexity_model,
-            s.ca_bundle),
-        social=SocialLinksClient(s.social_links_api_base, s.social_links_api_key, s.ca_bundle),
+        providers=build_providers(s),
         events=build_events(s.posthog_api_key, s.posthog_host),
         publisher=publisher or NoPublisher(),
         base_policy=CallPolicy(

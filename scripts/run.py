@@ -36,6 +36,7 @@ API_PORT = int(os.environ.get("API_PORT", "8000"))
 FLOWER_PORT = int(os.environ.get("FLOWER_PORT", "5555"))
 SIM_PORT = int(os.environ.get("SIMULATOR_PORT", "8010"))
 POSTHOG_PORT = int(os.environ.get("POSTHOG_FAKE_PORT", "8020"))
+HUNTER_PORT = int(os.environ.get("HUNTER_FAKE_PORT", "8011"))
 # The API and Flower listen on this machine only unless told otherwise.
 HOST = os.environ.get("BIND_HOST", "127.0.0.1")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -204,8 +205,9 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
     env = dict(os.environ)
     simulate = not env.get("PERPLEXITY_API_KEY") and not env.get("SOCIAL_LINKS_API_KEY")
     local_posthog = not env.get("POSTHOG_API_KEY")
+    local_hunter = not env.get("HUNTER_API_KEY")
     ports = [API_PORT, FLOWER_PORT] + ([SIM_PORT] if simulate else []) + (
-        [POSTHOG_PORT] if local_posthog else [])
+        [POSTHOG_PORT] if local_posthog else []) + ([HUNTER_PORT] if local_hunter else [])
     busy = [p for p in ports if port_busy(p)]
     if busy:
         say(f"port(s) {busy} already in use — is another `make run` still up?", file=sys.stderr)
@@ -238,6 +240,12 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
             "--perplexity-rps", env.get("PERPLEXITY_PLAN_RPS", "2.0"),
             "--social-rps", env.get("SOCIAL_LINKS_PLAN_RPS", "10"),
         ]
+    if local_hunter:
+        env.update(HUNTER_API_BASE=f"http://127.0.0.1:{HUNTER_PORT}", HUNTER_API_KEY="simulator")
+        commands["hunter"] = [
+            sys.executable, "-m", "simulators.hunter", "--port", str(HUNTER_PORT),
+            "--finder-rps", env.get("HUNTER_FINDER_RPS", "15"),
+            "--finder-rpm", env.get("HUNTER_FINDER_RPM", "500")]
     celery = [BIN / "celery", "-A", "workers.celery_app"]
     # No gunicorn access log: paths and queries can hold identifiers; the app logs routes.
     commands["api"] = [BIN / "gunicorn", "-b", f"{HOST}:{API_PORT}", "-w", "2", "-k", "gthread",

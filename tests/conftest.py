@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -33,6 +34,7 @@ os.environ.update(
     CELERY_BROKER_URL=TEST_BROKER_URL,
     PERPLEXITY_API_KEY="test-pplx-key",
     SOCIAL_LINKS_API_KEY="test-social-key",
+    HUNTER_API_KEY="test-hunter-key",
     PROVIDER_MAX_ATTEMPTS="4",
     WEBHOOKS_ALLOW_PRIVATE_URLS="true",  # receivers run on this machine; the guard's own
 )                                        # tests turn it back on
@@ -121,6 +123,7 @@ from enrichment import db as db_module  # noqa: E402
 from enrichment import services as services_module  # noqa: E402
 from enrichment.config import Settings  # noqa: E402
 from enrichment.workspaces import create_workspace  # noqa: E402
+from simulators.hunter import HunterServer  # noqa: E402
 from simulators.providers import SimulatorServer  # noqa: E402
 
 from .helpers import eventually  # noqa: E402
@@ -171,19 +174,29 @@ def simulator():
         yield sim
 
 
+@pytest.fixture(scope="session")
+def hunter():
+    """The Hunter fake (Email Finder, Email Verifier, account), with Hunter's limits."""
+    with HunterServer() as fake:
+        os.environ["HUNTER_API_BASE"] = fake.url
+        yield fake
+
+
 @pytest.fixture(autouse=True)
 def _reset_simulator(request):
-    """Each test starts with a healthy, unlimited, fast simulator and zeroed counters."""
+    """Each test starts with healthy, fast simulators and zeroed counters (and no provider
+    suspended by an earlier test's used-up quota)."""
     yield
-    if "simulator" in request.fixturenames:
-        sim = request.getfixturevalue("simulator")
-        for key, value in vars(type(sim.config)()).items():
-            setattr(sim.config, key, value)
-        sim.stats.reset()
+    for name in ("simulator", "hunter"):
+        if name in request.fixturenames:
+            sim = request.getfixturevalue(name)
+            for key, value in vars(type(sim.config)()).items():
+                setattr(sim.config, key, value)
+            requests.post(f"{sim.url}/_sim/reset", timeout=5).raise_for_status()
 
 
 @pytest.fixture(scope="session")
-def settings(simulator) -> Settings:
+def settings(simulator, hunter) -> Settings:
     return Settings.from_env()
 
 
@@ -252,7 +265,7 @@ def auth(make_workspace):
 
 
 @pytest.fixture(scope="session")
-def worker(simulator, migrated):
+def worker(simulator, hunter, migrated):
     """A real Celery worker (prefork, 2 processes) consuming every queue."""
     from bench.stack import Stack
 

@@ -212,9 +212,13 @@ def test_templates_lists_fields_and_providers(client, auth):
     _, headers = auth
     templates = {t["name"]: t for t in client.get("/api/v1/templates",
                                                   headers=headers).get_json()["templates"]}
-    assert set(templates) == {"company_profile", "person_basic", "person_social"}
-    assert templates["person_basic"]["providers"] == ["research", "social"]
-    assert templates["person_social"]["providers"] == ["social"]
+    assert set(templates) == {"company_profile", "person_basic", "person_social",
+                              "person_contact"}
+    assert templates["person_basic"]["providers"] == ["perplexity", "social_links"]
+    assert templates["person_social"]["providers"] == ["social_links"]
+    contact = templates["person_contact"]
+    assert contact["providers"] == ["hunter", "social_links", "perplexity"]
+    assert contact["waterfall"]["work_email"] == ["hunter.email_finder", "perplexity.research"]
     assert templates["company_profile"]["level"] == "company"
     assert "linkedin" in templates["person_basic"]["fields"]
 

@@ -216,10 +216,11 @@ def claim(svc, job_id, now: datetime) -> dict | None:
 
 OUTCOMES = {
     "match": lambda: Outcome(JobStatus.SUCCEEDED, units=1, match=True, tokens=100,
-                             result=({"title": "CTO", "linkedin": "https://l.test/x"},
-                                     ["https://l.test/x"], 0.4)),
+                             result={"fields": {"title": "CTO", "linkedin": "https://l.test/x"},
+                                     "citations": ["https://l.test/x"], "completeness": 0.4}),
     "no_match": lambda: Outcome(JobStatus.SUCCEEDED, units=0, match=False,
-                                result=({"title": None}, [], 0.0)),
+                                result={"fields": {"title": None}, "citations": [],
+                                        "completeness": 0.0}),
     "failure": lambda: Outcome(JobStatus.FAILED, error="provider said 400", dead_letter=True),
     "dead": lambda: Outcome(JobStatus.DEAD, error="retries used up", dead_letter=True),
 }

@@ -145,7 +145,8 @@ def test_expired_lease_is_swept_back_and_finishes_once(db, new_job):
     assert pipeline.run_job(db, job_id) == "succeeded"
     # The "dead" worker wakes up and tries to finish with its old lease: fenced off.
     with db.db.connection() as conn:
-        outcome = states.Outcome(states.JobStatus.SUCCEEDED, units=1, result=({}, [], 0.0))
+        outcome = states.Outcome(states.JobStatus.SUCCEEDED, units=1, result={
+            "fields": {}, "citations": [], "completeness": 0.0})
         assert lifecycle.finish(conn, claimed, outcome, limit=1, now=db.clock()) is None
     assert len(usage_rows(db, job_id)) == 1
     assert job_row(db, job_id)["attempts"] == 2
@@ -179,7 +180,7 @@ def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch
     def blip(*a, **k):
         raise exc
 
-    monkeypatch.setattr(db.social, "lookup", blip)
+    monkeypatch.setattr(db.providers["social_links"], "fill", blip)
     with pytest.raises(type(exc)):
         pipeline.run_job(db, job_id)
     with db.db.connection() as conn:
@@ -192,7 +193,7 @@ def test_an_unexpected_error_hands_the_job_back_at_once(db, new_job, monkeypatch
 
 def test_a_job_that_keeps_crashing_is_buried(db, new_job, monkeypatch):
     job_id, _ = new_job()
-    monkeypatch.setattr(db.social, "lookup", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(db.providers["social_links"], "fill", lambda *a, **k: 1 / 0)
     for _ in range(pipeline.MAX_RUNS):
         with pytest.raises(ZeroDivisionError):
             pipeline.run_job(db, job_id)

@@ -116,15 +116,15 @@ def test_erasure_removes_every_trace_and_suppresses(client, make_workspace, db, 
 def test_erasure_while_a_job_runs_leaves_nothing_behind(make_workspace, db, monkeypatch):
     ws, _ = make_workspace()
     job_id = admit(db, ws)
-    real = db.research.research
+    real = db.providers["perplexity"].fill
 
-    def research(*args, **kwargs):  # the subject is erased while the provider round runs
-        result = real(*args, **kwargs)
+    def research(ask):  # the subject is erased while the provider round runs
+        result = real(ask)
         with db.db.connection() as conn:
             privacy.erase(conn, ws.id, JANE, slots=1)
         return result
 
-    monkeypatch.setattr(db.research, "research", research)
+    monkeypatch.setattr(db.providers["perplexity"], "fill", research)
     assert pipeline.run_job(db, job_id) == "lost"
     with db.db.connection() as conn:
         for table in ("enrichment_jobs", "enrichment_results", "enrichment_usage"):

@@ -10,44 +10,64 @@ from decimal import Decimal
 import pytest
 import requests
 
-from enrichment.providers import CallPolicy, ProviderError
+from enrichment.providers import Ask, CallPolicy, ProviderError
 from enrichment.providers.http import new_session, parse_retry_after
-from enrichment.providers.perplexity import PerplexityClient, parse_fields
+from enrichment.providers.perplexity import PerplexityClient, parse_answer
 from enrichment.providers.social_links import SocialLinksClient
-from enrichment.templates import TEMPLATES
+from enrichment.templates import TEMPLATES, Step
 
 from .helpers import eventually
 
 LEAD = {"email": "jane@acme.com", "name": "Jane Doe", "company": "Acme"}
 FAST = CallPolicy(max_attempts=4, budget_seconds=20, read_timeout=5)
+PERSON = TEMPLATES["person_basic"].fields_for(Step("perplexity", "research"))
+COMPANY = TEMPLATES["company_profile"].fields
+
+
+def research(client, policy=FAST, lead=LEAD, fields=PERSON, max_searches=1, max_tokens=100):
+    return client.fill(Ask("research", lead, fields, {}, policy, fields is PERSON,
+                           max_tokens, max_searches))
+
+
+def social(client, networks, policy=FAST):
+    return client.fill(Ask("search", LEAD, networks, {}, policy))
 
 
 @pytest.mark.parametrize("style", ["agent", "chat"])
 def test_perplexity_styles_parse_fields_citations_and_usage(simulator, style):
     client = PerplexityClient(simulator.url, "k", style)
-    result = client.research(LEAD, TEMPLATES["person_basic"], max_tokens=1500, max_searches=2,
-                             policy=FAST)
-    assert set(result.fields) == set(TEMPLATES["person_basic"].research_fields)
-    assert result.fields["company"] == "Acme"
-    assert result.citations and all(u.startswith("https://") for u in result.citations)
-    assert result.tokens > 0 and result.searches >= 1
-    assert isinstance(result.cost_usd, Decimal) and result.cost_usd > 0
+    policy = CallPolicy(max_attempts=4, budget_seconds=20, read_timeout=5)
+    answer = research(client, policy, max_searches=2, max_tokens=1500)
+    assert set(answer.found) <= set(PERSON) and answer.found["company"].value == "Acme"
+    assert answer.citations and all(u.startswith("https://") for u in answer.citations)
+    for candidate in answer.found.values():  # each value's sources are what the run read
+        assert candidate.provider == "perplexity"
+        assert candidate.sources and set(candidate.sources) <= set(answer.citations)
+    assert answer.http_status == 200
+    assert policy.spend.tokens > 0 and policy.spend.searches >= 1
+    assert isinstance(policy.spend.reported_cost_usd, Decimal)
+    assert policy.spend.reported_cost_usd > 0
     assert simulator.stats.snapshot()["last_key"]["perplexity"] == "Bearer k"
 
 
 def test_agent_searches_are_bounded_by_max_searches(simulator):
     client = PerplexityClient(simulator.url, "k", "agent")
     for email in ("a@x.com", "b@y.com", "c@z.com", "d@w.com"):
-        result = client.research({"email": email}, TEMPLATES["company_profile"],
-                                 max_tokens=100, max_searches=1, policy=FAST)
-        assert result.searches == 1
+        policy = CallPolicy(max_attempts=4, budget_seconds=20, read_timeout=5)
+        research(client, policy, lead={"email": email}, fields=COMPANY)
+        assert policy.spend.searches == 1
 
 
 def test_social_links_sends_rapidapi_headers_and_parses_links(simulator):
     client = SocialLinksClient(simulator.url, "rk")
-    result = client.lookup(LEAD, ("linkedin", "twitter", "myspace"), policy=FAST)
-    assert set(result.links) == {"linkedin", "twitter"}
-    assert result.requests == 1
+    policy = CallPolicy(max_attempts=4, budget_seconds=20, read_timeout=5)
+    answer = social(client, ("linkedin", "twitter_url", "myspace"), policy)
+    assert set(answer.found) <= {"linkedin", "twitter_url"} and answer.found
+    for candidate in answer.found.values():  # a profile is its own source
+        assert candidate.sources == [candidate.value]
+    assert policy.spend.social_requests == 1
+    sent = simulator.stats.snapshot()["received"]["social_links"][-1]
+    assert "social_networks=linkedin%2Ctwitter" in sent
     assert simulator.stats.snapshot()["last_key"]["social_links"] == "rk"
 
 
@@ -58,8 +78,7 @@ def test_429_is_retried_after_retry_after_then_succeeds(simulator):
                         on_retry=lambda p, e: retries.append(e.status))
     client = PerplexityClient(simulator.url, "k", "chat")
     for _ in range(2):  # the second call within one second hits the simulator's limit
-        client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
-                        policy=policy)
+        research(client, policy)
     assert retries and set(retries) == {429}
     counts = simulator.stats.snapshot()["counts"]
     assert counts["perplexity.ok"] == 2 and counts["perplexity.429"] == len(retries)
@@ -69,7 +88,7 @@ def test_5xx_storm_backs_off_then_gives_up_retryable(simulator):
     simulator.config.outage_status = 503
     client = SocialLinksClient(simulator.url, "k")
     with pytest.raises(ProviderError) as info:
-        client.lookup(LEAD, ("linkedin",), policy=CallPolicy(max_attempts=3, budget_seconds=20))
+        social(client, ("linkedin",), CallPolicy(max_attempts=3, budget_seconds=20))
     assert info.value.retryable and info.value.status == 503
     assert simulator.stats.snapshot()["counts"]["social_links.503"] == 3
 
@@ -78,8 +97,7 @@ def test_other_4xx_is_final_without_retry(simulator):
     simulator.config.outage_status = 401
     client = PerplexityClient(simulator.url, "bad-key", "agent")
     with pytest.raises(ProviderError) as info:
-        client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
-                        policy=FAST)
+        research(client, FAST)
     assert not info.value.retryable and info.value.status == 401
     assert simulator.stats.snapshot()["counts"]["perplexity.401"] == 1
 
@@ -89,8 +107,7 @@ def test_agent_run_failed_inside_http_200_is_retried_and_its_tokens_are_metered(
     client = PerplexityClient(simulator.url, "k", "agent")
     policy = CallPolicy(max_attempts=2, budget_seconds=10)
     with pytest.raises(ProviderError, match="run failed") as info:
-        client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
-                        policy=policy)
+        research(client, policy)
     assert info.value.retryable and info.value.final_status == "dead"
     assert simulator.stats.snapshot()["counts"]["perplexity.ok"] == 2  # retried in the round
     assert policy.spend.tokens > 0 and policy.spend.reported_cost_usd > 0  # spent, recorded
@@ -102,8 +119,7 @@ def test_a_round_is_a_hard_bound_and_a_paid_post_is_not_resent(simulator):
     policy = CallPolicy(max_attempts=5, budget_seconds=1.5)
     started = time.monotonic()
     with pytest.raises(ProviderError, match="not re-sent") as info:
-        client.research(LEAD, TEMPLATES["person_basic"], max_tokens=100, max_searches=1,
-                        policy=policy)
+        research(client, policy)
     elapsed = time.monotonic() - started
     assert elapsed < 2.8, elapsed  # ended with the round, not with the answer (3 s)
     assert info.value.uncertain and not info.value.retryable
@@ -158,7 +174,7 @@ def test_an_idempotent_get_that_times_out_is_retried_within_the_round(simulator)
     policy = CallPolicy(max_attempts=5, budget_seconds=2.0, read_timeout=0.5)
     started = time.monotonic()
     with pytest.raises(ProviderError) as info:
-        client.lookup(LEAD, ("linkedin",), policy=policy)
+        social(client, ("linkedin",), policy)
     assert time.monotonic() - started < 2.0 + 0.5
     assert info.value.retryable
     assert simulator.stats.snapshot()["counts"]["social_links.received"] >= 2
@@ -171,26 +187,35 @@ def test_retry_after_is_honoured_but_capped(simulator):
     policy = CallPolicy(max_attempts=1, budget_seconds=5, max_retry_after=60,
                         penalize=lambda provider, seconds: penalties.append(seconds))
     with pytest.raises(ProviderError) as info:
-        SocialLinksClient(simulator.url, "k").lookup(LEAD, ("linkedin",), policy=policy)
+        social(SocialLinksClient(simulator.url, "k"), ("linkedin",), policy)
     assert info.value.retry_after == 60 and penalties == [60]
 
 
 def test_connection_refused_is_retryable():
     client = SocialLinksClient("http://127.0.0.1:1", "k")
     with pytest.raises(ProviderError) as info:
-        client.lookup(LEAD, ("linkedin",), policy=CallPolicy(max_attempts=2, budget_seconds=5))
+        social(client, ("linkedin",), CallPolicy(max_attempts=2, budget_seconds=5))
     assert info.value.retryable and info.value.status is None
 
 
+READ = ["https://acme.com/team", "https://www.crunchbase.com/person/jane"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
-    ('{"title": "CEO", "company": null}', {"title": "CEO", "company": None}),
-    ('```json\n{"title": " CTO ", "company": "unknown"}\n```', {"title": "CTO", "company": None}),
-    ("I could not find anything.", {"title": None, "company": None}),
-    ('{"title": ["a"], "company": 42}', {"title": None, "company": "42"}),
-    ("{broken json", {"title": None, "company": None}),
+    ('{"title": {"value": "CEO", "sources": ["https://acme.com/team"]}, "company": null}',
+     {"title": ("CEO", ["https://acme.com/team"])}),
+    # a URL the run did not read is no source; a bare value is a value without one
+    ('```json\n{"title": {"value": " CTO ", "sources": ["https://made.up/x"]},'
+     ' "company": "unknown"}\n```', {"title": ("CTO", [])}),
+    ('{"title": "CEO", "company": {"value": "Acme", "sources": "https://acme.com/team"}}',
+     {"title": ("CEO", []), "company": ("Acme", [])}),
+    ("I could not find anything.", {}),
+    ('{"title": ["a"], "company": 42}', {"company": ("42", [])}),
+    ("{broken json", {}),
 ])
-def test_parse_fields_tolerates_model_output(text, expected):
-    assert parse_fields(text, ("title", "company")) == expected
+def test_parse_answer_tolerates_model_output(text, expected):
+    found = parse_answer(text, ("title", "company"), READ)
+    assert {k: (c.value, c.sources) for k, c in found.items()} == expected
 
 
 @pytest.mark.parametrize(("value", "expected"), [

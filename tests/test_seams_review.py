@@ -112,7 +112,8 @@ def test_an_erasure_between_a_batch_lead_and_the_batch_close(db, make_workspace)
     svc = at(db, MID_MONTH)
     ws, _ = make_workspace(plan="core")
     batch = service.open_batch(svc, ws.id, "person_basic", 1)
-    admitted = service.submit(svc, ws, "person_basic", {"email": "jane@acme.com"}, {}, 7, batch)
+    admitted = service.submit(svc, ws, "person_basic", {"email": "jane@acme.com"}, {}, 7,
+                             batch_id=batch)
     service.erase(svc, ws, "jane@acme.com")  # a concurrent erasure request
     service.close_batch(svc, ws.id, batch, [(0, admitted.job["id"], False)])
     with svc.db.connection() as conn:

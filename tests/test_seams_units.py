@@ -84,16 +84,19 @@ def test_an_objection_while_the_job_runs_stops_it(db, make_workspace, simulator)
         webhooks.create_endpoint(conn, ws.id, "https://127.0.0.1:9/hook",
                                  ["job.succeeded", "job.failed"], allow_private=True)
     (job_id,) = submit(svc, ws, 1, plan="pro")
-    research = svc.research
+    research = svc.providers["perplexity"]
 
     class ObjectsMidRun:  # the subject objects while the provider is being asked
-        def research(self, *args, **kwargs):
+        configured = True
+
+        def fill(self, ask):
             with db.db.connection() as conn:
                 privacy.record_consent(conn, ws.id, privacy.Consent(
                     "p0@acme.com", "enrichment", "legitimate_interest", False, "test"))
-            return research.research(*args, **kwargs)
+            return research.fill(ask)
 
-    assert pipeline.run_job(replace(svc, research=ObjectsMidRun()), job_id) == "failed"
+    providers = {**svc.providers, "perplexity": ObjectsMidRun()}
+    assert pipeline.run_job(replace(svc, providers=providers), job_id) == "failed"
     with db.db.connection() as conn:
         job = conn.execute("SELECT status, error, match FROM enrichment_jobs WHERE id = %s",
                            (job_id,)).fetchone()

@@ -30,7 +30,7 @@ from ..templates import Template
 from ..workspaces import Workspace, person_level_allowed
 from . import events, lifecycle, read, units
 from .slots import fill, lock_workspace
-from .states import CACHE_DAYS, Runnable
+from .states import CACHE_DAYS, DEFAULT_MIN_CONFIDENCE, Runnable
 
 CLIENT_KEY_TTL_HOURS = 24
 
@@ -77,7 +77,7 @@ def cap_refusal(conn: Conn, workspace_id: uuid.UUID, cap: int, period: date) -> 
 
 def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
           lead: dict, metadata: dict, now: datetime, slots: int,
-          max_age_days: int = CACHE_DAYS,
+          max_age_days: int = CACHE_DAYS, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
           batch_id: uuid.UUID | None = None) -> Admitted:
     """Admit one lead: the same-day job it repeats; else a job answered at once from the
     subject's success with this template within `max_age_days` (from an earlier day; no
@@ -111,12 +111,13 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
         return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
                                queue=plan.queue, subject=subject, persons=person_hashes(lead),
                                lead=lead, metadata=metadata, key=key, period=period,
-                               batch_id=batch_id, cached=cached, cap=cap)
+                               min_confidence=min_confidence, batch_id=batch_id,
+                               cached=cached, cap=cap)
 
     with conn.transaction():
         if max_age_days > 0:
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days)
+                                             max_age_days, min_confidence)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
             lock_workspace(conn, workspace.id)
@@ -126,7 +127,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
         if row is None and cached and not lifecycle.exists(conn, cached["id"]):
             # Erased while this waited for the lock: look again, now that it holds it.
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days)
+                                             max_age_days, min_confidence)
             row = insert(cached)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from psycopg import Rollback
 from psycopg.types.json import Jsonb
 
+from ..confidence import narrow
 from ..db import Conn, Pool, one
 from ..leads import PERSON_FIELDS
 from . import events, units
@@ -30,9 +31,10 @@ from .states import (
 INSERT_UNLESS_SUPPRESSED = (
     "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
     " person_hashes, lead, metadata, idempotency_key, billing_period, batch_id, status,"
-    " cached_from, match, started_at, completed_at, created_at)"
+    " cached_from, min_confidence, match, started_at, completed_at, created_at)"
     " SELECT %(id)s, %(ws)s, %(template)s, %(queue)s, %(subject)s, %(persons)s, %(lead)s,"
     "  %(metadata)s, %(key)s, %(period)s, %(batch)s, %(status)s, %(cached_from)s,"
+    "  %(min_confidence)s,"
     # created_at: the time of insert, under the workspace lock (not the transaction's
     # start): lists by created_at see a workspace's jobs in the order they were admitted.
     "  %(match)s, CASE WHEN %(cached)s THEN now() END, CASE WHEN %(cached)s THEN now() END,"
@@ -44,17 +46,19 @@ NEW_KEY_ONLY = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 
 # The workspace row locked, and with it the subject's latest success with the template,
 # completed within `max_age` days and admitted before today, as the providers answered it
-# (never itself a cached answer: the data is as old as that). A job's timeline (created,
-# started, completed) is PostgreSQL's clock, so its age is judged by that clock too — money
-# and periods go by the service's. Read in a snapshot taken before the lock was granted, the
-# result may belong to a job erased meanwhile: the insert that copies it (INSERT_CACHED, a
-# statement later) checks that the job still exists.
+# (never itself a cached answer: the data is as old as that), asked with a threshold no
+# stricter than this request's (its answer then holds every value this one may show). A
+# job's timeline (created, started, completed) is PostgreSQL's clock, so its age is judged by
+# that clock too — money and periods go by the service's. Read in a snapshot taken before the
+# lock was granted, the result may belong to a job erased meanwhile: the insert that copies
+# it (INSERT_CACHED, a statement later) checks that the job still exists.
 LOCK_AND_FRESH = (
     "SELECT f.* FROM workspaces w LEFT JOIN LATERAL ("
-    " SELECT j.id, j.match, r.fields, r.citations, r.completeness FROM enrichment_jobs j"
-    " JOIN enrichment_results r ON r.job_id = j.id"
+    " SELECT j.id, j.match, r.fields, r.citations, r.completeness, r.provenance, r.trace"
+    " FROM enrichment_jobs j JOIN enrichment_results r ON r.job_id = j.id"
     " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
+    " AND j.min_confidence <= %(min_confidence)s"
     " AND j.raw_purged_at IS NULL"
     " AND j.completed_at >= now() - make_interval(days => %(max_age)s)"
     " AND j.created_at < ((now() AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC'"
@@ -64,12 +68,20 @@ LOCK_AND_FRESH = (
 
 
 def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
-                   max_age_days: int) -> dict | None:
-    """Lock the workspace row (as `lock_workspace`) and return the cacheable success."""
+                   max_age_days: int, min_confidence: float) -> dict | None:
+    """Lock the workspace row (as `lock_workspace`) and return the cacheable success, its
+    answer gated at `min_confidence` (confidence.narrow)."""
     row = conn.execute(LOCK_AND_FRESH, {"ws": workspace_id, "subject": subject,
-                                        "template": template,
-                                        "max_age": max_age_days}).fetchone()
-    return row if row is not None and row["id"] is not None else None
+                                        "template": template, "max_age": max_age_days,
+                                        "min_confidence": min_confidence}).fetchone()
+    if row is None or row["id"] is None:
+        return None
+    fields, provenance, completeness, match = narrow(row["fields"], row["provenance"],
+                                                     min_confidence)
+    if provenance is not None:
+        row |= {"fields": fields, "provenance": provenance, "completeness": completeness,
+                "match": match}
+    return row
 
 
 # A new waiting job and the unit it reserves, in one statement: the job only where no
@@ -95,7 +107,7 @@ INSERT_CACHED = (
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
-           period: date, batch_id: uuid.UUID | None = None,
+           period: date, min_confidence: float, batch_id: uuid.UUID | None = None,
            cached: dict | None = None, cap: int | None = None) -> dict | None:
     """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
     cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
@@ -110,16 +122,18 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
         "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key, "period": period,
         "batch": batch_id, "status": JobStatus.SUCCEEDED if cached else JobStatus.WAITING,
-        "cached_from": cached["id"] if cached else None,
+        "cached_from": cached["id"] if cached else None, "min_confidence": min_confidence,
         "match": cached["match"] if cached else None,
         "cached": cached is not None}).fetchone()
     if row is not None and cached:
         conn.execute(
             "INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template,"
-            " fields, citations, completeness, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
+            " fields, citations, completeness, provenance, trace, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(days => %s))",
             (row["id"], workspace_id, key, template, Jsonb(cached["fields"]),
-             Jsonb(cached["citations"]), cached["completeness"], CACHE_DAYS))
+             Jsonb(cached["citations"]), cached["completeness"],
+             None if cached["provenance"] is None else Jsonb(cached["provenance"]),
+             None if cached["trace"] is None else Jsonb(cached["trace"]), CACHE_DAYS))
         conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units)"
                      " VALUES (%s, %s, %s, 0)", (workspace_id, row["id"], template))
     return row
@@ -167,9 +181,10 @@ settled AS (
     j.billing_period, j.created_at, job.suppressed),
 result AS (
   INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template, fields,
-                                  citations, completeness, expires_at)
+                                  citations, completeness, provenance, trace, expires_at)
   SELECT id, workspace_id, idempotency_key, template, %(fields)s, %(citations)s,
-         %(completeness)s, now() + make_interval(days => %(cache_days)s)
+         %(completeness)s, %(provenance)s, %(trace)s,
+         now() + make_interval(days => %(cache_days)s)
   FROM settled WHERE %(fields)s::jsonb IS NOT NULL AND NOT suppressed),
 usage AS (
   INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens, searches,
@@ -218,13 +233,19 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
     charged (units ledger), then the fill with whether anyone is to be told (FILL_AND_TELL);
     only if there are endpoints or batches, a job event (`outcome.events`: the caller has
     them turned into messages after commit) — saying nothing of a suppressed subject."""
-    fields, citations, completeness = outcome.result or (None, None, None)
+    result = outcome.result or {}
+
+    def jsonb(name: str) -> Jsonb | None:
+        return None if result.get(name) is None else Jsonb(result[name])
+
     params = {
         "ws": job["workspace_id"], "id": job["id"], "status": outcome.status,
         "error": outcome.error, "retries": outcome.retries, "match": outcome.match,
-        "token": job.get("lease_token"), "fields": None if fields is None else Jsonb(fields),
-        "citations": None if citations is None else Jsonb(citations),
-        "completeness": completeness, "units": outcome.units, "tokens": outcome.tokens,
+        "token": job.get("lease_token"), "fields": jsonb("fields"),
+        "citations": jsonb("citations"), "provenance": jsonb("provenance"),
+        "trace": jsonb("trace"),
+        "completeness": result.get("completeness"), "units": outcome.units,
+        "tokens": outcome.tokens,
         "searches": outcome.searches, "social": outcome.social_requests,
         "max_tokens": outcome.max_tokens, "max_searches": outcome.max_searches,
         "cost": outcome.cost_estimate_usd, "dead_letter": outcome.dead_letter,

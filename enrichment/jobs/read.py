@@ -11,7 +11,7 @@ from ..errors import Invalid
 from .states import PUBLIC_STATUSES, JobStatus
 
 SELECT_JOBS = """
-SELECT j.*, r.fields, r.citations, r.completeness,
+SELECT j.*, r.fields, r.citations, r.completeness, r.provenance, r.trace,
        u.units, u.tokens, u.searches, u.social_requests, u.cost_estimate_usd
 FROM enrichment_jobs j
 LEFT JOIN enrichment_results r ON r.job_id = j.id AND r.workspace_id = j.workspace_id
@@ -43,6 +43,8 @@ def job_body(row: dict) -> dict:
             "citations": row["citations"],
             "completeness": float(row["completeness"]),
         }
+        if row.get("provenance") is not None:  # absent from answers stored before it was
+            result |= {"provenance": row["provenance"], "trace": row["trace"] or []}
     usage = None
     if row.get("units") is not None:
         usage = {
@@ -67,6 +69,7 @@ def job_body(row: dict) -> dict:
         "cached": row.get("cached_from") is not None,
         "cached_from": str(row["cached_from"]) if row.get("cached_from") else None,
         "match": row.get("match"),
+        "min_confidence": float(row["min_confidence"]),
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "completed_at": iso(row["completed_at"]),

@@ -13,7 +13,7 @@ from .. import privacy
 from ..templates import TEMPLATES
 from . import batches, events, intake, outbox
 from .slots import lock_workspace
-from .states import Runnable
+from .states import DEFAULT_MIN_CONFIDENCE, Runnable
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,16 @@ def notify(svc: Services, happened: list[int]) -> None:
 
 
 def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metadata: dict,
-           max_age_days: int, batch_id: uuid.UUID | None = None) -> intake.Admitted:
+           max_age_days: int, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+           batch_id: uuid.UUID | None = None) -> intake.Admitted:
     """Admit one lead (intake.admit: raises Refused), then publish and notify."""
     plan = svc.settings.plans[workspace.plan]
     with svc.db.connection() as conn:
         admitted = intake.admit(conn, workspace=workspace, plan=plan,
                                 template=TEMPLATES[template], lead=lead, metadata=metadata,
                                 now=svc.clock(), slots=svc.settings.slots(plan.name),
-                                max_age_days=max_age_days, batch_id=batch_id)
+                                max_age_days=max_age_days, min_confidence=min_confidence,
+                                batch_id=batch_id)
     if not admitted.replayed:
         after_commit(svc, admitted.runnable, admitted.events)
     return admitted

@@ -26,6 +26,7 @@ class JobStatus(StrEnum):
 
 TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD)
 
+DEFAULT_MIN_CONFIDENCE = 0.5  # a value less sure than this is not answered (nor charged)
 CACHE_DAYS = 7  # a result answers a repeat of its lead this long (max_age_days: default, ceiling)
 
 # The statuses a customer sees and filters by, and the states behind each (the one list).
@@ -89,7 +90,8 @@ class Outcome:
     max_searches: int | None = None
     cost_estimate_usd: object = 0
     error: str | None = None
-    result: tuple | None = None  # (fields, citations, completeness) of a success
+    # A success's result: fields, citations, completeness, provenance, trace.
+    result: dict | None = None
     dead_letter: bool = False
     retries: int = 0  # failed provider attempts in this run, added to `attempts`
     match: bool | None = None  # a success: did it find anything (0 units when not)

@@ -64,6 +64,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         uncertain: bool = False,
         busy: bool = False,
+        quota: bool = False,
     ):
         super().__init__(f"{provider}: {message}")
         self.provider = provider
@@ -72,6 +73,7 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.uncertain = uncertain
         self.busy = busy
+        self.quota = quota  # the provider's plan quota is used up: not retried
 
     @property
     def final_status(self) -> str:
@@ -110,6 +112,7 @@ class Spend:
     reported_cost_usd: Decimal = Decimal(0)
     unpriced_tokens: int = 0  # from answers that reported no cost: estimated by the caller
     unpriced_searches: int = 0
+    hunter_credits: Decimal = Decimal(0)  # Email Finder: 1 per address found; Verifier: 0.5
 
     def research(self, tokens: int, searches: int, cost_usd: Decimal | None) -> None:
         self.tokens += tokens
@@ -144,6 +147,7 @@ class CallPolicy:
     on_retry: Callable[[str, BaseException], None] | None = None
     spend: Spend = field(default_factory=Spend)
     sent: int = 0  # requests that went out in this round
+    last_status: int | None = None  # the HTTP status of the last answer
 
     def remaining(self) -> float:
         if self.deadline is None:
@@ -207,6 +211,7 @@ def _send(session: requests.Session, provider: str, method: str, url: str,
             raise _uncertain(provider, min(policy.read_timeout, left)) from exc
         raise ProviderError(provider, type(exc).__name__, retryable=True) from exc
     policy.sent += 1
+    policy.last_status = resp.status_code
     try:
         resp._content = _read_body(resp, policy)
     except BaseException as exc:
@@ -276,11 +281,16 @@ def call_json(
     url: str,
     policy: CallPolicy,
     check: Callable[[dict], None] | None = None,
+    throttled_status: int = 429,
+    quota_status: int | None = None,
     **kwargs,
 ) -> dict:
     """Send one request (with retries) and return its JSON object body. `check(body)` may
     raise ProviderError for an answer that is an error in disguise (it is retried if
-    retryable)."""
+    retryable). `throttled_status`: the status the provider answers when its rate limit is
+    hit (429; Hunter says 403) — retried after the shared limiter holds every caller back;
+    `quota_status`: the status that means the plan's quota is used up (Hunter's 429) — final,
+    never retried."""
     if policy.remaining() <= 0:
         raise _out_of_time(provider)
 
@@ -290,20 +300,25 @@ def call_json(
             policy.throttle(provider, max(0.0, policy.remaining() - MIN_ATTEMPT_SECONDS))
         resp = _send(session, provider, method, url, policy, **kwargs)
         code = resp.status_code
-        _record(policy, provider, "ok" if code < 400 else "429" if code == 429 else
+        throttled = code == throttled_status
+        _record(policy, provider, "ok" if code < 400 else "429" if throttled else
                 f"{code // 100}xx")
         if code >= 400:
+            if code == quota_status:
+                raise ProviderError(provider, f"HTTP {code}: quota used up", status=code,
+                                    quota=True)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if retry_after is not None:
                 retry_after = min(retry_after, policy.max_retry_after)
-            if code == 429 and policy.penalize is not None:
+            if throttled and policy.penalize is not None:
                 policy.penalize(provider, retry_after or 1.0)
             if method.upper() == "POST" and code in GATEWAY_TIMEOUTS:
                 # A gateway gave up waiting; the provider behind it may still run it.
                 raise ProviderError(provider, f"HTTP {code}; not re-sent: the provider may"
                                     " still run and bill it", status=code, uncertain=True)
             raise ProviderError(provider, f"HTTP {code}", status=code,
-                                retryable=code in RETRYABLE_STATUS, retry_after=retry_after)
+                                retryable=throttled or code in RETRYABLE_STATUS,
+                                retry_after=retry_after)
         try:
             body = resp.json()
         except ValueError as exc:
@@ -322,7 +337,7 @@ def call_json(
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if getattr(exc, "status", None) == 429 and policy.penalize is not None:
+        if getattr(exc, "status", None) == throttled_status and policy.penalize is not None:
             return 0.0  # the shared limiter already holds every caller back
         retry_after = getattr(exc, "retry_after", None)
         pause = _backoff(state) if retry_after is None else retry_after

@@ -1,5 +1,7 @@
 """Perplexity client: the agent style (`POST /v1/agent`, Responses format) and the chat style
-(`POST /chat/completions`). Both ask for one JSON object holding the template's fields."""
+(`POST /chat/completions`). Both ask for a structured answer (`response_format`, a JSON
+schema): for each field wanted, its value and the URLs of the search results that state it.
+A URL the run did not read (not among its search results) is not a source."""
 
 from __future__ import annotations
 
@@ -7,50 +9,83 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 
-from ..templates import Template
-from . import ResearchResult
-from .http import CallPolicy, ProviderError, call_json, new_session
+from ..config import Settings
+from . import Answer, Ask, Candidate, Operation
+from .http import ProviderError, call_json, new_session
 
 NAME = "perplexity"
+OPERATIONS = {"research": Operation("research")}  # a web-research model: any field
 MAX_FIELD_CHARS = 500
+MAX_SOURCES = 10
+SCHEMA_NAME = "lead_fields"
 INSTRUCTIONS = (
     "You research business contacts and companies for a B2B sales team using public web "
     "sources. Answer with one JSON object and nothing else. Use exactly the keys you are "
-    "given; use null for anything you cannot support with a source. Keep each value short."
+    "given; for each, give its value and the URLs of the search results that state it; use "
+    "null for anything you cannot support with a source. Keep each value short."
 )
 
 
-def build_prompt(lead: dict, template: Template, max_searches: int) -> str:
+def build(settings: Settings) -> PerplexityClient:
+    return PerplexityClient(settings.perplexity_api_base, settings.perplexity_api_key,
+                            settings.perplexity_api_style, settings.perplexity_model,
+                            settings.ca_bundle)
+
+
+def build_prompt(lead: dict, fields: tuple[str, ...], person_level: bool,
+                 max_searches: int) -> str:
     known = "\n".join(f"- {k}: {v}" for k, v in sorted(lead.items()) if v)
-    subject = "the person" if template.person_level else "the company"
-    keys = ", ".join(template.research_fields)
+    subject = "the person" if person_level else "the company"
     return (
         f"Find out about {subject} described by:\n{known}\n\n"
         f"Use at most {max_searches} web searches. "
-        f"Return a JSON object with the keys: {keys}."
+        f"Return a JSON object with the keys: {', '.join(fields)}."
     )
 
 
-def parse_fields(text: str, wanted: tuple[str, ...]) -> dict[str, str | None]:
-    """The wanted keys from the first JSON object in `text` (code fences tolerated)."""
-    fields: dict[str, str | None] = dict.fromkeys(wanted)
+def response_format(fields: tuple[str, ...]) -> dict:
+    """The JSON schema of the answer: per field, {"value": string|null, "sources": [url]}."""
+    one = {"type": "object", "additionalProperties": False,
+           "required": ["value", "sources"],
+           "properties": {"value": {"type": ["string", "null"]},
+                          "sources": {"type": "array", "items": {"type": "string"}}}}
+    return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": {
+        "type": "object", "additionalProperties": False, "required": list(fields),
+        "properties": dict.fromkeys(fields, one)}}}
+
+
+def _value(raw) -> str | None:
+    if raw is None or isinstance(raw, (bool, dict, list)):
+        return None
+    value = str(raw).strip()
+    if not value or value.lower() in ("null", "none", "unknown", "n/a"):
+        return None
+    return value[:MAX_FIELD_CHARS]
+
+
+def parse_answer(text: str, wanted: tuple[str, ...], read: list[str]
+                 ) -> dict[str, Candidate]:
+    """Candidates for the wanted keys from the first JSON object in `text` (code fences
+    tolerated; a bare value is a value with no source). A source counts only if the run
+    read it: it is among `read`, the run's search results."""
     match = re.search(r"\{.*\}", text or "", re.DOTALL)
-    if not match:
-        return fields
     try:
-        data = json.loads(match.group(0))
+        data = json.loads(match.group(0)) if match else None
     except ValueError:
-        return fields
+        data = None
     if not isinstance(data, dict):
-        return fields
+        return {}
+    found = {}
     for key in wanted:
-        value = data.get(key)
-        if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        item = data.get(key)
+        raw, cited = (item.get("value"), item.get("sources")) if isinstance(item, dict) \
+            else (item, None)
+        value = _value(raw)
+        if value is None:
             continue
-        value = str(value).strip()
-        if value and value.lower() not in ("null", "none", "unknown", "n/a"):
-            fields[key] = value[:MAX_FIELD_CHARS]
-    return fields
+        sources = [u for u in _urls(cited if isinstance(cited, list) else []) if u in read]
+        found[key] = Candidate(value, NAME, sources[:MAX_SOURCES])
+    return found
 
 
 def _cost(usage: dict) -> Decimal | None:
@@ -87,16 +122,20 @@ class PerplexityClient:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
-    def research(
-        self, lead: dict, template: Template, *, max_tokens: int, max_searches: int,
-        policy: CallPolicy,
-    ) -> ResearchResult:
-        prompt = build_prompt(lead, template, max_searches)
-        if self.style == "agent":
-            return self._agent(prompt, template, max_tokens, max_searches, policy)
-        return self._chat(prompt, template, max_tokens, policy)
+        self.configured = bool(api_key)
 
-    def _agent(self, prompt, template, max_tokens, max_searches, policy) -> ResearchResult:
+    def fill(self, ask: Ask) -> Answer:
+        prompt = build_prompt(ask.lead, ask.fields, ask.person_level, ask.max_searches)
+        if self.style == "agent":
+            text, citations = self._agent(prompt, ask.fields, ask.max_tokens,
+                                          ask.max_searches, ask.policy)
+        else:
+            text, citations = self._chat(prompt, ask.fields, ask.max_tokens, ask.policy)
+        return Answer(parse_answer(text, ask.fields, citations), citations,
+                      ask.policy.last_status)
+
+    def _agent(self, prompt, fields, max_tokens, max_searches, policy
+               ) -> tuple[str, list[str]]:
         def check(body: dict) -> None:
             # Every answer is metered, a failed run's tokens included: they were spent.
             usage = body.get("usage") or {}
@@ -121,29 +160,22 @@ class PerplexityClient:
                 "max_output_tokens": max_tokens,
                 "max_steps": max(1, max_searches),
                 "tools": [{"type": "web_search"}],
+                "response_format": response_format(fields),
             },
         )
-        text_parts, citations, searches = [], [], 0
+        text_parts, citations = [], []
         for item in body.get("output") or []:
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "search_results":
-                searches += 1
                 citations += [u for u in _urls(item.get("results")) if u not in citations]
             elif item.get("type") == "message":
                 for part in item.get("content") or []:
                     if isinstance(part, dict) and part.get("type") == "output_text":
                         text_parts.append(part.get("text") or "")
-        usage = body.get("usage") or {}
-        return ResearchResult(
-            fields=parse_fields("".join(text_parts), template.research_fields),
-            citations=citations,
-            tokens=int(usage.get("total_tokens") or 0),
-            searches=searches,
-            cost_usd=_cost(usage),
-        )
+        return "".join(text_parts), citations
 
-    def _chat(self, prompt, template, max_tokens, policy) -> ResearchResult:
+    def _chat(self, prompt, fields, max_tokens, policy) -> tuple[str, list[str]]:
         def check(body: dict) -> None:
             usage = body.get("usage") or {}
             policy.spend.research(int(usage.get("total_tokens") or 0),
@@ -158,18 +190,11 @@ class PerplexityClient:
                     {"role": "user", "content": prompt},
                 ],
                 "max_tokens": max_tokens,
+                "response_format": response_format(fields),
             },
         )
         try:
             text = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise ProviderError(NAME, "answer has no choices[0].message.content") from exc
-        usage = body.get("usage") or {}
-        citations = _urls(body.get("search_results")) or _urls(body.get("citations"))
-        return ResearchResult(
-            fields=parse_fields(text, template.research_fields),
-            citations=citations,
-            tokens=int(usage.get("total_tokens") or 0),
-            searches=int(usage.get("num_search_queries") or 0),
-            cost_usd=_cost(usage),
-        )
+        return text, _urls(body.get("search_results")) or _urls(body.get("citations"))

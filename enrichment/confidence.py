@@ -1,0 +1,133 @@
+"""How sure a value is: the one rule, deterministic, from the providers' own signals
+(docs/api.md#confidence).
+
+1. A base from the provider's evidence: its own score where it gives one (Hunter's 0-100
+   score / 100); otherwise the independent sites among the value's sources — none 0.30,
+   one 0.60, two 0.80, three or more 0.90 (sites: host names without `www.`, reduced to
+   their registrable part, so two pages of one site count once).
+2. Ambiguity: each other value the provider offered for the same field (two LinkedIn
+   profiles for one name) takes 0.15 off, at most 0.30.
+3. A verifier's status for an e-mail address: `valid` raises it to at least 0.90;
+   `accept_all` caps it at 0.60 (the domain accepts any address), `unknown` at 0.50,
+   `webmail` at 0.40 (not a work address), `disposable` at 0.10, `invalid` at 0.05.
+4. A value with no source is at most 0.50.
+5. Agreement: two providers giving the same value (compared case-insensitively) combine as
+   independent evidence, 1 - (1 - a)(1 - b), and their sources are joined.
+6. Nothing is certain: at most 0.99. Rounded to two decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
+
+from .providers import Candidate
+
+MAX = 0.99
+NO_SOURCE_CAP = 0.50
+BY_SITES = (0.30, 0.60, 0.80, 0.90)  # 0, 1, 2, 3+ independent sites
+AMBIGUITY = 0.15
+VERIFIED_FLOOR = 0.90
+VERIFICATION_CAP = {"accept_all": 0.60, "unknown": 0.50, "webmail": 0.40, "disposable": 0.10,
+                    "invalid": 0.05}
+# Second-level labels under which a registrable name has three labels (example.co.uk).
+SHARED_SECOND_LEVEL = frozenset({"co", "com", "org", "net", "gov", "ac", "edu"})
+
+
+def site(url: str) -> str:
+    host = (urlsplit(url).hostname or "").removeprefix("www.")
+    labels = host.split(".")
+    keep = 3 if len(labels) >= 3 and labels[-2] in SHARED_SECOND_LEVEL \
+        and len(labels[-1]) == 2 else 2
+    return ".".join(labels[-keep:])
+
+
+def sites(urls: list[str]) -> int:
+    return len({site(u) for u in urls} - {""})
+
+
+@dataclass
+class Value:
+    """A field's value as the waterfall holds it: the best candidate so far and how sure."""
+
+    value: str
+    provider: str
+    confidence: float
+    sources: list[str] = field(default_factory=list)
+    verification: str | None = None
+
+    def provenance(self) -> dict:
+        out: dict = {"confidence": self.confidence, "sources": self.sources,
+                     "provider": self.provider}
+        if self.verification is not None:
+            out["verification"] = self.verification
+        return out
+
+
+def _finish(confidence: float, sources: list[str], verification: str | None) -> float:
+    if verification == "valid":
+        confidence = max(confidence, VERIFIED_FLOOR)
+    elif verification in VERIFICATION_CAP:
+        confidence = min(confidence, VERIFICATION_CAP[verification])
+    if not sources:
+        confidence = min(confidence, NO_SOURCE_CAP)
+    return round(min(MAX, max(0.0, confidence)), 2)
+
+
+def of(c: Candidate) -> Value:
+    """Rules 1-4 and 6 for one provider's candidate."""
+    base = BY_SITES[min(sites(c.sources), len(BY_SITES) - 1)] if c.score is None else c.score
+    base -= AMBIGUITY * min(c.alternatives, 2)
+    return Value(c.value, c.provider, _finish(base, c.sources, c.verification),
+                 list(c.sources), c.verification)
+
+
+def same(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def merge(held: Value | None, new: Value) -> Value:
+    """The field's value after another provider's candidate: agreement combines (rule 5),
+    otherwise the surer one stays (the earlier one on a tie)."""
+    if held is None:
+        return new
+    if not same(held.value, new.value):
+        return new if new.confidence > held.confidence else held
+    sources = held.sources + [u for u in new.sources if u not in held.sources]
+    combined = 1 - (1 - held.confidence) * (1 - new.confidence)
+    lead = held if held.confidence >= new.confidence else new
+    return replace(lead, sources=sources, verification=held.verification or new.verification,
+                   confidence=round(min(MAX, combined), 2))
+
+
+def verified(held: Value, status: str) -> Value:
+    """An address a verifier checked: its status joins the address's value (rule 3)."""
+    return replace(held, verification=status,
+                   confidence=_finish(held.confidence, held.sources, status))
+
+
+def gate(values: Mapping[str, Value], names: tuple[str, ...], threshold: float
+         ) -> tuple[dict, dict, float, bool]:
+    """What a job answers at `threshold`: fields (a value below it is null), provenance of
+    the values kept, completeness and match over those alone."""
+    fields_out: dict = dict.fromkeys(names)
+    provenance = {}
+    for name in names:
+        v = values.get(name)
+        if v is not None and v.confidence >= threshold:
+            fields_out[name] = v.value
+            provenance[name] = v.provenance()
+    kept = len(provenance)
+    return fields_out, provenance, round(kept / len(names), 3) if names else 0.0, kept > 0
+
+
+def narrow(fields: dict, provenance: dict, threshold: float) -> tuple[dict, dict, float, bool]:
+    """A stored answer (gated at a threshold at most `threshold`) gated again at
+    `threshold`: the same result as gating the original values there. An answer stored
+    before provenance existed (None) stays as it was."""
+    if provenance is None:
+        return fields, provenance, None, None
+    kept = {n: p for n, p in provenance.items() if p["confidence"] >= threshold}
+    out = {n: (v if n in kept else None) for n, v in fields.items()}
+    return out, kept, round(len(kept) / len(out), 3) if out else 0.0, bool(kept)
