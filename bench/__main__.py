@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and print its table; `python -m bench NAME…` runs only
 the named ones (limiter, submit_path, pipeline, api_workers, attack, job_latency, execution,
-integrator, billing_report)."""
+integrator, billing_report, quality)."""
 
 import sys
 
@@ -13,12 +13,13 @@ from . import (
     job_latency,
     limiter,
     pipeline,
+    quality,
     submit_path,
 )
 
 BENCHMARKS = {m.__name__.rsplit(".", 1)[1]: m.run
               for m in (limiter, submit_path, pipeline, api_workers, attack, job_latency,
-                        execution, integrator, billing_report)}
+                        execution, integrator, billing_report, quality)}
 
 for name in sys.argv[1:] or BENCHMARKS:
     BENCHMARKS[name]()

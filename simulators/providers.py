@@ -4,6 +4,14 @@ Deterministic, plausible answers (the same lead gives the same content), with co
 latency, error rate, forced outage and a per-provider requests-per-second limit that answers
 429 with Retry-After when exceeded — like the real plans.
 
+Perplexity validates `response_format` as the real API does (a JSON schema with a name, else
+400 invalid_request_error); with one, the answer is structured — per property of the schema
+`{"value": str|null, "sources": [url]}` — and every cited URL is among the run's search
+results (a model cites only what it read). A lead of the labelled world (`world.py`: the
+prompt's `- name:`/`- domain:`/`- company:`/`- email:` lines, or a Social Links query naming
+the person) is answered from its noise model, so a benchmark can score the answers; any
+other lead gets generated values as before.
+
     python -m simulators.providers --port 8010 --perplexity-rps 2 --social-rps 10
 
 Control endpoints (test use): GET/POST /_sim/config, GET /_sim/stats, POST /_sim/reset.
@@ -25,6 +33,7 @@ from dataclasses import asdict, dataclass
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from . import world
 from .serving import ThreadedServer
 
 PERPLEXITY = "perplexity"
@@ -39,6 +48,7 @@ SIZES = ["11-50", "51-200", "201-500", "501-1000", "1001-5000"]
 SOURCES = ["https://www.crunchbase.com/organization/{slug}", "https://www.bloomberg.com/profile/company/{slug}",
            "https://news.example-press.com/{slug}-announces", "https://www.{slug}.com/about",
            "https://www.linkedin.com/company/{slug}"]
+SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -125,11 +135,23 @@ def _company(prompt: str) -> str:
     return domain.group(1).title() if domain else "Acme"
 
 
-def _answer(prompt: str, rng: random.Random, null_rate: float) -> dict:
+def _prompt_keys(prompt: str) -> list[str]:
     keys = re.search(r"keys:\s*([a-z_, ]+)\.", prompt)
-    wanted = [k.strip() for k in keys.group(1).split(",")] if keys else []
+    return [k.strip() for k in keys.group(1).split(",")] if keys else []
+
+
+def _prompt_lead(prompt: str) -> dict:
+    """The lead the prompt describes: its `- key: value` lines."""
+    return {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"^- (\w+): (.+)$", prompt, re.MULTILINE)}
+
+
+def _answer(prompt: str, wanted: list[str], rng: random.Random, null_rate: float) -> dict:
     name = _company(prompt)
+    person = _slug(_prompt_lead(prompt).get("name") or "") or "contact"
     values = {
+        "work_email": f"{person.replace('-', '.')}@{_slug(name).replace('-', '')}.com",
+        "linkedin_url": f"https://www.linkedin.com/in/{person}",
         "title": rng.choice(TITLES), "company": name, "location": rng.choice(CITIES),
         "seniority": rng.choice(SENIORITY),
         "summary": f"Works at {name} on revenue and go-to-market teams.",
@@ -142,10 +164,66 @@ def _answer(prompt: str, rng: random.Random, null_rate: float) -> dict:
             for k in wanted}
 
 
+def _with_sources(values: dict, urls: list[str], rng: random.Random) -> dict:
+    """A generated structured answer: each value backed by 1-2 of the run's results."""
+    return {k: {"value": v, "sources": rng.sample(urls, k=min(len(urls), rng.randint(1, 2)))
+                if v is not None else []} for k, v in values.items()}
+
+
+def _response_format(body: dict) -> tuple[list[str] | None, str | None]:
+    """(the fields a structured answer must hold — None for a flat one —, an error)."""
+    spec = body.get("response_format")
+    if spec is None:
+        return None, None
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        return None, "response_format.type must be 'json_schema'"
+    schema = spec.get("json_schema")
+    if not isinstance(schema, dict):
+        return None, "response_format.json_schema must be an object"
+    name = schema.get("name")
+    if not isinstance(name, str) or not SCHEMA_NAME.fullmatch(name):
+        return None, "response_format.json_schema.name must be 1-64 of [A-Za-z0-9_-]"
+    if not isinstance(schema.get("schema"), dict):
+        return None, "response_format.json_schema.schema must be an object"
+    properties = schema["schema"].get("properties")
+    return (list(properties) if isinstance(properties, dict) else []), None
+
+
+def _generated(prompt: str, structured: list[str] | None, rng: random.Random,
+               cfg: SimConfig, urls: list[str]) -> str:
+    """A lead outside the world: generated values, flat or with 1-2 of the results each."""
+    wanted = _prompt_keys(prompt) if structured is None else structured
+    values = _answer(prompt, wanted, rng, 1.0 if cfg.found_nothing else cfg.null_rate)
+    if structured is None:
+        return json.dumps(values)
+    return json.dumps(_with_sources(values, list(dict.fromkeys(urls)), rng))
+
+
+def _invalid(message: str):
+    return jsonify({"error": {"message": message, "type": "invalid_request_error",
+                              "code": 400}}), 400
+
+
+def _world_answer(prompt: str, structured: list[str] | None, cfg: SimConfig):
+    """(text, cited URLs) for a lead of the world, else None."""
+    if cfg.found_nothing:
+        return None
+    wanted = _prompt_keys(prompt) if structured is None else structured
+    answer = world.perplexity_answer(_prompt_lead(prompt), wanted)
+    if answer is None:
+        return None
+    fields, urls = answer
+    flat = {k: v["value"] for k, v in fields.items()}
+    return json.dumps(fields if structured is not None else flat), urls
+
+
 def _sources(rng: random.Random, slug: str, n: int) -> list[dict]:
     picks = rng.sample(SOURCES, k=min(n, len(SOURCES)))
-    return [{"title": p.split("/")[2], "url": p.format(slug=slug), "date": "2026-10-01"}
-            for p in picks]
+    return _results([p.format(slug=slug) for p in picks])
+
+
+def _results(urls: list[str]) -> list[dict]:
+    return [{"title": u.split("/")[2], "url": u, "date": "2026-10-01"} for u in urls]
 
 
 def create_simulator(config: SimConfig | None = None) -> Flask:
@@ -185,6 +263,9 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
             return err
         body = request.get_json(force=True, silent=True) or {}
+        structured, error = _response_format(body)
+        if error:
+            return _invalid(error)
         prompt = str(body.get("input", ""))
         rng = _rng("agent", prompt)
         if cfg.agent_failed_rate and random.random() < cfg.agent_failed_rate:
@@ -198,10 +279,14 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         steps = max(1, int(body.get("max_steps") or 1))
         slug = _slug(_company(prompt))
         searches = min(steps, 1 + rng.randint(0, 2))
-        output = [{"type": "search_results",
-                   "results": [] if cfg.found_nothing else _sources(rng, slug, 2)}
-                  for _ in range(searches)]
-        text = json.dumps(_answer(prompt, rng, 1.0 if cfg.found_nothing else cfg.null_rate))
+        if (known := _world_answer(prompt, structured, cfg)) is not None:
+            text, urls = known
+            found = [urls[i::searches] for i in range(searches)]  # spread over the steps
+        else:
+            found = [[] if cfg.found_nothing else [r["url"] for r in _sources(rng, slug, 2)]
+                     for _ in range(searches)]
+            text = _generated(prompt, structured, rng, cfg, [u for f in found for u in f])
+        output = [{"type": "search_results", "results": _results(f)} for f in found]
         output.append({"type": "message", "role": "assistant", "status": "completed",
                        "content": [{"type": "output_text", "text": text, "annotations": []}]})
         usage = _usage(prompt, text, body.get("max_output_tokens"), searches)
@@ -216,19 +301,27 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
             return err
         body = request.get_json(force=True, silent=True) or {}
+        structured, error = _response_format(body)
+        if error:
+            return _invalid(error)
         prompt = " ".join(str(m.get("content", "")) for m in body.get("messages", [])
                           if isinstance(m, dict))
         rng = _rng("chat", prompt)
         searches = 1 + rng.randint(0, 2)
-        results = [] if cfg.found_nothing else _sources(rng, _slug(_company(prompt)), 3)
-        text = "```json\n" + json.dumps(
-            _answer(prompt, rng, 1.0 if cfg.found_nothing else cfg.null_rate)) + "\n```"
+        if (known := _world_answer(prompt, structured, cfg)) is not None:
+            text, urls = known
+        else:
+            urls = ([] if cfg.found_nothing
+                    else [r["url"] for r in _sources(rng, _slug(_company(prompt)), 3)])
+            text = _generated(prompt, structured, rng, cfg, urls)
+        if structured is None:
+            text = "```json\n" + text + "\n```"
         usage = _usage(prompt, text, body.get("max_tokens"), searches)
         return jsonify({
             "id": "chat-sim", "object": "chat.completion", "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": text}}],
-            "citations": [r["url"] for r in results], "search_results": results,
+            "citations": urls, "search_results": _results(urls),
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                       "total_tokens": usage[0] + usage[1], "num_search_queries": searches,
                       "cost": {"total_cost": usage[2]}},
@@ -240,6 +333,10 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
             return err
         query = request.args.get("query", "")
         networks = [n for n in request.args.get("social_networks", "").split(",") if n]
+        known = None if cfg.found_nothing else world.social_answer(query, networks)
+        if known is not None:
+            return jsonify({"status": "OK", "request_id": f"sim-{_slug(query)[:20]}",
+                            "data": known})
         rng = _rng("social", query)
         handle = _slug(query.split("@")[0]).replace("-", "")[:20] or "someone"
         hosts = {"linkedin": "www.linkedin.com/in", "twitter": "x.com", "facebook":
