@@ -155,7 +155,7 @@ def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
     svc, workspace = services(), g.workspace
     lead = {k: v for k, v in lead.items() if v is not None}
     admitted = service.submit(svc, workspace, template_name, lead, metadata, max_age_days,
-                              min_confidence, batch_id)
+                              min_confidence=min_confidence, batch_id=batch_id)
     if not admitted.replayed:
         job = admitted.job
         log.info("job %s admitted (template %s, queue %s%s)", job["id"], template_name,

@@ -14,6 +14,10 @@
 5. Agreement: two providers giving the same value (compared case-insensitively) combine as
    independent evidence, 1 - (1 - a)(1 - b), and their sources are joined.
 6. Nothing is certain: at most 0.99. Rounded to two decimals.
+7. A verifier's status (`email_status`) is as sure as the check: 0.90 for `valid`, `invalid`,
+   `webmail` and `disposable`, 0.70 for `accept_all`, 0.30 for `unknown` (rules 4 and 6
+   apply). It is answered only with the address it checked: the lead's own, or the
+   `work_email` answered.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ NO_SOURCE_CAP = 0.50
 BY_SITES = (0.30, 0.60, 0.80, 0.90)  # 0, 1, 2, 3+ independent sites
 AMBIGUITY = 0.15
 VERIFIED_FLOOR = 0.90
+STATUS_CERTAINTY = {"valid": 0.90, "invalid": 0.90, "webmail": 0.90, "disposable": 0.90,
+                    "accept_all": 0.70, "unknown": 0.30}
 VERIFICATION_CAP = {"accept_all": 0.60, "unknown": 0.50, "webmail": 0.40, "disposable": 0.10,
                     "invalid": 0.05}
 # Second-level labels under which a registrable name has three labels (example.co.uk).
@@ -56,6 +62,8 @@ class Value:
     confidence: float
     sources: list[str] = field(default_factory=list)
     verification: str | None = None
+    checked: str | None = None  # a status: the address it is about (Candidate.checked)
+    checks: str | None = None  # …and the field that address is the value of
 
     def provenance(self) -> dict:
         out: dict = {"confidence": self.confidence, "sources": self.sources,
@@ -76,7 +84,11 @@ def _finish(confidence: float, sources: list[str], verification: str | None) -> 
 
 
 def of(c: Candidate) -> Value:
-    """Rules 1-4 and 6 for one provider's candidate."""
+    """Rules 1-4, 6 and 7 for one provider's candidate."""
+    if c.checked is not None:  # a status: rule 7
+        return Value(c.value, c.provider, _finish(STATUS_CERTAINTY.get(c.value, 0.0),
+                                                  c.sources, None),
+                     list(c.sources), checked=c.checked, checks=c.checks)
     base = BY_SITES[min(sites(c.sources), len(BY_SITES) - 1)] if c.score is None else c.score
     base -= AMBIGUITY * min(c.alternatives, 2)
     return Value(c.value, c.provider, _finish(base, c.sources, c.verification),
@@ -113,9 +125,19 @@ def gate(values: Mapping[str, Value], names: tuple[str, ...], threshold: float
     the values kept, completeness and match over those alone."""
     fields_out: dict = dict.fromkeys(names)
     provenance = {}
+
+    def answered(v: Value) -> bool:
+        if v.confidence < threshold:
+            return False
+        if v.checks is None:  # a status of the lead's own address, or not a status
+            return True
+        about = values.get(v.checks)
+        return about is not None and about.confidence >= threshold and same(
+            about.value, v.checked or "")
+
     for name in names:
         v = values.get(name)
-        if v is not None and v.confidence >= threshold:
+        if v is not None and answered(v):
             fields_out[name] = v.value
             provenance[name] = v.provenance()
     kept = len(provenance)

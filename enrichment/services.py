@@ -20,7 +20,7 @@ from .events import Events, build_events
 from .jobs.states import NoPublisher, Publisher
 from .metrics import PROVIDER_CALLS
 from .provider_limits import ProviderLimiter
-from .providers import CallPolicy, Provider, build_providers
+from .providers import CallPolicy, Provider, Spend, build_providers
 from .ratelimit import STATS_TTL, RateLimiter, minute_key
 
 
@@ -46,7 +46,8 @@ class Services:
         return webhooks.notify(self.db, self.publisher, happened)
 
     def call_policy(self, **overrides) -> CallPolicy:
-        return replace(self.base_policy or CallPolicy(), **overrides)
+        """A policy for one round: the service's settings, with its own spend counter."""
+        return replace(self.base_policy or CallPolicy(), **{"spend": Spend(), **overrides})
 
     def close(self) -> None:
         self.events.flush()

@@ -75,7 +75,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
         if not provider.configured or svc.provider_limiter.suspended(step.provider):
             continue
         spent_before, started = estimate_cost(svc, policy.spend), time.monotonic()
-        policy.last_status = None
+        policy.last_status, sent_before = None, policy.sent
         try:
             answer = provider.fill(Ask(
                 operation=step.operation, lead=lead, fields=wanted,
@@ -89,6 +89,8 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
             entry["duration_ms"] = round((time.monotonic() - started) * 1000)
             entry["cost_usd"] = str(estimate_cost(svc, policy.spend) - spent_before)
         entry["http_status"] = answer.http_status or policy.last_status
+        if policy.sent == sent_before:  # nothing to ask with (the Finder without a name)
+            continue
         if answer.quota_exhausted is not None:
             svc.provider_limiter.suspend(step.provider, answer.quota_exhausted)
             entry["status"] = "error"
@@ -97,10 +99,10 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
             if name not in wanted:
                 continue
             values[name] = confidence.merge(values.get(name), confidence.of(candidate))
-            if candidate.checks and candidate.checks in values and confidence.same(
-                    values[candidate.checks].value, candidate.checked or ""):
-                values[candidate.checks] = confidence.verified(values[candidate.checks],
-                                                               candidate.value)
+            checks = candidate.checks or ""
+            about = values.get(checks)
+            if about is not None and confidence.same(about.value, candidate.checked or ""):
+                values[checks] = confidence.verified(about, candidate.value)
         citations += [u for u in answer.citations if u not in citations]
         entry["status"] = answer.status
         entry["filled"] = [n for n in wanted if filled(n)]

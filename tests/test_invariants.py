@@ -185,7 +185,7 @@ def admit(svc, workspace_id, lead: dict, template: str, now: datetime,
         ws = load_workspace(conn, workspace_id)
     try:
         done = service.submit(at(svc, now), ws, template, lead, {}, intake.CACHE_DAYS,
-                              batch_id)
+                              batch_id=batch_id)
     except intake.Refused as exc:
         return Admission("refused", why=exc.slug)
     kind = "replayed" if done.replayed else "cached" if done.cached else "new"

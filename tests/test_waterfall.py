@@ -136,7 +136,7 @@ def test_an_address_the_finder_did_not_verify_goes_to_the_verifier(db, simulator
     assert found.trace[-1]["operation"] == "email_verifier"
     assert found.trace[-1]["fields"] == ["email_status"]
     status = found.provenance["email_status"]
-    assert status["provider"] == "hunter" and found.fields["email_status"] == status["verification"]
+    assert status["provider"] == "hunter" and "verification" not in status
     assert found.provenance["work_email"]["verification"] == found.fields["email_status"]
 
 
@@ -166,7 +166,7 @@ def test_a_used_up_hunter_quota_is_skipped_until_it_resets_never_looped(db, simu
 # --- min_confidence gates values and charges (the pipeline, no worker) ----------------------
 
 def submit(db, ws, lead, min_confidence, template="person_contact"):
-    admitted = service.submit(db, ws, template, lead, {}, 7, min_confidence)
+    admitted = service.submit(db, ws, template, lead, {}, 7, min_confidence=min_confidence)
     return str(admitted.job["id"])
 
 
@@ -239,3 +239,20 @@ def test_person_contact_needs_a_name_with_a_domain_or_an_email(client, auth):
     resp = client.post("/api/v1/enrichment", headers=headers, json={
         "template": "person_contact", "lead": {"email": "jane@acme.com"}})
     assert resp.status_code == 202
+
+
+def test_a_lead_with_only_an_email_has_that_address_verified(db, simulator, hunter):
+    simulator.config.null_rate = 1.0  # Perplexity finds no other address
+    found = run(db, {"email": "jane.doe@acme.com"})
+    finder = found.trace[0]
+    assert (finder["operation"], finder["status"], finder["http_status"]) == (
+        "email_finder", "skipped", None)  # no name: nothing to ask, no request
+    assert hunter.stats.snapshot()["counts"].get("finder.received", 0) == 0
+    verifier = found.trace[-1]
+    assert verifier["operation"] == "email_verifier" and verifier["http_status"] == 200
+    received = hunter.stats.snapshot()["received"]["verifier"]
+    assert len(received) == 1 and "jane.doe%40acme.com" in received[0]
+    assert found.fields["work_email"] is None
+    status = found.provenance["email_status"]  # the lead's own address: answered alone
+    assert status["provider"] == "hunter" and found.fields["email_status"] in (
+        "valid", "invalid", "accept_all", "webmail", "disposable")

@@ -39,7 +39,7 @@ def notify(svc: Services, happened: list[int]) -> None:
 
 
 def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metadata: dict,
-           max_age_days: int, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+           max_age_days: int, *, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
            batch_id: uuid.UUID | None = None) -> intake.Admitted:
     """Admit one lead (intake.admit: raises Refused), then publish and notify."""
     plan = svc.settings.plans[workspace.plan]

@@ -51,10 +51,11 @@ class Candidate:
     score: float | None = None  # the provider's own 0..1 score (Hunter's score / 100)
     verification: str | None = None  # valid|invalid|accept_all|webmail|disposable|unknown
     alternatives: int = 0  # other values it offered for the same field (ambiguity)
-    # A verifier's answer: the field whose value it checked, and that value (the status
-    # then also applies to that field's value, if it is still the one held).
-    checks: str | None = None
+    # A verifier's status (the value is `valid`, `invalid`, …): the address it checked, and
+    # the field that address came from (None: the lead's own) — the status then applies to
+    # that field's value, and is answered only alongside it.
     checked: str | None = None
+    checks: str | None = None
 
 
 @dataclass

@@ -70,7 +70,7 @@ def is_webmail(domain: str) -> bool:
 def lead_domain(lead: dict) -> str | None:
     """The lead's company domain: `domain`, else its e-mail's domain unless a webmail one."""
     if lead.get("domain") and (domain := bare_domain(lead["domain"])):
-        return domain
+        return None if is_webmail(domain) else domain
     email = (lead.get("email") or "").strip()
     if "@" in email:
         domain = bare_domain(email.rsplit("@", 1)[1])
@@ -177,13 +177,18 @@ class HunterClient:
         sources, score = _uris(data.get("sources")), _score(data.get("score"))
         verification = data.get("verification")
         status = _status(verification.get("status") if isinstance(verification, dict) else None)
-        found = {"work_email": Candidate(email.strip().lower(), NAME, sources, score, status)}
-        if status is not None:
-            found["email_status"] = Candidate(status, NAME, list(sources), score, status)
+        email = email.strip().lower()
+        found = {"work_email": Candidate(email, NAME, sources, score, status)}
+        if status is not None:  # the Finder verified what it found
+            found["email_status"] = Candidate(status, NAME, list(sources),
+                                              checks="work_email", checked=email)
         return Answer({f: c for f, c in found.items() if f in ask.fields}, sources,
                       policy.last_status)
 
     def _verify(self, ask: Ask) -> Answer:
+        # The address found (however sure: a valid check is what makes a guess sure), else
+        # the lead's own.
+        checks = "work_email" if ask.known.get("work_email") else None
         email = (ask.known.get("work_email") or ask.lead.get("email") or "").strip()
         if not email:
             return Answer()
@@ -208,8 +213,7 @@ class HunterClient:
         if status is None:
             return Answer(http_status=policy.last_status)
         sources = _uris(data.get("sources"))
-        candidate = Candidate(status, NAME, sources, _score(data.get("score")), status,
-                              checks="work_email", checked=email)
+        candidate = Candidate(status, NAME, sources, checks=checks, checked=email)
         found = {"email_status": candidate} if "email_status" in ask.fields else {}
         return Answer(found, sources, policy.last_status)
 
