@@ -61,6 +61,7 @@ class ProvenanceSchema(Schema):
     sources = fields.List(fields.String(), required=True)
     provider = fields.String(required=True, validate=PROVIDERS)
     verification = fields.String(validate=validate.OneOf(VERIFICATIONS))
+    of = fields.String()  # a verifier's status: the field holding the address it checked
 
 
 class TraceSchema(Schema):

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from enrichment.confidence import MAX as MAX_CONFIDENCE
 from enrichment.jobs.states import CACHE_DAYS, DEFAULT_MIN_CONFIDENCE, PUBLIC_STATUSES
 from enrichment.leads import subject_identifier
 from enrichment.templates import TEMPLATES
@@ -84,7 +85,7 @@ class SubmitSchema(Schema):
     max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
                                   validate=validate.Range(0, MAX_AGE_DAYS))
     min_confidence = JSONNumber(load_default=DEFAULT_MIN_CONFIDENCE,
-                                validate=validate.Range(0, 1))
+                                validate=validate.Range(0, MAX_CONFIDENCE))
 
     @validates_schema
     def _lead_fits_template(self, data, **kwargs):
@@ -114,7 +115,7 @@ class BatchSchema(Schema):
     max_age_days = fields.Integer(load_default=MAX_AGE_DAYS, strict=True,
                                   validate=validate.Range(0, MAX_AGE_DAYS))
     min_confidence = JSONNumber(load_default=DEFAULT_MIN_CONFIDENCE,
-                                validate=validate.Range(0, 1))
+                                validate=validate.Range(0, MAX_CONFIDENCE))
 
 
 class ListJobsSchema(Schema):

@@ -70,6 +70,8 @@ class Value:
                      "provider": self.provider}
         if self.verification is not None:
             out["verification"] = self.verification
+        if self.checks is not None:
+            out["of"] = self.checks  # a status: the field whose address it checked
         return out
 
 
@@ -109,8 +111,10 @@ def merge(held: Value | None, new: Value) -> Value:
     sources = held.sources + [u for u in new.sources if u not in held.sources]
     combined = 1 - (1 - held.confidence) * (1 - new.confidence)
     lead = held if held.confidence >= new.confidence else new
-    return replace(lead, sources=sources, verification=held.verification or new.verification,
-                   confidence=round(min(MAX, combined), 2))
+    verification = held.verification or new.verification
+    # a verifier's cap holds whoever else names the address (rule 3 after rule 5)
+    return replace(lead, sources=sources, verification=verification,
+                   confidence=_finish(combined, sources, verification))
 
 
 def verified(held: Value, status: str) -> Value:
@@ -119,25 +123,28 @@ def verified(held: Value, status: str) -> Value:
                    confidence=_finish(held.confidence, held.sources, status))
 
 
+def answered(values: Mapping[str, Value], name: str, threshold: float) -> bool:
+    """Whether the field's value is answered at `threshold`: sure enough, and — for a
+    verifier's status — checked against the address that is answered (rule 7)."""
+    v = values.get(name)
+    if v is None or v.confidence < threshold:
+        return False
+    if v.checks is None:  # not a status, or a status of the lead's own address
+        return True
+    about = values.get(v.checks)
+    return about is not None and about.confidence >= threshold and same(
+        about.value, v.checked or "")
+
+
 def gate(values: Mapping[str, Value], names: tuple[str, ...], threshold: float
          ) -> tuple[dict, dict, float, bool]:
     """What a job answers at `threshold`: fields (a value below it is null), provenance of
     the values kept, completeness and match over those alone."""
     fields_out: dict = dict.fromkeys(names)
     provenance = {}
-
-    def answered(v: Value) -> bool:
-        if v.confidence < threshold:
-            return False
-        if v.checks is None:  # a status of the lead's own address, or not a status
-            return True
-        about = values.get(v.checks)
-        return about is not None and about.confidence >= threshold and same(
-            about.value, v.checked or "")
-
     for name in names:
         v = values.get(name)
-        if v is not None and answered(v):
+        if v is not None and answered(values, name, threshold):
             fields_out[name] = v.value
             provenance[name] = v.provenance()
     kept = len(provenance)
@@ -146,10 +153,8 @@ def gate(values: Mapping[str, Value], names: tuple[str, ...], threshold: float
 
 def narrow(fields: dict, provenance: dict, threshold: float) -> tuple[dict, dict, float, bool]:
     """A stored answer (gated at a threshold at most `threshold`) gated again at
-    `threshold`: the same result as gating the original values there. An answer stored
-    before provenance existed (None) stays as it was."""
-    if provenance is None:
-        return fields, provenance, None, None
+    `threshold`: the same result as gating the original values there."""
     kept = {n: p for n, p in provenance.items() if p["confidence"] >= threshold}
+    kept = {n: p for n, p in kept.items() if p.get("of") is None or p["of"] in kept}
     out = {n: (v if n in kept else None) for n, v in fields.items()}
     return out, kept, round(len(kept) / len(out), 3) if out else 0.0, bool(kept)

@@ -14,6 +14,7 @@ IDENTIFIER_FIELDS = ("email", "linkedin_url", "domain")
 PERSON_IDENTIFIERS = ("email", "linkedin_url")
 PERSON_FIELDS = ("email", "linkedin_url", "name")  # never sent where person-level is off
 COMPANY_FIELDS = ("domain", "company")
+LEAD_FIELDS = ("email", "name", "company", "domain", "linkedin_url")  # api/schemas.LeadSchema
 
 
 def normalise(value: str) -> str:

@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .leads import LEAD_FIELDS
 from .providers import operations
 
 COMPANY = "company"
@@ -82,10 +83,20 @@ def _order(name: str, waterfall: dict[str, tuple[Step, ...]], needs: dict[Step, 
     return tuple(order)
 
 
+KEYS = frozenset({"level", "description", "searches", "requires_any", "fields"})
+
+
 def _template(name: str, raw: dict) -> Template:
     known = operations()
     if raw.get("level") not in (COMPANY, PERSON):
         raise ValueError(f"template {name!r}: level must be {COMPANY!r} or {PERSON!r}")
+    if unknown := set(raw) - KEYS:
+        raise ValueError(f"template {name!r}: unknown keys {sorted(unknown)}")
+    if not isinstance(raw.get("searches", 0), int) or raw.get("searches", 0) < 0:
+        raise ValueError(f"template {name!r}: searches must be a whole number >= 0")
+    for need in raw.get("requires_any") or ():
+        if not set(str(need).split("+")) <= set(LEAD_FIELDS):
+            raise ValueError(f"template {name!r}: requires_any {need!r} names no lead field")
     waterfall: dict[str, tuple[Step, ...]] = {}
     needs: dict[Step, tuple[str, ...]] = {}
     for field_name, entries in (raw.get("fields") or {}).items():
@@ -98,6 +109,8 @@ def _template(name: str, raw: dict) -> Template:
                                  f"{entry!r} (known: providers {sorted(known)})")
             if op.fields is not None and field_name not in op.fields:
                 raise ValueError(f"template {name!r}: {entry} cannot fill {field_name!r}")
+            if op.person_only and raw["level"] != PERSON:
+                raise ValueError(f"template {name!r}: {entry} is for person-level templates")
             step = Step(provider, operation)
             if step in steps:
                 raise ValueError(f"template {name!r}, field {field_name!r}: {entry} twice")

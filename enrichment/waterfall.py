@@ -58,8 +58,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
     trace: list[dict] = []
 
     def filled(name: str) -> bool:
-        v = values.get(name)
-        return v is not None and v.confidence >= min_confidence
+        return confidence.answered(values, name, min_confidence)
 
     for step in template.steps:
         if providers is not None and step.provider not in providers:

@@ -1,5 +1,5 @@
 """`make run`: migrate, then start the API, a worker, beat, Flower and (without provider keys)
-the provider simulator. Prints where everything is.
+the provider simulators (Perplexity and Social Links; Hunter). Prints where everything is.
 
 Ctrl-C, SIGTERM (to the launcher or to its process group) and SIGHUP stop every process it
 started: SIGTERM to each child's process group, a grace period, then SIGKILL; a second Ctrl-C
@@ -274,6 +274,7 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
         time.sleep(0.3)
     key = demo_key(env)
     sim = f"http://127.0.0.1:{SIM_PORT}" if simulate else "off (provider keys set)"
+    hunter = f"http://127.0.0.1:{HUNTER_PORT} (fake)" if local_hunter else "HUNTER_API_KEY set"
     events = (f"http://127.0.0.1:{POSTHOG_PORT}/_test/events (local capture server)"
               if local_posthog else env.get("POSTHOG_HOST", "PostHog"))
     say(f"""
@@ -283,6 +284,7 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
   Webhooks   the webhooks queue (its own worker: a slow receiver holds up no job)
   Beat       schedule in beat_schedule.py
   Simulator  {sim}
+  Hunter     {hunter}
   Metrics    http://127.0.0.1:{API_PORT}/metrics   (alerts: enrichment alerts)
   Events     {events}
   Logs       {LOGS}/*.log

@@ -58,6 +58,33 @@ def test_verification_and_ambiguity_and_agreement():
     assert confidence.merge(a, other) is a  # disagreement: the surer value stays
 
 
+def test_a_verifier_cap_holds_whoever_else_names_the_address():
+    invalid = confidence.of(Candidate("jane@acme.com", "hunter", ["https://acme.com/t"],
+                                      score=0.9, verification="invalid"))
+    named = confidence.of(Candidate("jane@acme.com", "perplexity",
+                                    ["https://acme.com/t", "https://crunchbase.com/p/j"]))
+    assert confidence.merge(invalid, named).confidence == 0.05
+    assert confidence.merge(named, invalid).confidence == 0.05
+
+
+def test_a_status_is_answered_only_with_the_address_it_checked():
+    address = confidence.Value("j@a.com", "hunter", 0.6, ["https://a.com"], "accept_all")
+    status = confidence.of(Candidate("accept_all", "hunter", ["https://a.com"],
+                                     checks="work_email", checked="j@a.com"))
+    values = {"work_email": address, "email_status": status}
+    names = ("work_email", "email_status")
+    fields, provenance, _, _ = confidence.gate(values, names, 0.5)
+    assert fields == {"work_email": "j@a.com", "email_status": "accept_all"}
+    assert provenance["email_status"]["of"] == "work_email"
+    for threshold in (0.65, 0.75):  # a stored answer re-gated answers as a fresh run would
+        fresh = confidence.gate(values, names, threshold)
+        assert confidence.narrow(fields, provenance, threshold) == fresh
+        assert fresh[0] == {"work_email": None, "email_status": None} and not fresh[3]
+    other = replace(status, checked="x@a.com")  # the status of another address
+    assert confidence.gate({**values, "email_status": other}, names, 0.5)[0][
+        "email_status"] is None
+
+
 def test_gate_counts_only_values_at_or_above_the_threshold():
     values = {"title": confidence.Value("CTO", "perplexity", 0.8, ["https://a.com"]),
               "work_email": confidence.Value("j@a.com", "perplexity", 0.3, [])}
@@ -77,10 +104,23 @@ def test_gate_counts_only_values_at_or_above_the_threshold():
     ({"title": ["hunter.email_finder"]}, "cannot fill"),
     ({"title": ["nobody.research"]}, "unknown step"),
     ({"title": []}, "no provider"),
+    ({"work_email": ["hunter.email_finder"]}, "person-level"),  # (on a company template)
 ])
 def test_a_waterfall_no_sequence_of_calls_can_follow_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
-        _template("broken", {"level": "person", "fields": fields})
+        level = "company" if message == "person-level" else "person"
+        _template("broken", {"level": level, "fields": fields})
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"require_any": ["email"]}, "unknown keys"),
+    ({"requires_any": ["emial"]}, "names no lead field"),
+    ({"searches": -1}, "whole number"),
+])
+def test_a_template_with_a_typo_is_refused(raw, message):
+    with pytest.raises(ValueError, match=message):
+        _template("broken", {"level": "person", "fields": {"title": ["perplexity.research"]},
+                             **raw})
 
 
 def test_person_contact_runs_finder_then_social_then_perplexity_then_verifier():
@@ -96,7 +136,8 @@ def person(verified: bool) -> dict:
     answers = SimpleAnswers()
     for i in range(200):
         found = answers.find("Jane", f"Doe{i}", None, "acme.com")
-        if found and (found["verification"]["status"] == "valid") == verified:
+        if found and (found["verification"]["status"] == "valid") == verified \
+                and found["score"] <= 95:  # (nothing this person is given reaches 0.99)
             return {"name": f"Jane Doe{i}", "domain": "acme.com", "company": "Acme"}
     raise AssertionError("the fake has no such person")
 
@@ -178,10 +219,10 @@ def body(db, ws, job_id):
 def test_min_confidence_gates_values_and_charges(db, make_workspace, simulator, hunter):
     ws, _ = make_workspace()
     lead = person(verified=True)
-    strict = submit(db, ws, lead, 0.999)
+    strict = submit(db, ws, lead, 0.99)
     assert pipeline.run_job(db, strict) == "succeeded"
     job = body(db, ws, strict)
-    assert job["min_confidence"] == 0.999 and job["match"] is False
+    assert job["min_confidence"] == 0.99 and job["match"] is False
     assert set(job["result"]["fields"].values()) == {None} and job["result"]["provenance"] == {}
     assert job["result"]["completeness"] == 0 and job["usage"]["units"] == 0
     assert job["result"]["trace"]  # the providers were asked and paid: the trace says so
@@ -222,7 +263,7 @@ def test_a_cached_answer_is_gated_at_the_later_request(db, make_workspace, simul
     assert not looser["cached"] and looser["status"] == "queued"
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.5, "0.5", None, True])
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.5", None, True])
 def test_min_confidence_must_be_a_number_from_0_to_1(client, auth, value):
     _, headers = auth
     resp = client.post("/api/v1/enrichment", headers=headers, json={

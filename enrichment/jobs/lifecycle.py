@@ -47,7 +47,8 @@ NEW_KEY_ONLY = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
 # The workspace row locked, and with it the subject's latest success with the template,
 # completed within `max_age` days and admitted before today, as the providers answered it
 # (never itself a cached answer: the data is as old as that), asked with a threshold no
-# stricter than this request's (its answer then holds every value this one may show). A
+# stricter than this request's (its answer then holds every value this one may show; one
+# stored before answers had provenance cannot be gated, and is not used). A
 # job's timeline (created, started, completed) is PostgreSQL's clock, so its age is judged by
 # that clock too — money and periods go by the service's. Read in a snapshot taken before the
 # lock was granted, the result may belong to a job erased meanwhile: the insert that copies
@@ -58,7 +59,7 @@ LOCK_AND_FRESH = (
     " FROM enrichment_jobs j JOIN enrichment_results r ON r.job_id = j.id"
     " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
-    " AND j.min_confidence <= %(min_confidence)s"
+    " AND j.min_confidence <= %(min_confidence)s AND r.provenance IS NOT NULL"
     " AND j.raw_purged_at IS NULL"
     " AND j.completed_at >= now() - make_interval(days => %(max_age)s)"
     " AND j.created_at < ((now() AT TIME ZONE 'UTC')::date)::timestamp AT TIME ZONE 'UTC'"
@@ -78,10 +79,8 @@ def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: 
         return None
     fields, provenance, completeness, match = narrow(row["fields"], row["provenance"],
                                                      min_confidence)
-    if provenance is not None:
-        row |= {"fields": fields, "provenance": provenance, "completeness": completeness,
-                "match": match}
-    return row
+    return row | {"fields": fields, "provenance": provenance, "completeness": completeness,
+                  "match": match}
 
 
 # A new waiting job and the unit it reserves, in one statement: the job only where no

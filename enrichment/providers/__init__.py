@@ -38,6 +38,7 @@ class Operation:
     name: str
     fields: frozenset[str] | None = None
     needs: tuple[str, ...] = ()
+    person_only: bool = False  # sends a person's data: person-level templates only
 
 
 @dataclass

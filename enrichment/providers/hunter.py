@@ -28,9 +28,9 @@ VERIFIER = "hunter_verifier"
 ACCOUNT = "hunter_account"  # free and not limited
 OPERATIONS = {
     "email_finder": Operation("email_finder", frozenset({"work_email", "email_status"}),
-                              needs=()),
+                              person_only=True),
     "email_verifier": Operation("email_verifier", frozenset({"email_status"}),
-                                needs=("work_email",)),
+                                needs=("work_email",), person_only=True),
 }
 STATUSES = frozenset({"valid", "invalid", "accept_all", "webmail", "disposable", "unknown"})
 FINDER_CREDITS = Decimal(1)  # charged only when an address is found
