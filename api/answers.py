@@ -111,6 +111,7 @@ class JobSchema(Schema):
     cached_from = fields.UUID(required=True, allow_none=True)
     match = fields.Boolean(required=True, allow_none=True)
     min_confidence = fields.Float(required=True)
+    livemode = fields.Boolean(required=True)
     created_at = fields.String(required=True)
     started_at = fields.String(required=True, allow_none=True)
     completed_at = fields.String(required=True, allow_none=True)
@@ -150,6 +151,7 @@ class BatchProgressSchema(Schema):
     total = fields.Integer(required=True)
     counts = fields.Nested(BatchCountsSchema, required=True)
     done = fields.Boolean(required=True)
+    livemode = fields.Boolean(required=True)
 
 
 class EndpointSchema(Schema):
@@ -158,6 +160,7 @@ class EndpointSchema(Schema):
     events = fields.List(fields.String(validate=validate.OneOf(EVENTS)), required=True)
     created_at = fields.String(required=True)
     disabled = fields.Boolean(required=True)
+    livemode = fields.Boolean(required=True)
 
 
 class NewEndpointSchema(EndpointSchema):
@@ -208,6 +211,7 @@ class UsageSchema(Schema):
     cost_estimate_usd = fields.String(required=True)
     matched = fields.Integer(required=True)
     unmatched = fields.Integer(required=True)
+    livemode = fields.Boolean(required=True)
 
 
 class TemplateSchema(Schema):
@@ -303,6 +307,7 @@ class WorkspaceSchema(Schema):
     region = fields.String(required=True, validate=validate.OneOf(["us", "eu"]))
     person_level_enabled = fields.Boolean(required=True)
     person_level_allowed = fields.Boolean(required=True)
+    livemode = fields.Boolean(required=True)  # the mode of the key that asked
 
 
 class HealthSchema(Schema):

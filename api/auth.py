@@ -44,7 +44,7 @@ def authorize(kind: str) -> tuple[Workspace, Decision]:
     workspace = authenticate_from_database(svc, prefix, key)
     plan = svc.settings.plans[workspace.plan]
     svc.key_cache.remember(prefix, key, workspace, plan)
-    return workspace, svc.rate_limiter.hit(str(workspace.id), Policy.for_plan(plan, kind))
+    return workspace, svc.rate_limiter.hit(workspace.bucket, Policy.for_plan(plan, kind))
 
 
 def authenticate_from_database(svc, prefix: str | None, key: str) -> Workspace:
@@ -73,7 +73,7 @@ def rate_limit(workspace: Workspace, decision: Decision, kind: str) -> None:
     API_REQUESTS.labels(plan.name, kind, "admitted" if decision.allowed else "rejected").inc()
     if not decision.allowed:
         # One event per workspace, policy and window, not one per refused request.
-        if svc.redis.set(f"throttled:{workspace.id}:{kind}", 1, nx=True,
+        if workspace.livemode and svc.redis.set(f"throttled:{workspace.id}:{kind}", 1, nx=True,
                          ex=max(1, int(decision.retry_after) + 1)):
             svc.events.capture("enrichment_throttled", str(workspace.id), {
                 "plan": plan.name, "policy": kind, "retry_after": decision.retry_after_header})
@@ -98,3 +98,11 @@ def guard(bp: Blueprint, submissions: frozenset[str] | set[str] = frozenset()) -
         if decision is not None:
             response.headers.update(decision.headers())
         return response
+
+
+def live_only() -> None:
+    """Refuse a test-mode key where an act would reach beyond test data: money (credit packs,
+    invoices) and consent records (they decide live enrichment)."""
+    if not g.workspace.livemode:
+        raise Problem(403, "Forbidden", "This needs a live API key: test-mode keys cannot "
+                      "reach billing or record consents.", "live-mode-only")

@@ -18,13 +18,14 @@ from enrichment.billing.stripe_client import verify_webhook
 from enrichment.errors import Invalid, NotFound
 
 from . import answers as a
-from .auth import guard, services
+from .auth import guard, live_only, services
 from .enrichment import json_body, load
 from .problems import Problem
 
 log = logging.getLogger(__name__)
 bp = Blueprint("billing", __name__, url_prefix="/api/v1/billing")
 guard(bp)
+bp.before_request(live_only)
 hooks = Blueprint("stripe_webhook", __name__, url_prefix="/api/v1/stripe")
 INVOICE_CACHE_SECONDS = 60
 

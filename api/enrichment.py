@@ -132,7 +132,8 @@ def with_client_key(handler):
     if key is not None:
         body_hash = intake.request_hash(body)
         with svc.db.connection() as conn:
-            stored = intake.stored_answer(conn, workspace.id, key, body_hash)
+            stored = intake.stored_answer(conn, workspace.id, intake.client_key(workspace, key),
+                                          body_hash)
         if stored is not None:
             return answer(stored[0], stored[1], replayed=True)
     try:
@@ -146,7 +147,8 @@ def with_client_key(handler):
         resp = answer(status, out, replayed=replayed, location=location)
     if key is not None:
         with svc.db.connection() as conn:
-            intake.store_answer(conn, workspace.id, key, body_hash, status, out)
+            intake.store_answer(conn, workspace.id, intake.client_key(workspace, key), body_hash,
+                               status, out)
     return resp
 
 
@@ -158,8 +160,11 @@ def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
                               min_confidence=min_confidence, batch_id=batch_id)
     if not admitted.replayed:
         job = admitted.job
-        log.info("job %s admitted (template %s, queue %s%s)", job["id"], template_name,
-                 job["queue"], ", cached" if admitted.cached else "")
+        log.info("job %s admitted (template %s, queue %s%s%s)", job["id"], template_name,
+                 job["queue"], ", cached" if admitted.cached else "",
+                 "" if workspace.livemode else ", test mode")
+    if not admitted.replayed and workspace.livemode:  # test mode sends no events
+        job = admitted.job
         svc.events.capture("enrichment_requested", str(workspace.id), {
             "job_id": str(job["id"]), "plan": workspace.plan, "template": template_name,
             "queue": job["queue"], "cached": admitted.cached})
@@ -189,7 +194,8 @@ def submit_batch():
     def handle(body: dict):
         data = load(batch_schema, body)
         svc, workspace = services(), g.workspace
-        batch_id = service.open_batch(svc, workspace.id, data["template"], len(data["leads"]))
+        batch_id = service.open_batch(svc, workspace.id, data["template"], len(data["leads"]),
+                                      workspace.livemode)
         results, items = [], []
         for index, lead in enumerate(data["leads"]):
             entry: dict = {"index": index}
@@ -222,7 +228,8 @@ def submit_batch():
 def list_jobs():
     args = load(list_schema, request.args.to_dict())
     with services().db.connection() as conn:
-        rows, more = read.list_jobs(conn, g.workspace.id, **args)
+        rows, more = read.list_jobs(conn, g.workspace.id, livemode=g.workspace.livemode,
+                                    **args)
     return a.respond(a.JobListSchema, {"data": [read.job_body(r) for r in rows],
                                        "has_more": more})
 
@@ -230,7 +237,7 @@ def list_jobs():
 @bp.get("/enrichment/batches/<uuid:batch_id>")
 def get_batch(batch_id: uuid.UUID):
     with services().db.connection() as conn:
-        body = read.batch_progress(conn, g.workspace.id, batch_id)
+        body = read.batch_progress(conn, g.workspace.id, batch_id, g.workspace.livemode)
     if body is None:
         raise NotFound(f"No batch {batch_id} in this workspace.")
     return a.respond(a.BatchProgressSchema, body)
@@ -243,13 +250,14 @@ def usage():
         workspace = {"id": g.workspace.id, "plan": g.workspace.plan,
                      "plan_since": g.workspace.plan_since}
         return a.respond(a.UsageSchema,
-                         usage_summary(conn, svc.settings.plans, workspace, svc.clock()))
+                         usage_summary(conn, svc.settings.plans, workspace, svc.clock(),
+                                       g.workspace.livemode))
 
 
 @bp.get("/enrichment/<uuid:job_id>")
 def get_job(job_id: uuid.UUID):
     with services().db.connection() as conn:
-        row = read.get_job(conn, g.workspace.id, job_id)
+        row = read.get_job(conn, g.workspace.id, job_id, g.workspace.livemode)
     if row is None:
         raise NotFound(f"No job {job_id} in this workspace.")
     return a.respond(a.JobSchema, read.job_body(row))

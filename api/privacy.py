@@ -12,7 +12,7 @@ from enrichment.jobs import service
 from enrichment.workspaces import person_level_allowed
 
 from . import answers as a
-from .auth import guard, services
+from .auth import guard, live_only, services
 from .enrichment import json_body, load
 
 bp = Blueprint("privacy", __name__, url_prefix="/api/v1")
@@ -43,7 +43,8 @@ def identifier_arg(value: str | None) -> str:
 def export_subject():
     identifier = identifier_arg(request.args.get("identifier"))
     with services().db.connection() as conn:
-        return a.respond(a.ExportSchema, privacy.export(conn, g.workspace.id, identifier))
+        return a.respond(a.ExportSchema, privacy.export(conn, g.workspace.id, identifier,
+                                                        g.workspace.livemode))
 
 
 class ErasureSchema(Schema):
@@ -76,6 +77,7 @@ def erase_subject(identifier: str):
 
 @bp.post("/privacy/consents")
 def record_consent():
+    live_only()
     data = load(ConsentSchema(), json_body())
     with services().db.connection() as conn:
         body = privacy.record_consent(conn, g.workspace.id, privacy.Consent(**data))
@@ -88,4 +90,5 @@ def workspace_settings():
     return a.respond(a.WorkspaceSchema, {
         "workspace_id": ws.id, "name": ws.name, "plan": ws.plan, "region": ws.region,
         "person_level_enabled": ws.person_level_enabled,
-        "person_level_allowed": person_level_allowed(ws.region, ws.person_level_enabled)})
+        "person_level_allowed": person_level_allowed(ws.region, ws.person_level_enabled),
+        "livemode": ws.livemode})

@@ -29,7 +29,8 @@ def create():
     svc = services()
     with svc.db.connection() as conn:
         row = webhooks.create_endpoint(conn, g.workspace.id, data["url"], data["events"],
-                                       svc.settings.webhooks_allow_private_urls)
+                                       svc.settings.webhooks_allow_private_urls,
+                                       g.workspace.livemode)
     # The secret: shown once.
     return a.respond(a.NewEndpointSchema, webhooks.endpoint_body(row, with_secret=True), 201)
 
@@ -37,7 +38,7 @@ def create():
 @bp.get("")
 def list_all():
     with services().db.connection() as conn:
-        rows = webhooks.list_endpoints(conn, g.workspace.id)
+        rows = webhooks.list_endpoints(conn, g.workspace.id, g.workspace.livemode)
     return a.respond(a.EndpointsSchema, {"data": [webhooks.endpoint_body(r) for r in rows]})
 
 
@@ -46,7 +47,8 @@ def update(endpoint_id: uuid.UUID):
     """Re-enable an endpoint disabled after 3 days of failures (or disable one)."""
     data = load(WebhookEndpointUpdateSchema(), json_body())
     with services().db.connection() as conn:
-        row = webhooks.enable_endpoint(conn, g.workspace.id, endpoint_id, data["enabled"])
+        row = webhooks.enable_endpoint(conn, g.workspace.id, endpoint_id, data["enabled"],
+                                       g.workspace.livemode)
     if row is None:
         raise _not_found(endpoint_id)
     return a.respond(a.EndpointSchema, webhooks.endpoint_body(row))
@@ -55,7 +57,8 @@ def update(endpoint_id: uuid.UUID):
 @bp.delete("/<uuid:endpoint_id>")
 def delete(endpoint_id: uuid.UUID):
     with services().db.connection() as conn:
-        if not webhooks.delete_endpoint(conn, g.workspace.id, endpoint_id):
+        if not webhooks.delete_endpoint(conn, g.workspace.id, endpoint_id,
+                                        g.workspace.livemode):
             raise _not_found(endpoint_id)
     return "", 204
 
@@ -63,7 +66,8 @@ def delete(endpoint_id: uuid.UUID):
 @bp.get("/<uuid:endpoint_id>/deliveries")
 def deliveries(endpoint_id: uuid.UUID):
     with services().db.connection() as conn:
-        log = webhooks.deliveries(conn, g.workspace.id, endpoint_id)
+        log = webhooks.deliveries(conn, g.workspace.id, endpoint_id,
+                                  livemode=g.workspace.livemode)
     if log is None:
         raise _not_found(endpoint_id)
     return a.respond(a.DeliveriesSchema, {"data": log})

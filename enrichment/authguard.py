@@ -134,18 +134,20 @@ class KeyCache:
         workspace = Workspace(uuid.UUID(ws["id"]), ws["name"], ws["plan"], ws["region"],
                               ws["person_level_enabled"],
                               datetime.fromisoformat(ws["plan_since"]) if ws["plan_since"]
-                              else None)
+                              else None, ws.get("livemode", True))
         allowed, remaining, retry_after, reset_after, now, limit = found[2:]
         return workspace, Decision(bool(allowed), int(limit), LIMIT_WINDOW, int(remaining),
                                    float(retry_after), float(reset_after), float(now))
 
     def remember(self, prefix: str, key: str, workspace: Workspace, plan: Plan) -> None:
         """Cache a key the database just authenticated (unless it is marked stale)."""
-        fields = {"digest": _digest(key), "limits": self.limits, "id": str(workspace.id),
+        # "id" names the rate-limit bucket: each mode of a workspace has its own.
+        fields = {"digest": _digest(key), "limits": self.limits, "id": workspace.bucket,
                   "workspace": json.dumps({
             "id": str(workspace.id), "name": workspace.name, "plan": workspace.plan,
             "region": workspace.region, "person_level_enabled": workspace.person_level_enabled,
-            "plan_since": workspace.plan_since.isoformat() if workspace.plan_since else None})}
+            "plan_since": workspace.plan_since.isoformat() if workspace.plan_since else None,
+            "livemode": workspace.livemode})}
         for kind in (SUBMIT, READ):
             policy = Policy.for_plan(plan, kind)
             fields |= {f"{kind}:rate": repr(policy.rate), f"{kind}:burst": str(policy.burst),

@@ -218,12 +218,14 @@ def apikey_group() -> None:
 
 @apikey_group.command("create")
 @click.argument("workspace_id", type=click.UUID)
+@click.option("--test", "test_mode", is_flag=True,
+              help="A test-mode key (lek_test_…): simulated providers, never billed.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
-def apikey_create(app: App, workspace_id: uuid.UUID, as_json: bool):
+def apikey_create(app: App, workspace_id: uuid.UUID, test_mode: bool, as_json: bool):
     """Create another API key for a workspace (shown once)."""
     with app.services.db.connection() as conn:
-        key = workspaces.create_api_key(conn, workspace_id)
+        key = workspaces.create_api_key(conn, workspace_id, livemode=not test_mode)
     click.echo(json.dumps({"workspace_id": str(workspace_id), "api_key": key}) if as_json else key)
 
 
@@ -241,8 +243,9 @@ def apikey_list(app: App, workspace_id: uuid.UUID | None, as_json: bool):
                                    "created_at": r["created_at"].isoformat(),
                                    "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()}))
         else:
-            state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "live"
-            click.echo(f"{r['prefix']}  {r['workspace_id']}  "
+            state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
+            mode = "live" if r["livemode"] else "test"
+            click.echo(f"{r['prefix']}  {r['workspace_id']}  {mode}  "
                        f"created {r['created_at']:%Y-%m-%d %H:%M}  {state}")
     if not rows and not as_json:
         click.echo("no API keys")

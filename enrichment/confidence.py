@@ -2,21 +2,23 @@
 (docs/api.md#confidence).
 
 1. A base from the provider's evidence: its own score where it gives one (Hunter's 0-100
-   score / 100); otherwise the independent sites among the value's sources — none 0.30,
-   one 0.60, two 0.80, three or more 0.90 (sites: host names without `www.`, reduced to
-   their registrable part, so two pages of one site count once).
-2. Ambiguity: each other value the provider offered for the same field (two LinkedIn
-   profiles for one name) takes 0.15 off, at most 0.30.
+   score / 100); a record the provider matched to the lead (a profile a lookup service
+   returned for it) 0.90; otherwise the independent sites among the value's sources — none
+   0.30, one 0.60, two 0.80, three or more 0.90 (sites: host names without `www.`, reduced
+   to their registrable part, so two pages of one site count once).
+2. Ambiguity: a provider that offered n values for the field (three LinkedIn profiles for
+   one name) gives the first one 1/n of its base.
 3. A verifier's status for an e-mail address: `valid` raises it to at least 0.90;
    `accept_all` caps it at 0.60 (the domain accepts any address), `unknown` at 0.50,
    `webmail` at 0.40 (not a work address), `disposable` at 0.10, `invalid` at 0.05.
-4. A value with no source is at most 0.50.
+4. A value with no source is at most 0.45: below the default threshold, so a guess is never
+   answered (nor charged) unless the caller asks for guesses.
 5. Agreement: two providers giving the same value (compared case-insensitively) combine as
    independent evidence, 1 - (1 - a)(1 - b), and their sources are joined.
 6. Nothing is certain: at most 0.99. Rounded to two decimals.
-7. A verifier's status (`email_status`) is as sure as the check: 0.90 for `valid`, `invalid`,
-   `webmail` and `disposable`, 0.70 for `accept_all`, 0.30 for `unknown` (rules 4 and 6
-   apply). It is answered only with the address it checked: the lead's own, or the
+7. A verifier's status (`email_status`) is as sure as the check — the check is its source:
+   0.90 for `valid`, `invalid`, `webmail` and `disposable`, 0.70 for `accept_all`, 0.30 for
+   `unknown`. It is answered only with the address it checked: the lead's own, or the
    `work_email` answered.
 """
 
@@ -29,9 +31,9 @@ from urllib.parse import urlsplit
 from .providers import Candidate
 
 MAX = 0.99
-NO_SOURCE_CAP = 0.50
+NO_SOURCE_CAP = 0.45
 BY_SITES = (0.30, 0.60, 0.80, 0.90)  # 0, 1, 2, 3+ independent sites
-AMBIGUITY = 0.15
+RECORD = 0.90
 VERIFIED_FLOOR = 0.90
 STATUS_CERTAINTY = {"valid": 0.90, "invalid": 0.90, "webmail": 0.90, "disposable": 0.90,
                     "accept_all": 0.70, "unknown": 0.30}
@@ -75,12 +77,13 @@ class Value:
         return out
 
 
-def _finish(confidence: float, sources: list[str], verification: str | None) -> float:
+def _finish(confidence: float, sources: list[str] | None, verification: str | None) -> float:
+    """Rules 3, 4 and 6 (`sources` None: a status, whose check is its source)."""
     if verification == "valid":
         confidence = max(confidence, VERIFIED_FLOOR)
     elif verification in VERIFICATION_CAP:
         confidence = min(confidence, VERIFICATION_CAP[verification])
-    if not sources:
+    if sources is not None and not sources:
         confidence = min(confidence, NO_SOURCE_CAP)
     return round(min(MAX, max(0.0, confidence)), 2)
 
@@ -89,10 +92,15 @@ def of(c: Candidate) -> Value:
     """Rules 1-4, 6 and 7 for one provider's candidate."""
     if c.checked is not None:  # a status: rule 7
         return Value(c.value, c.provider, _finish(STATUS_CERTAINTY.get(c.value, 0.0),
-                                                  c.sources, None),
+                                                  None, None),
                      list(c.sources), checked=c.checked, checks=c.checks)
-    base = BY_SITES[min(sites(c.sources), len(BY_SITES) - 1)] if c.score is None else c.score
-    base -= AMBIGUITY * min(c.alternatives, 2)
+    if c.score is not None:
+        base = c.score
+    elif c.record:
+        base = RECORD
+    else:
+        base = BY_SITES[min(sites(c.sources), len(BY_SITES) - 1)]
+    base /= 1 + c.alternatives
     return Value(c.value, c.provider, _finish(base, c.sources, c.verification),
                  list(c.sources), c.verification)
 

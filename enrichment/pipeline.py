@@ -181,8 +181,9 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         nonlocal retries
         retries += 1
 
+    livemode = job["livemode"]
     policy = svc.call_policy(
-        on_retry=on_retry, spend=Spend(),
+        livemode, on_retry=on_retry, spend=Spend(),
         deadline=time.monotonic() + svc.settings.provider_round_seconds,
     )
     # Only company fields leave for a company-level job where person-level is off.
@@ -192,7 +193,8 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         return _fail(svc, job, error)
     try:
         found = waterfall.enrich(svc, template, lead, float(job["min_confidence"]), policy,
-                                 max_tokens=max_tokens, max_searches=max_searches)
+                                 max_tokens=max_tokens, max_searches=max_searches,
+                                 livemode=livemode)
     except ProviderError as exc:
         if exc.busy and policy.sent == 0:
             # The shared provider limit has no slot within this round (a 429's Retry-After
@@ -207,13 +209,15 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
             dead_letter=True, retries=retries))
         if not _finish(svc, job, outcome):
             return Run.LOST
-        svc.events.capture("api_error", str(job["workspace_id"]), {
-            "job_id": str(job["id"]), "plan": plan.name, "template": template.name,
-            "provider": exc.provider, "status_code": exc.status, "final_status": status,
-        })
+        if livemode:  # (test mode sends no events)
+            svc.events.capture("api_error", str(job["workspace_id"]), {
+                "job_id": str(job["id"]), "plan": plan.name, "template": template.name,
+                "provider": exc.provider, "status_code": exc.status, "final_status": status,
+            })
         return status
 
-    # Charged only for a match: a value at or above the job's min_confidence.
+    # Charged only for a match: a value at or above the job's min_confidence (and never in
+    # test mode: FINISH writes 0 units for a test job).
     completeness, fields = found.completeness, found.fields
     outcome = _spent(svc, policy.spend, Outcome(
         JobStatus.SUCCEEDED, units=1 if found.match else 0, max_tokens=max_tokens,
@@ -224,7 +228,7 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
         retries=retries, match=found.match))
     if not _finish(svc, job, outcome):
         return Run.LOST
-    if outcome.status is not JobStatus.SUCCEEDED:  # suppressed while it ran
+    if outcome.status is not JobStatus.SUCCEEDED or not livemode:  # suppressed; test mode
         return outcome.status
     COMPLETENESS.labels(template.name).observe(completeness)
     workspace_id = str(job["workspace_id"])

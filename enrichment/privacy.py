@@ -25,16 +25,19 @@ OF_SUBJECT = ("workspace_id = %(ws)s AND (subject_hash = ANY(%(hashes)s)"
               " OR person_hashes && %(hashes)s::text[])")
 
 
-def subject_hashes(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> list[str]:
+def subject_hashes(conn: Conn, workspace_id: uuid.UUID, identifier: str,
+                   livemode: bool = True) -> list[str]:
     """The identifier's hash and those of every personal identifier linked to it through this
     workspace's jobs — transitively (jane@a and a LinkedIn URL in one job, that URL and
-    jane@b in another: all three): what an erasure or objection suppresses."""
+    jane@b in another: all three): what an erasure or objection suppresses. In test mode,
+    only links test-mode jobs make (live data is not test mode's to follow)."""
     found = {subject_hash(identifier)}
     for _ in range(10):  # links are short chains; the bound only guards against pathologies
         row = one(conn.execute(
             "SELECT array_agg(DISTINCT p) AS hashes"  # noqa: S608 (constant)
-            " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + OF_SUBJECT,
-            {"ws": workspace_id, "hashes": sorted(found)}))
+            " FROM enrichment_jobs, unnest(person_hashes) p WHERE " + OF_SUBJECT
+            + " AND (%(live)s OR NOT livemode)",
+            {"ws": workspace_id, "hashes": sorted(found), "live": livemode}))
         more = set(row["hashes"] or []) - found
         if not more:
             break
@@ -42,21 +45,24 @@ def subject_hashes(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> list
     return sorted(found)
 
 
-def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
-    """Everything this workspace holds about the subject."""
+def export(conn: Conn, workspace_id: uuid.UUID, identifier: str, livemode: bool = True
+           ) -> dict:
+    """Everything this workspace holds about the subject — asked in test mode, what test
+    mode holds (its jobs and their messages; consents and suppressions are live-mode's)."""
     subject = subject_hash(identifier)
-    hashes = subject_hashes(conn, workspace_id, identifier)
+    hashes = subject_hashes(conn, workspace_id, identifier, livemode)
     job_ids = [r["id"] for r in conn.execute(
         "SELECT id FROM enrichment_jobs WHERE " + OF_SUBJECT  # noqa: S608 (constant)
-        + " ORDER BY created_at", {"ws": workspace_id, "hashes": hashes})]
+        + " AND (%(live)s OR NOT livemode) ORDER BY created_at",
+        {"ws": workspace_id, "hashes": hashes, "live": livemode})]
     found = [read.job_body(read.known_job(conn, workspace_id, job_id)) for job_id in job_ids]
     consents = conn.execute(
         "SELECT id, purpose, basis, granted, source, created_at FROM consents"
-        " WHERE workspace_id = %s AND subject_hash = ANY(%s) ORDER BY created_at",
-        (workspace_id, hashes)).fetchall()
+        " WHERE workspace_id = %s AND subject_hash = ANY(%s) AND %s ORDER BY created_at",
+        (workspace_id, hashes, livemode)).fetchall()
     suppression = conn.execute(
         "SELECT reason, created_at FROM suppressions WHERE workspace_id = %s"
-        " AND subject_hash = %s", (workspace_id, subject)).fetchone()
+        " AND subject_hash = %s AND %s", (workspace_id, subject, livemode)).fetchone()
     sent = conn.execute(  # webhook messages that carried the subject's jobs to the customer
         "SELECT id, endpoint_id, event_type, status, created_at, delivered_at"
         " FROM webhook_deliveries WHERE job_id = ANY(%s) ORDER BY created_at",
@@ -76,8 +82,11 @@ def export(conn: Conn, workspace_id: uuid.UUID, identifier: str) -> dict:
 
 
 def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
-          now: datetime | None = None) -> tuple[list[Runnable], list[int]]:
-    """Erase the subject from this workspace and suppress future enrichment of it.
+          now: datetime | None = None, livemode: bool = True
+          ) -> tuple[list[Runnable], list[int]]:
+    """Erase the subject from this workspace and suppress future enrichment of it. Asked in
+    test mode: only the subject's test-mode jobs go, and nothing is suppressed (suppression
+    binds live enrichment: a live-mode act).
 
     Jobs go (their results, outbox rows, dead letters and webhook messages with them), with
     stored client Idempotency-Key answers that contain them; units reserved by unfinished
@@ -90,18 +99,19 @@ def erase(conn: Conn, workspace_id: uuid.UUID, identifier: str, slots: int,
     explainable."""
     with conn.transaction():
         lock_workspace(conn, workspace_id)
-        hashes = subject_hashes(conn, workspace_id, identifier)
+        hashes = subject_hashes(conn, workspace_id, identifier, livemode)
         now = now or datetime.now(UTC)
-        gone = lifecycle.delete_subject(conn, workspace_id, hashes, now)
+        gone = lifecycle.delete_subject(conn, workspace_id, hashes, now, test_only=not livemode)
         if gone:
             conn.execute("DELETE FROM api_idempotency WHERE workspace_id = %s"
                          " AND response::text LIKE ANY(%s)",
                          (workspace_id, [f"%{job['id']}%" for job in gone]))
-        conn.execute(
-            "INSERT INTO suppressions (workspace_id, subject_hash, reason)"
-            " SELECT %s, h, 'erasure' FROM unnest(%s::text[]) h"
-            " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
-            (workspace_id, hashes))
+        if livemode:
+            conn.execute(
+                "INSERT INTO suppressions (workspace_id, subject_hash, reason)"
+                " SELECT %s, h, 'erasure' FROM unnest(%s::text[]) h"
+                " ON CONFLICT (workspace_id, subject_hash) DO UPDATE SET reason = 'erasure'",
+                (workspace_id, hashes))
         running = sum(job["status"] == JobStatus.PROCESSING for job in gone)
         return fill(conn, workspace_id, slots - running), [events.record(conn, workspace_id)]
 

@@ -13,6 +13,7 @@ import redis
 
 from .config import Plan
 
+TEST_BUCKET = ":test"  # a test-mode key's bucket: "<workspace id>:test" (Workspace.bucket)
 STATS_TTL = 7200  # seconds a minute's counters are kept (alert windows are shorter)
 
 
@@ -87,8 +88,10 @@ class RateLimiter:
     def hit(self, subject: str, policy: Policy) -> Decision:
         # One hash tag per subject keeps both keys on one Redis Cluster slot.
         base = f"{self.prefix}:{{{subject}}}:{policy.name}"
+        # A test-mode bucket is not counted for the rejection-rate alert.
+        stats = [] if subject.endswith(TEST_BUCKET) else [minute_key()]
         allowed, remaining, retry_after, reset_after, now = self.script(
-            keys=[base, f"{base}:log", minute_key()],
+            keys=[base, f"{base}:log", *stats],
             args=[policy.rate, policy.burst, policy.limit, policy.window],
         )
         return Decision(bool(allowed), policy.limit, policy.window, int(remaining),

@@ -39,15 +39,41 @@ class Services:
     publisher: Publisher = field(default_factory=NoPublisher)
     base_policy: CallPolicy | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sandbox: dict[str, Provider] | None = None  # test mode's providers (built on first use)
+    sandbox_limiter: ProviderLimiter | None = None
+
+    def providers_for(self, livemode: bool) -> dict[str, Provider]:
+        """The providers a job of this mode may call: test mode's are the bundled simulators,
+        served in-process — whatever provider keys are configured, nothing leaves."""
+        if livemode:
+            return self.providers
+        if self.sandbox is None:
+            from simulators.sandbox import build_sandbox
+
+            self.sandbox = build_sandbox(self.settings)
+        return self.sandbox
+
+    def limiter_for(self, livemode: bool) -> ProviderLimiter:
+        """Test mode has its own (empty) limiter: its calls never spend, slow or suspend the
+        real providers' shared limits."""
+        if livemode:
+            return self.provider_limiter
+        if self.sandbox_limiter is None:
+            self.sandbox_limiter = ProviderLimiter(self.redis, {}, prefix="sandbox")
+        return self.sandbox_limiter
 
     def notify(self, happened: list[int] | None = None) -> int:
         """Turn job events into webhook messages and send them (`webhooks.notify`): those
         named, or (None) those a crash left behind."""
         return webhooks.notify(self.db, self.publisher, happened)
 
-    def call_policy(self, **overrides) -> CallPolicy:
-        """A policy for one round: the service's settings, with its own spend counter."""
-        return replace(self.base_policy or CallPolicy(), **{"spend": Spend(), **overrides})
+    def call_policy(self, livemode: bool = True, **overrides) -> CallPolicy:
+        """A policy for one round: the service's settings, with its own spend counter. Test
+        mode's neither waits for nor counts toward the real providers' limits and alerts (a
+        simulated 429's Retry-After is honoured by the round itself)."""
+        sandboxed = {} if livemode else {"throttle": None, "penalize": None, "record": None}
+        return replace(self.base_policy or CallPolicy(),
+                       **{"spend": Spend(), **sandboxed, **overrides})
 
     def close(self) -> None:
         self.events.flush()

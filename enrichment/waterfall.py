@@ -50,9 +50,11 @@ class Enriched:
 
 def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
            policy: CallPolicy, *, max_tokens: int = 1024, max_searches: int = 1,
-           providers: tuple[str, ...] | None = None) -> Enriched:
-    """Run the template's waterfall for `lead`. `providers` limits it to some providers
-    (the quality benchmark measures each alone). Raises ProviderError."""
+           providers: tuple[str, ...] | None = None, livemode: bool = True) -> Enriched:
+    """Run the template's waterfall for `lead`, with the providers of the job's mode.
+    `providers` limits it to some providers (the quality benchmark measures each alone).
+    Raises ProviderError."""
+    clients, limiter = svc.providers_for(livemode), svc.limiter_for(livemode)
     values: dict[str, Value] = {}
     citations: list[str] = []
     trace: list[dict] = []
@@ -70,8 +72,8 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
                  "fields": list(wanted), "filled": [], "status": "skipped",
                  "http_status": None, "duration_ms": 0, "cost_usd": "0.000000"}
         trace.append(entry)
-        provider = svc.providers[step.provider]
-        if not provider.configured or svc.provider_limiter.suspended(step.provider):
+        provider = clients[step.provider]
+        if not provider.configured or limiter.suspended(step.provider):
             continue
         spent_before, started = estimate_cost(svc, policy.spend), time.monotonic()
         policy.last_status, sent_before = None, policy.sent
@@ -91,7 +93,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
         if policy.sent == sent_before:  # nothing to ask with (the Finder without a name)
             continue
         if answer.quota_exhausted is not None:
-            svc.provider_limiter.suspend(step.provider, answer.quota_exhausted)
+            limiter.suspend(step.provider, answer.quota_exhausted)
             entry["status"] = "error"
             continue
         for name, candidate in answer.found.items():

@@ -211,26 +211,27 @@ def resolve(url: str, allow_private: bool, timeout: float = TIMEOUT_SECONDS
 def endpoint_body(row: dict, with_secret: bool = False) -> dict:
     body = {"id": str(row["id"]), "url": row["url"], "events": list(row["events"]),
             "created_at": row["created_at"].isoformat().replace("+00:00", "Z"),
-            "disabled": row["disabled_at"] is not None}
+            "disabled": row["disabled_at"] is not None, "livemode": row["livemode"]}
     if with_secret:
         body["secret"] = row["secret"]
     return body
 
 
 def create_endpoint(conn: Conn, workspace_id: uuid.UUID, url: str, events: list[str],
-                    allow_private: bool) -> dict:
-    """A new endpoint with a new secret; Invalid past MAX_ENDPOINTS or for a URL the guard
-    refuses."""
+                    allow_private: bool, livemode: bool = True) -> dict:
+    """A new endpoint with a new secret, for the events of one mode (a test key's endpoint
+    gets test-mode events only, and the reverse); Invalid past MAX_ENDPOINTS (per mode) or
+    for a URL the guard refuses."""
     resolve(url, allow_private)
     with conn.transaction():
         conn.execute("SELECT 1 FROM workspaces WHERE id = %s FOR NO KEY UPDATE",
                      (workspace_id,))  # counted and added as one step
         row = conn.execute(
-            "INSERT INTO webhook_endpoints (id, workspace_id, url, events, secret)"
-            " SELECT %s, %s, %s, %s, %s WHERE (SELECT count(*) FROM webhook_endpoints"
-            " WHERE workspace_id = %s) < %s RETURNING *",
-            (uuid.uuid4(), workspace_id, url, sorted(set(events)), new_secret(),
-             workspace_id, MAX_ENDPOINTS)).fetchone()
+            "INSERT INTO webhook_endpoints (id, workspace_id, url, events, secret, livemode)"
+            " SELECT %s, %s, %s, %s, %s, %s WHERE (SELECT count(*) FROM webhook_endpoints"
+            " WHERE workspace_id = %s AND livemode = %s) < %s RETURNING *",
+            (uuid.uuid4(), workspace_id, url, sorted(set(events)), new_secret(), livemode,
+             workspace_id, livemode, MAX_ENDPOINTS)).fetchone()
     if row is None:
         raise Invalid({"url": [f"A workspace has at most {MAX_ENDPOINTS} endpoints; delete "
                                "one first."]})
@@ -238,32 +239,37 @@ def create_endpoint(conn: Conn, workspace_id: uuid.UUID, url: str, events: list[
 
 
 def enable_endpoint(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
-                    enabled: bool) -> dict | None:
+                    enabled: bool, livemode: bool = True) -> dict | None:
     """Enable (a disabled endpoint starts with a clean record) or disable an endpoint;
     None for another workspace's."""
     return conn.execute(
         "UPDATE webhook_endpoints SET disabled_at = CASE WHEN %(on)s THEN NULL"
         " ELSE coalesce(disabled_at, now()) END,"
         " failing_since = CASE WHEN %(on)s THEN NULL ELSE failing_since END"
-        " WHERE id = %(id)s AND workspace_id = %(ws)s RETURNING *",
-        {"on": enabled, "id": endpoint_id, "ws": workspace_id}).fetchone()
+        " WHERE id = %(id)s AND workspace_id = %(ws)s AND livemode = %(mode)s RETURNING *",
+        {"on": enabled, "id": endpoint_id, "ws": workspace_id, "mode": livemode}).fetchone()
 
 
-def list_endpoints(conn: Conn, workspace_id: uuid.UUID) -> list[dict]:
+def list_endpoints(conn: Conn, workspace_id: uuid.UUID, livemode: bool = True) -> list[dict]:
     return conn.execute("SELECT * FROM webhook_endpoints WHERE workspace_id = %s"
-                        " ORDER BY created_at DESC", (workspace_id,)).fetchall()
+                        " AND livemode = %s ORDER BY created_at DESC",
+                        (workspace_id, livemode)).fetchall()
 
 
-def delete_endpoint(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID) -> bool:
-    return conn.execute("DELETE FROM webhook_endpoints WHERE id = %s AND workspace_id = %s",
-                        (endpoint_id, workspace_id)).rowcount == 1
+def delete_endpoint(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
+                    livemode: bool = True) -> bool:
+    return conn.execute("DELETE FROM webhook_endpoints WHERE id = %s AND workspace_id = %s"
+                        " AND livemode = %s", (endpoint_id, workspace_id, livemode)
+                        ).rowcount == 1
 
 
 def deliveries(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
-               limit: int = 100) -> list[dict] | None:
-    """The endpoint's delivery log, newest first; None for another workspace's endpoint."""
-    if conn.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s AND workspace_id = %s",
-                    (endpoint_id, workspace_id)).fetchone() is None:
+               limit: int = 100, livemode: bool = True) -> list[dict] | None:
+    """The endpoint's delivery log, newest first; None for another workspace's endpoint (or
+    another mode's)."""
+    if conn.execute("SELECT 1 FROM webhook_endpoints WHERE id = %s AND workspace_id = %s"
+                    " AND livemode = %s", (endpoint_id, workspace_id, livemode)
+                    ).fetchone() is None:
         return None
     rows = conn.execute(
         "SELECT id, event_type, status, attempts, last_status_code, last_error, created_at,"
@@ -282,16 +288,17 @@ def deliveries(conn: Conn, workspace_id: uuid.UUID, endpoint_id: uuid.UUID,
 
 def enqueue(conn: Conn, workspace_id: uuid.UUID, event: str, data: dict,
             now: datetime, job_id: uuid.UUID | None = None) -> list[uuid.UUID]:
-    """One delivery per live endpoint of the workspace subscribed to `event`, in the caller's
-    transaction. Returns their ids (publish them after commit)."""
+    """One delivery per enabled endpoint of the workspace subscribed to `event`, of the mode
+    `data` (a job or batch body) belongs to, in the caller's transaction. Returns their ids
+    (publish them after commit)."""
     message = {"type": event, "timestamp": now.isoformat().replace("+00:00", "Z"),
-               "data": data}
+               "livemode": data["livemode"], "data": data}
     rows = conn.execute(
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_type, payload,"
         " job_id) SELECT gen_random_uuid(), e.id, e.workspace_id, %s, %s, %s"
         " FROM webhook_endpoints e WHERE e.workspace_id = %s AND e.disabled_at IS NULL"
-        " AND %s = ANY(e.events) RETURNING id",
-        (event, Jsonb(message), job_id, workspace_id, event)).fetchall()
+        " AND %s = ANY(e.events) AND e.livemode = %s RETURNING id",
+        (event, Jsonb(message), job_id, workspace_id, event, data["livemode"])).fetchall()
     return [r["id"] for r in rows]
 
 
@@ -388,10 +395,13 @@ def _claim(conn: Conn, delivery_id: uuid.UUID, concurrency: int) -> dict | Ended
         if conn.execute("SELECT 1 FROM webhook_deliveries d WHERE id = %s AND "  # noqa: S608
                         + DUE, (delivery_id,)).fetchone() is None:  # (constant)
             return None
-        in_flight = one(conn.execute(
-            "SELECT count(*) FILTER (WHERE endpoint_id = %s) AS endpoint, count(*) AS workspace"
-            " FROM webhook_deliveries WHERE workspace_id = %s AND status = 'delivering'"
-            " AND lease_until > now()", (row["endpoint_id"], row["workspace_id"])))
+        in_flight = one(conn.execute(  # per mode: test deliveries never hold up live ones
+            "SELECT count(*) FILTER (WHERE d.endpoint_id = %s) AS endpoint,"
+            " count(*) AS workspace FROM webhook_deliveries d"
+            " JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+            " WHERE d.workspace_id = %s AND d.status = 'delivering' AND d.lease_until > now()"
+            " AND e.livemode = (SELECT livemode FROM webhook_endpoints WHERE id = %s)",
+            (row["endpoint_id"], row["workspace_id"], row["endpoint_id"])))
         if conn.execute(SUPPRESSED_MESSAGE, (delivery_id,)).rowcount:
             return None  # its subject objected or was erased since it was queued
         if in_flight["endpoint"] >= concurrency or in_flight["workspace"] >= WORKSPACE_IN_FLIGHT:

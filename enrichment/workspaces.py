@@ -1,8 +1,9 @@
 """Workspaces and API keys.
 
-A key looks like ``lek_<prefix>_<secret>``: the prefix (public, unique) finds the row, the
-SHA-256 of the whole key is compared in constant time. Only the hash is stored; the key is
-shown once, when it is created.
+A key looks like ``lek_<prefix>_<secret>`` (test mode: ``lek_test_<prefix>_<secret>``): the
+prefix (public, unique) finds the row, the SHA-256 of the whole key is compared in constant
+time, and the row says the key's mode. Only the hash is stored; the key is shown once, when
+it is created.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from .config import Plans
 from .db import Conn
 from .errors import Invalid, NotFound
 from .jobs import lifecycle
+from .ratelimit import TEST_BUCKET
 from .templates import COMPANY_TEMPLATES
 
 if TYPE_CHECKING:
     from .authguard import KeyCache
 
 KEY_SCHEME = "lek"
+TEST = "test"
 PREFIX_BYTES = 6  # 12 hex chars
 SECRET_BYTES = 32
 
@@ -37,6 +40,12 @@ class Workspace:
     region: str
     person_level_enabled: bool
     plan_since: datetime | None = None  # when the current plan began, if not at creation
+    livemode: bool = True  # the mode of the key that made this request (docs/api.md#test-mode)
+
+    @property
+    def bucket(self) -> str:
+        """Whose rate limit a request spends: each mode has its own, at the plan's limits."""
+        return str(self.id) if self.livemode else f"{self.id}{TEST_BUCKET}"
 
 
 def person_level_allowed(region: str, person_level_enabled: bool) -> bool:
@@ -90,13 +99,16 @@ def set_region(conn: Conn, cache: KeyCache, workspace_id: uuid.UUID, region: str
             lifecycle.strip_personal(conn, workspace_id, COMPANY_TEMPLATES)
 
 
-def create_api_key(conn: Conn, workspace_id: uuid.UUID) -> str:
+def create_api_key(conn: Conn, workspace_id: uuid.UUID, livemode: bool = True) -> str:
+    """A new key, shown once: `lek_<prefix>_<secret>`, or `lek_test_<prefix>_<secret>` for
+    test mode."""
     prefix = secrets.token_hex(PREFIX_BYTES)
-    key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    scheme = KEY_SCHEME if livemode else f"{KEY_SCHEME}_{TEST}"
+    key = f"{scheme}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
     cur = conn.execute(
-        "INSERT INTO api_keys (id, workspace_id, prefix, key_hash)"
-        " SELECT %s, id, %s, %s FROM workspaces WHERE id = %s",
-        (uuid.uuid4(), prefix, _hash(key), workspace_id),
+        "INSERT INTO api_keys (id, workspace_id, prefix, key_hash, livemode)"
+        " SELECT %s, id, %s, %s, %s FROM workspaces WHERE id = %s",
+        (uuid.uuid4(), prefix, _hash(key), livemode, workspace_id),
     )
     if cur.rowcount != 1:
         raise NotFound(f"no workspace {workspace_id}")
@@ -136,13 +148,15 @@ def list_api_keys(conn: Conn, workspace_id: uuid.UUID | None = None) -> list[dic
             "SELECT 1 FROM workspaces WHERE id = %s", (workspace_id,)).fetchone() is None:
         raise NotFound(f"no workspace {workspace_id}")
     return conn.execute(
-        "SELECT prefix, workspace_id, created_at, revoked_at FROM api_keys"
+        "SELECT prefix, workspace_id, livemode, created_at, revoked_at FROM api_keys"
         " WHERE %(ws)s::uuid IS NULL OR workspace_id = %(ws)s"
         " ORDER BY created_at DESC, prefix", {"ws": workspace_id}).fetchall()
 
 
 def key_prefix(key: str) -> str | None:
     scheme, _, rest = key.partition("_")
+    if rest.startswith(f"{TEST}_"):  # a test-mode key; its row says so too
+        rest = rest[len(TEST) + 1:]
     prefix, _, secret = rest.partition("_")  # the secret itself may contain "_"
     if scheme != KEY_SCHEME or len(prefix) != 2 * PREFIX_BYTES or not secret:
         return None
@@ -155,8 +169,8 @@ def authenticate(conn: Conn, key: str) -> Workspace | None:
     if prefix is None:
         return None
     row = conn.execute(
-        "SELECT k.key_hash, w.id, w.name, w.plan, w.region, w.person_level_enabled,"
-        " w.plan_since"
+        "SELECT k.key_hash, k.livemode, w.id, w.name, w.plan, w.region,"
+        " w.person_level_enabled, w.plan_since"
         " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id"
         " WHERE k.prefix = %s AND k.revoked_at IS NULL",
         (prefix,),
@@ -164,4 +178,4 @@ def authenticate(conn: Conn, key: str) -> Workspace | None:
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), _hash(key)):
         return None
     return Workspace(row["id"], row["name"], row["plan"], row["region"],
-                     row["person_level_enabled"], row["plan_since"])
+                     row["person_level_enabled"], row["plan_since"], row["livemode"])

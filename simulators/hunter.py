@@ -12,7 +12,16 @@ service, so a client that passes against it does not learn Hunter's rules in pro
 
 What is found comes from an `answers` object: `find(first_name, last_name, full_name,
 domain) -> dict | None` (the finder's `data`; None: no address) and `verify(email) -> dict`
-(the verifier's `data`). `SimpleAnswers` is a deterministic default.
+(the verifier's `data`; None: the check failed at the mail server, 222). `SimpleAnswers` is a
+deterministic default.
+
+Magic leads (test mode: `simulators/providers.py` describes them) are answered by
+`MagicAnswers` in front of whatever `answers` the fake is given, keyed by the finder's
+`domain` and the verifier's `email`: `match.test` an address scored 99,
+verified `valid`, with three sources, and `valid` on verification; `nomatch.test` no address
+(and a 222 verification); `lowconfidence.test` score 30, no source, no verification, and
+`unknown`. `ratelimited.test` gets 403 (Hunter's rate-limit status) with Retry-After: 1 on
+two of every three requests about it, `error.test` 500, `slow.test` answers after 20 s.
 
     python -m simulators.hunter --port 8011 --finder-rps 15 --finder-rpm 500
 
@@ -37,6 +46,7 @@ from typing import Protocol
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
+from .providers import Magic, magic_address, magic_content, magic_domain
 from .serving import ThreadedServer
 
 FINDER = "finder"
@@ -65,7 +75,7 @@ class Answers(Protocol):
     def find(self, first_name: str | None, last_name: str | None, full_name: str | None,
              domain: str) -> dict | None: ...
 
-    def verify(self, email: str) -> dict: ...
+    def verify(self, email: str) -> dict | None: ...
 
 
 @dataclass
@@ -145,6 +155,63 @@ class SimpleAnswers:
             "smtp_check": status != "invalid", "accept_all": status == "accept_all",
             "block": False, "sources": [] if webmail else _sources(rng, domain),
         }
+
+
+class MagicAnswers:
+    """Magic leads' answers (see the module docstring); anyone else's from `fallback`."""
+
+    def __init__(self, fallback: Answers):
+        self.fallback = fallback
+
+    def find(self, first_name, last_name, full_name, domain):
+        kind = magic_content(magic_domain(domain))
+        if kind is None:
+            return self.fallback.find(first_name, last_name, full_name, domain)
+        if kind == "nomatch":
+            return None
+        first, last = _split(first_name, last_name, full_name)
+        sure = kind == "match"
+        return {
+            "first_name": first, "last_name": last,
+            "email": magic_address(first, last, domain), "score": 99 if sure else 30,
+            "domain": domain, "accept_all": False, "position": None, "twitter": None,
+            "linkedin_url": None, "phone_number": None,
+            "company": domain.split(".")[0].title(),
+            "sources": _magic_sources(domain, first, last) if sure else [],
+            "verification": {"date": "2026-09-14" if sure else None,
+                             "status": "valid" if sure else None},
+        }
+
+    def verify(self, email):
+        domain = magic_domain(email)
+        kind = magic_content(domain)
+        if kind is None:
+            return self.fallback.verify(email)
+        if kind == "nomatch" or domain is None:
+            return None
+        sure = kind == "match"
+        local = email.rsplit("@", 1)[0].lower()
+        return {
+            "status": "valid" if sure else "unknown",
+            "result": "deliverable" if sure else "risky", "score": 99 if sure else 30,
+            "email": email, "regexp": True, "gibberish": False, "disposable": False,
+            "webmail": False, "mx_records": True, "smtp_server": True, "smtp_check": sure,
+            "accept_all": False, "block": False,
+            "sources": _magic_sources(domain, *local.split(".", 1)) if sure else [],
+        }
+
+
+def _magic_sources(domain: str, first: str, last: str = "") -> list[dict]:
+    """Three pages that show a magic match's address, on distinct sites."""
+    handle = _slug(f"{first}{last}") or "contact"
+    return [{"domain": _host(uri), "uri": uri, "extracted_on": "2025-11-03",
+             "last_seen_on": "2026-09-30", "still_on_page": True}
+            for uri in (f"https://www.{domain}/team", f"https://github.com/{handle}",
+                        f"https://www.crunchbase.com/person/{handle}")]
+
+
+def _host(uri: str) -> str:
+    return uri.split("/")[2].removeprefix("www.")
 
 
 class Windows:
@@ -247,19 +314,20 @@ def first_of_next_month(now: datetime) -> str:
     return (date(now.year + now.month // 12, now.month % 12 + 1, 1)).isoformat()
 
 
-def _error(status: int, details: str | None = None):
+def _error(status: int, details: str | None = None, headers: dict | None = None):
     error_id, default = ERRORS.get(status, ("server_error", "Something went wrong."))
     return jsonify({"errors": [{"id": error_id, "code": status,
-                                "details": details or default}]}), status
+                                "details": details or default}]}), status, headers or {}
 
 
 def create_hunter(config: HunterConfig | None = None, answers: Answers | None = None,
                   clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Flask:
     app = Flask(__name__)
     cfg = config or HunterConfig()
-    source: Answers = answers or SimpleAnswers()
-    windows, account, stats = Windows(), Account(), Stats()
+    source: Answers = MagicAnswers(answers or SimpleAnswers())
+    windows, account, stats, magic = Windows(), Account(), Stats(), Magic()
     app.extensions["hunter"] = (cfg, stats, account)
+    app.extensions["magic"] = magic
 
     def api_key() -> str | None:
         return request.headers.get("X-API-KEY") or request.args.get("api_key") or None
@@ -267,9 +335,15 @@ def create_hunter(config: HunterConfig | None = None, answers: Answers | None = 
     def reset_date() -> str:
         return cfg.reset_date or first_of_next_month(clock())
 
+    def about() -> tuple[str | None, str]:
+        """The magic domain of the lead a request is about (None: not magic), and the
+        request's parameters, which identify that lead."""
+        args = sorted((k, v) for k, v in request.args.items(multi=True) if k != "api_key")
+        return magic_domain(request.args.get("email") or request.args.get("domain")), repr(args)
+
     def gate(endpoint: str):
-        """Latency, outage, key, rate windows and quota, in that order: an error response,
-        or None when the request may be answered."""
+        """Latency, outage, key, a magic lead's refusals, rate windows and quota, in that
+        order: an error response, or None when the request may be answered."""
         key = api_key()
         query = request.query_string.decode()
         stats.arrived(endpoint, key, query)
@@ -281,6 +355,12 @@ def create_hunter(config: HunterConfig | None = None, answers: Answers | None = 
         if not key or (cfg.api_keys and key not in cfg.api_keys):
             stats.add(endpoint, "401")
             return _error(401)
+        domain, lead_key = about()
+        refusal = magic.refusal(domain, endpoint, lead_key, request.environ, 403)
+        if refusal is not None:
+            status, headers = refusal
+            stats.add(endpoint, str(status))
+            return _error(status, headers=headers)
         rps, rpm = ((cfg.finder_rps, cfg.finder_rpm) if endpoint == FINDER
                     else (cfg.verifier_rps, cfg.verifier_rpm))
         if not windows.admit(key, endpoint, rps, rpm):
@@ -333,9 +413,13 @@ def create_hunter(config: HunterConfig | None = None, answers: Answers | None = 
         if account.poll(email.lower()) < cfg.verify_pending:
             stats.add(VERIFIER, "202")
             return _error(202)
+        data = source.verify(email)
+        if data is None:
+            stats.add(VERIFIER, "222")
+            return _error(222)
         account.spend(COST[VERIFIER])
         stats.add(VERIFIER, "ok")
-        return jsonify({"data": source.verify(email), "meta": {"params": {"email": email}}})
+        return jsonify({"data": data, "meta": {"params": {"email": email}}})
 
     @app.get("/v2/account")
     def account_info():
@@ -374,6 +458,7 @@ def create_hunter(config: HunterConfig | None = None, answers: Answers | None = 
         stats.reset()
         windows.reset()
         account.reset()
+        magic.reset()
         return jsonify({"ok": True})
 
     return app

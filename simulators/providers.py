@@ -12,6 +12,16 @@ prompt's `- name:`/`- domain:`/`- company:`/`- email:` lines, or a Social Links 
 the person) is answered from its noise model, so a benchmark can score the answers; any
 other lead gets generated values as before.
 
+Magic leads (test mode, `simulators/sandbox.py`): a lead whose e-mail or domain is one of
+MAGIC_DOMAINS — or whose company is named after one ("Match Test") — behaves the same on
+every template, in this fake and the Hunter fake alike, so a test-mode integrator can see
+each outcome on purpose: `match.test` every field found and sure (≥ 0.9 under
+`enrichment/confidence.py`), `nomatch.test` nothing, `lowconfidence.test` every value unsure
+(< 0.5), `ratelimited.test` two rate-limit refusals (Retry-After: 1) then a match — every
+third request about the lead per endpoint succeeds —, `error.test` 500 always, `slow.test`
+a match after 20 s. Perplexity reads the prompt's `- email:`/`- domain:`/`- company:` lines,
+Social Links any e-mail, domain or "<Label> Test" company in its query.
+
     python -m simulators.providers --port 8010 --perplexity-rps 2 --social-rps 10
 
 Control endpoints (test use): GET/POST /_sim/config, GET /_sim/stats, POST /_sim/reset.
@@ -29,6 +39,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
 
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
@@ -49,6 +60,17 @@ SOURCES = ["https://www.crunchbase.com/organization/{slug}", "https://www.bloomb
            "https://news.example-press.com/{slug}-announces", "https://www.{slug}.com/about",
            "https://www.linkedin.com/company/{slug}"]
 SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+MAGIC_DOMAINS = ("match.test", "nomatch.test", "lowconfidence.test", "ratelimited.test",
+                 "error.test", "slow.test")
+# A company named after a magic domain ("Match Test", "No Match Test"), for a query that
+# carries the company's name but not its domain. Leftmost match wins: "no match test".
+MAGIC_COMPANY = re.compile(r"\b(no ?match|match|low ?confidence|rate ?limited|error|slow)"
+                           r"[ -]test\b", re.IGNORECASE)
+MAGIC_SLOW_SECONDS = 20.0
+MAGIC_SLOW_STEP = 0.5  # sleeps this long at most between checks for a caller that gave up
+MAGIC_REFUSALS = 2  # ratelimited.test: refusals before each answer
+CANCEL_KEY = "sandbox.cancel"  # WSGI environ: a threading.Event set when the caller gave up
 
 
 @dataclass
@@ -116,6 +138,99 @@ class Stats:
             return {"counts": dict(self.counts), "last_key": dict(self.last_key),
                     "accepted": {k: list(v) for k, v in self.accepted.items()},
                     "received": {k: list(v) for k, v in self.received.items()}}
+
+
+def magic_domain(value: str | None) -> str | None:
+    """The magic domain an e-mail address, domain or URL is at (exactly: `www.` aside), else
+    None."""
+    text = (value or "").strip().lower().rpartition("@")[2]
+    host = (urlsplit(text if "//" in text else f"//{text}").hostname or "")
+    host = host.removeprefix("www.")
+    return host if host in MAGIC_DOMAINS else None
+
+
+def lead_magic(lead: dict) -> str | None:
+    """A lead's magic domain: its e-mail's, else its domain's, else its company's name."""
+    for value in (lead.get("email"), lead.get("domain")):
+        if domain := magic_domain(value):
+            return domain
+    return _company_magic(lead.get("company") or "")
+
+
+def text_magic(text: str) -> str | None:
+    """The magic domain a free-text query names: a word that is a magic address, domain or
+    URL, else a company named after one."""
+    for word in text.split():
+        if domain := magic_domain(word.strip("()<>,;\"'")):
+            return domain
+    return _company_magic(text)
+
+
+def _company_magic(text: str) -> str | None:
+    match = MAGIC_COMPANY.search(text)
+    if match is None:
+        return None
+    return re.sub(r"\W", "", match.group(1).lower()) + ".test"
+
+
+def magic_content(domain: str | None) -> str | None:
+    """What a magic lead's answer holds once it is answered: `match`, `nomatch` or
+    `lowconfidence` (rate-limited and slow leads end as matches); None: not magic."""
+    if domain is None or domain == "error.test":
+        return None
+    label = domain.removesuffix(".test")
+    return label if label in ("nomatch", "lowconfidence") else "match"
+
+
+def magic_address(first: str | None, last: str | None, domain: str) -> str:
+    """The work address a magic lead's person has (every fake finds the same one)."""
+    first, last = (re.sub(r"[^a-z]", "", (w or "").lower()) for w in (first, last))
+    local = ".".join(w for w in (first, last) if w) or "contact"
+    return f"{local}@{domain}"
+
+
+class Magic:
+    """The refusals a fake gives a magic lead before (or instead of) answering: 500 for
+    `error.test`; for `ratelimited.test` `refused_status` with Retry-After: 1 on the first
+    MAGIC_REFUSALS of every MAGIC_REFUSALS + 1 requests about the lead at an endpoint
+    (counted here, thread-safe); for `slow.test` a 20-s wait first, in short steps that end
+    early when the in-process caller gave up (`CANCEL_KEY` in the WSGI environ)."""
+
+    def __init__(self, slow_seconds: float = MAGIC_SLOW_SECONDS):
+        self.lock = threading.Lock()
+        self.asked: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.slow_seconds = slow_seconds
+
+    def refusal(self, domain: str | None, endpoint: str, lead_key: str, environ: dict,
+                refused_status: int = 429) -> tuple[int, dict[str, str]] | None:
+        """(status, headers) to refuse with, or None to answer."""
+        if domain == "error.test":
+            return 500, {}
+        if domain == "ratelimited.test":
+            with self.lock:
+                seen = self.asked[(endpoint, lead_key)]
+                self.asked[(endpoint, lead_key)] += 1
+            if seen % (MAGIC_REFUSALS + 1) < MAGIC_REFUSALS:
+                return refused_status, {"Retry-After": "1"}
+        if domain == "slow.test" and not self._wait(environ.get(CANCEL_KEY)):
+            return 504, {}  # nobody is waiting for it any more
+        return None
+
+    def _wait(self, cancel: threading.Event | None) -> bool:
+        """Sleep slow_seconds in short steps; False when the caller gave up first."""
+        end = time.monotonic() + self.slow_seconds
+        while (left := end - time.monotonic()) > 0:
+            step = min(MAGIC_SLOW_STEP, left)
+            if cancel is not None:
+                if cancel.wait(step):
+                    return False
+            else:
+                time.sleep(step)
+        return True
+
+    def reset(self):
+        with self.lock:
+            self.asked.clear()
 
 
 def _rng(*parts: str) -> random.Random:
@@ -226,15 +341,82 @@ def _results(urls: list[str]) -> list[dict]:
     return [{"title": u.split("/")[2], "url": u, "date": "2026-10-01"} for u in urls]
 
 
+def _magic_pages(slug: str, field_name: str) -> list[str]:
+    """Three pages on distinct sites stating a magic match's field (0.90 under the rule)."""
+    return [f"https://www.crunchbase.com/organization/{slug}",
+            f"https://www.bloomberg.com/profile/company/{slug}",
+            f"https://news.example-press.com/{slug}-{field_name.replace('_', '-')}"]
+
+
+def _magic_values(prompt: str, wanted: list[str], domain: str) -> dict:
+    """Every wanted field of a magic lead, the same whichever fields are asked with it."""
+    lead = _prompt_lead(prompt)
+    values = _answer(prompt, wanted, _rng("magic", json.dumps(lead, sort_keys=True)), 0.0)
+    words = (lead.get("name") or "").split()
+    own = {"work_email": magic_address(words[0] if words else None,
+                                       words[-1] if len(words) > 1 else None, domain),
+           "website": f"https://www.{domain}"}
+    return {k: own.get(k, v) for k, v in values.items()}
+
+
+def _magic_research(prompt: str, structured: list[str] | None, domain: str, kind: str
+                    ) -> tuple[str, list[str]]:
+    """(text, search-result URLs) of a magic lead's research: `match` — each value citing
+    three distinct sites, all among the results; `lowconfidence` — values citing nothing;
+    `nomatch` — every field null, no results."""
+    wanted = _prompt_keys(prompt) if structured is None else structured
+    slug = _slug(_company(prompt))
+    if kind == "nomatch":
+        fields = {k: {"value": None, "sources": []} for k in wanted}
+    else:
+        cite = kind == "match"
+        fields = {k: {"value": v, "sources": _magic_pages(slug, k) if cite else []}
+                  for k, v in _magic_values(prompt, wanted, domain).items()}
+    urls = [u for f in fields.values() for u in f["sources"]]
+    if kind == "lowconfidence":
+        urls = [f"https://www.zoominfo.com/c/{slug}"]  # read, but stating nothing asked
+    flat = {k: f["value"] for k, f in fields.items()}
+    return json.dumps(fields if structured is not None else flat), list(dict.fromkeys(urls))
+
+
+SOCIAL_HOSTS = {"linkedin": "www.linkedin.com/in", "twitter": "x.com",
+                "facebook": "www.facebook.com", "instagram": "www.instagram.com",
+                "github": "github.com", "youtube": "www.youtube.com/@",
+                "tiktok": "www.tiktok.com/@", "pinterest": "www.pinterest.com",
+                "snapchat": "www.snapchat.com/add"}
+
+
+def _magic_profiles(query: str, networks: list[str], kind: str) -> dict[str, list[str]]:
+    """A magic lead's profiles: one per network asked (`match`), three (`lowconfidence`),
+    none (`nomatch`)."""
+    count = {"match": 1, "lowconfidence": 3}.get(kind, 0)
+    words = [w for w in query.split() if not magic_domain(w) and "@" not in w]
+    handle = _slug(MAGIC_COMPANY.sub("", " ".join(words))).replace("-", "")[:20] or "someone"
+    return {n: [f"https://{SOCIAL_HOSTS.get(n, n + '.com')}/{handle}{'' if i == 0 else i + 1}"
+                for i in range(count)] for n in networks}
+
+
+def _agent_prompt(body: dict) -> str:
+    return str(body.get("input", ""))
+
+
+def _chat_prompt(body: dict) -> str:
+    return " ".join(str(m.get("content", "")) for m in body.get("messages", [])
+                    if isinstance(m, dict))
+
+
 def create_simulator(config: SimConfig | None = None) -> Flask:
     app = Flask(__name__)
     cfg = config or SimConfig()
     limits = {PERPLEXITY: SlidingWindow(), SOCIAL: SlidingWindow()}
     stats = Stats()
+    magic = Magic()
     app.extensions["sim"] = (cfg, stats)
+    app.extensions["magic"] = magic
 
-    def gate(provider: str, rps: float):
-        """Latency, outage, rate limit, random errors. Returns an error response or None."""
+    def gate(provider: str, rps: float, domain: str | None = None, lead_key: str = ""):
+        """Latency, outage, a magic lead's refusals (`domain`: its magic domain; `lead_key`:
+        what identifies it), rate limit, random errors. Returns an error response or None."""
         key = request.headers.get("Authorization") or request.headers.get("x-rapidapi-key")
         stats.add(provider, "received", key)  # counted on arrival: a caller may give up
         with stats.lock:
@@ -247,6 +429,11 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
             headers = {"Retry-After": cfg.outage_retry_after} if cfg.outage_retry_after else {}
             return (jsonify({"error": {"message": "simulated outage"}}), cfg.outage_status,
                     headers)
+        refusal = magic.refusal(domain, request.path, lead_key, request.environ)
+        if refusal is not None:
+            status, headers = refusal
+            stats.add(provider, str(status), key)
+            return jsonify({"error": {"message": f"simulated ({domain})"}}), status, headers
         wait = limits[provider].admit(rps)
         if wait is not None:
             stats.add(provider, "429", key)
@@ -258,15 +445,20 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         stats.add(provider, "ok", key)
         return None
 
+    def research_gate(prompt: str):
+        lead = _prompt_lead(prompt)
+        return gate(PERPLEXITY, cfg.perplexity_rps, lead_magic(lead),
+                    json.dumps(lead, sort_keys=True))
+
     @app.post("/v1/agent")
     def agent():
-        if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
-            return err
         body = request.get_json(force=True, silent=True) or {}
+        prompt = _agent_prompt(body)
+        if (err := research_gate(prompt)) is not None:
+            return err
         structured, error = _response_format(body)
         if error:
             return _invalid(error)
-        prompt = str(body.get("input", ""))
         rng = _rng("agent", prompt)
         if cfg.agent_failed_rate and random.random() < cfg.agent_failed_rate:
             # Like the real API: the run failed, but what it used up is reported (and billed).
@@ -279,7 +471,11 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
         steps = max(1, int(body.get("max_steps") or 1))
         slug = _slug(_company(prompt))
         searches = min(steps, 1 + rng.randint(0, 2))
-        if (known := _world_answer(prompt, structured, cfg)) is not None:
+        domain = lead_magic(_prompt_lead(prompt))
+        if (kind := magic_content(domain)) is not None:
+            text, urls = _magic_research(prompt, structured, domain, kind)
+            found = [urls[i::searches] for i in range(searches)]
+        elif (known := _world_answer(prompt, structured, cfg)) is not None:
             text, urls = known
             found = [urls[i::searches] for i in range(searches)]  # spread over the steps
         else:
@@ -298,17 +494,19 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
 
     @app.post("/chat/completions")
     def chat():
-        if (err := gate(PERPLEXITY, cfg.perplexity_rps)) is not None:
-            return err
         body = request.get_json(force=True, silent=True) or {}
+        prompt = _chat_prompt(body)
+        if (err := research_gate(prompt)) is not None:
+            return err
         structured, error = _response_format(body)
         if error:
             return _invalid(error)
-        prompt = " ".join(str(m.get("content", "")) for m in body.get("messages", [])
-                          if isinstance(m, dict))
         rng = _rng("chat", prompt)
         searches = 1 + rng.randint(0, 2)
-        if (known := _world_answer(prompt, structured, cfg)) is not None:
+        domain = lead_magic(_prompt_lead(prompt))
+        if (kind := magic_content(domain)) is not None:
+            text, urls = _magic_research(prompt, structured, domain, kind)
+        elif (known := _world_answer(prompt, structured, cfg)) is not None:
             text, urls = known
         else:
             urls = ([] if cfg.found_nothing
@@ -329,21 +527,21 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
 
     @app.get("/search-social-links")
     def social():
-        if (err := gate(SOCIAL, cfg.social_rps)) is not None:
-            return err
         query = request.args.get("query", "")
+        domain = text_magic(query)
+        if (err := gate(SOCIAL, cfg.social_rps, domain, query)) is not None:
+            return err
         networks = [n for n in request.args.get("social_networks", "").split(",") if n]
+        if (kind := magic_content(domain)) is not None:
+            return jsonify({"status": "OK", "request_id": f"sim-{_slug(query)[:20]}",
+                            "data": _magic_profiles(query, networks, kind)})
         known = None if cfg.found_nothing else world.social_answer(query, networks)
         if known is not None:
             return jsonify({"status": "OK", "request_id": f"sim-{_slug(query)[:20]}",
                             "data": known})
         rng = _rng("social", query)
         handle = _slug(query.split("@")[0]).replace("-", "")[:20] or "someone"
-        hosts = {"linkedin": "www.linkedin.com/in", "twitter": "x.com", "facebook":
-                 "www.facebook.com", "instagram": "www.instagram.com", "github": "github.com",
-                 "youtube": "www.youtube.com/@", "tiktok": "www.tiktok.com/@",
-                 "pinterest": "www.pinterest.com", "snapchat": "www.snapchat.com/add"}
-        data = {n: ([f"https://{hosts.get(n, n + '.com')}/{handle}"]
+        data = {n: ([f"https://{SOCIAL_HOSTS.get(n, n + '.com')}/{handle}"]
                     if rng.random() < 0.8 and not cfg.found_nothing else []) for n in networks}
         return jsonify({"status": "OK", "request_id": f"sim-{handle}", "data": data})
 
@@ -362,6 +560,7 @@ def create_simulator(config: SimConfig | None = None) -> Flask:
     @app.post("/_sim/reset")
     def sim_reset():
         stats.reset()
+        magic.reset()
         return jsonify({"ok": True})
 
     return app

@@ -757,7 +757,7 @@ def test_usage_endpoint_equals_the_rows(make_workspace, db, now):
         "included": 250, "credits": 0, "used": 260, "reserved": 262, "overage_units": 10,
         "overage_unit_price_usd": "0.12", "overage_cost_usd": "1.20", "hard_cap": 375,
         "remaining": 113, "tokens": 26000, "searches": 520, "social_requests": 260,
-        "cost_estimate_usd": "3.25", "matched": 0, "unmatched": 0}
+        "cost_estimate_usd": "3.25", "matched": 0, "unmatched": 0, "livemode": True}
 
 
 def test_billing_endpoints_without_stripe(client, auth):

@@ -144,7 +144,8 @@ def _stored_endpoint(db, ws, url: str) -> tuple[uuid.UUID, uuid.UUID]:
             " VALUES (%s, %s, %s, %s, %s) RETURNING id",
             (uuid.uuid4(), ws.id, url, ["job.succeeded"], webhooks.new_secret())
         ).fetchone()["id"]
-        [delivery_id] = webhooks.enqueue(conn, ws.id, "job.succeeded", {"job_id": "j"},
+        [delivery_id] = webhooks.enqueue(conn, ws.id, "job.succeeded",
+                                         {"job_id": "j", "livemode": True},
                                          db.clock())
     return endpoint_id, delivery_id
 

@@ -22,11 +22,13 @@ CONTACT = TEMPLATES["person_contact"]
 
 # --- the confidence rule -------------------------------------------------------------------
 
-def test_a_value_without_a_source_is_at_most_one_half():
+def test_a_value_without_a_source_is_below_the_default_threshold():
     assert confidence.of(Candidate("CTO", "perplexity")).confidence == 0.3
-    assert confidence.of(Candidate("a@acme.com", "hunter", score=0.97)).confidence == 0.5
+    assert confidence.of(Candidate("a@acme.com", "hunter", score=0.97)).confidence == 0.45
     assert confidence.of(Candidate("a@acme.com", "hunter", score=0.97,
-                                   verification="valid")).confidence == 0.5
+                                   verification="valid")).confidence == 0.45
+    status = Candidate("invalid", "hunter", checked="a@acme.com")  # the check is its source
+    assert confidence.of(status).confidence == 0.9
 
 
 def test_independent_sites_not_pages_raise_confidence():
@@ -46,7 +48,7 @@ def test_verification_and_ambiguity_and_agreement():
     assert confidence.of(replace(guess, verification="accept_all")).confidence == 0.6
     assert confidence.of(replace(guess, verification="webmail")).confidence == 0.4
     profile = Candidate("https://www.linkedin.com/in/jd", "social_links",
-                        ["https://www.linkedin.com/in/jd"], alternatives=1)
+                        ["https://www.linkedin.com/in/jd"], record=True, alternatives=1)
     assert confidence.of(profile).confidence == 0.45
     a = confidence.of(Candidate("VP Sales", "social_links", sources))
     b = confidence.of(Candidate("vp sales ", "perplexity", ["https://crunchbase.com/p/x"]))

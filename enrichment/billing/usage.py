@@ -215,11 +215,15 @@ def hard_cap(conn: Conn, plan: Plan, workspace_id, period: date,
     return int(before) + cap_for(granted)
 
 
-def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime) -> dict:
-    """The usage endpoint's body for the current period, from the same walk as billing."""
+def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
+                  livemode: bool = True) -> dict:
+    """The usage endpoint's body for the current period, from the same walk as billing (test
+    mode: `sandbox_usage`)."""
     plan = plans[workspace["plan"]]
     period = period_start(now)
     bounds = period_bounds(period)
+    if not livemode:
+        return sandbox_usage(conn, plan, workspace, period, bounds)
     row = one(conn.execute(
         "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
         " coalesce(sum(searches), 0) AS searches,"
@@ -227,8 +231,8 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime) -> d
         " coalesce(sum(cost_estimate_usd), 0) AS cost,"
         " count(*) FILTER (WHERE match) AS matched,"
         " count(*) FILTER (WHERE NOT match) AS unmatched FROM enrichment_usage"
-        " WHERE workspace_id = %(ws)s AND created_at >= %(start)s AND created_at < %(end)s",
-        {"ws": workspace["id"], **bounds}))
+        " WHERE workspace_id = %(ws)s AND created_at >= %(start)s AND created_at < %(end)s"
+        " AND livemode", {"ws": workspace["id"], **bounds}))
     extra = one(conn.execute(
         "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
         " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
@@ -262,4 +266,31 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime) -> d
         "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
         "matched": row["matched"],  # jobs that found something (charged; cached: not)
         "unmatched": row["unmatched"],  # succeeded jobs that found nothing (not charged)
+        "livemode": True,
+    }
+
+
+def sandbox_usage(conn: Conn, plan: Plan, workspace: dict, period: date, bounds: dict) -> dict:
+    """Test mode's usage: nothing is reserved, capped or billed; `used` counts the test jobs
+    live mode would have charged (a match that was not a cached answer)."""
+    row = one(conn.execute(
+        "SELECT count(*) FILTER (WHERE u.match AND j.cached_from IS NULL) AS used,"
+        " coalesce(sum(u.tokens), 0) AS tokens, coalesce(sum(u.searches), 0) AS searches,"
+        " coalesce(sum(u.social_requests), 0) AS social_requests,"
+        " coalesce(sum(u.cost_estimate_usd), 0) AS cost,"
+        " count(*) FILTER (WHERE u.match) AS matched,"
+        " count(*) FILTER (WHERE NOT u.match) AS unmatched FROM enrichment_usage u"
+        " JOIN enrichment_jobs j ON j.id = u.job_id"
+        " WHERE u.workspace_id = %(ws)s AND u.created_at >= %(start)s"
+        " AND u.created_at < %(end)s AND NOT u.livemode", {"ws": workspace["id"], **bounds}))
+    return {
+        "workspace_id": str(workspace["id"]), "plan": plan.name,
+        "period": {"start": period.isoformat(), "end": next_period_start(period).isoformat()},
+        "included": plan.included, "credits": 0, "used": int(row["used"]), "reserved": 0,
+        "overage_units": 0, "overage_unit_price_usd": str(plan.overage_usd),
+        "overage_cost_usd": "0.00", "hard_cap": plan.hard_cap, "remaining": plan.hard_cap,
+        "tokens": int(row["tokens"]), "searches": int(row["searches"]),
+        "social_requests": int(row["social_requests"]),
+        "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
+        "matched": row["matched"], "unmatched": row["unmatched"], "livemode": False,
     }

@@ -8,10 +8,12 @@ import uuid
 from ..db import Conn
 
 
-def create(conn: Conn, workspace_id: uuid.UUID, template: str, total: int) -> uuid.UUID:
+def create(conn: Conn, workspace_id: uuid.UUID, template: str, total: int,
+           livemode: bool = True) -> uuid.UUID:
     batch_id = uuid.uuid4()
-    conn.execute("INSERT INTO batches (id, workspace_id, template, total)"
-                 " VALUES (%s, %s, %s, %s)", (batch_id, workspace_id, template, total))
+    conn.execute("INSERT INTO batches (id, workspace_id, template, total, livemode)"
+                 " VALUES (%s, %s, %s, %s, %s)",
+                 (batch_id, workspace_id, template, total, livemode))
     return batch_id
 
 

@@ -28,7 +28,8 @@ def list_dead_letters(conn: Conn, include_replayed: bool = False,
 
 
 PENDING = (
-    "SELECT j.id, j.workspace_id, j.queue, j.raw_purged_at, w.plan, w.plan_since, "  # noqa: S608
+    "SELECT j.id, j.workspace_id, j.queue, j.raw_purged_at, j.livemode, w.plan,"  # noqa: S608
+    " w.plan_since, "
     + states.SUPPRESSED + " AS suppressed FROM dead_letters d"
     " JOIN enrichment_jobs j ON j.id = d.job_id AND j.workspace_id = d.workspace_id"
     " JOIN workspaces w ON w.id = j.workspace_id"
@@ -60,11 +61,13 @@ def replay(conn: Conn, settings: Settings, job_id: uuid.UUID, now: datetime) -> 
             return Replay.SUPPRESSED
         if row["raw_purged_at"] is not None:
             return Replay.PURGED
-        period = period_start(now)
-        # The unit was given back when the job died; the rerun needs one again.
-        cap = hard_cap(conn, settings.plans[row["plan"]], row["workspace_id"], period,
-                       row["plan_since"])
-        if not units.reserve(conn, row["workspace_id"], period, cap):
+        period = period_start(now) if row["livemode"] else None
+        # The unit was given back when the job died; the rerun needs one again (a test-mode
+        # job holds none).
+        if period is not None and not units.reserve(conn, row["workspace_id"], period,
+                                                    hard_cap(conn, settings.plans[row["plan"]],
+                                                             row["workspace_id"], period,
+                                                             row["plan_since"])):
             raise Rollback()
         conn.execute(
             "UPDATE enrichment_jobs SET status = 'waiting', error = NULL, completed_at = NULL,"

@@ -51,9 +51,17 @@ class Admitted:
     events: list = field(default_factory=list)  # and notify these job events
 
 
-def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date) -> str:
+def idempotency_key(workspace_id: uuid.UUID, identifier: str, template: str, day: date,
+                    livemode: bool = True) -> str:
+    """A job's key: one job per lead, template and UTC day — in each mode."""
     raw = f"{workspace_id}|{identifier}|{template}|{day.isoformat()}"
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return hashlib.sha256((raw if livemode else f"{raw}|test").encode()).hexdigest()
+
+
+def client_key(workspace: Workspace, key: str) -> str:
+    """A client Idempotency-Key as stored: each mode has its own keys. (A header's key is
+    visible ASCII only: no live key can be spelled with the space of a test one.)"""
+    return key if workspace.livemode else f"test {key}"
 
 
 def check_region(workspace: Workspace, template: Template) -> None:
@@ -103,21 +111,23 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
                       errors=[{"field": "lead", "message": "Give an identifier."}])
     subject = subject_hash(identifier)
     hashes = sorted({subject, *person_hashes(lead)})
-    key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date())
-    period = period_start(now)
-    cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since)
+    key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date(),
+                          workspace.livemode)
+    # A test-mode job holds no unit: no period, no cap (its rate limit bounds it).
+    period = period_start(now) if workspace.livemode else None
+    cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since) if period else None
 
     def insert(cached: dict | None) -> dict | None:
         return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
                                queue=plan.queue, subject=subject, persons=person_hashes(lead),
                                lead=lead, metadata=metadata, key=key, period=period,
                                min_confidence=min_confidence, batch_id=batch_id,
-                               cached=cached, cap=cap)
+                               cached=cached, cap=cap, livemode=workspace.livemode)
 
     with conn.transaction():
         if max_age_days > 0:
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days, min_confidence)
+                                             max_age_days, min_confidence, workspace.livemode)
         else:  # fresh data asked for: a cached answer given earlier today is no replay
             cached = None
             lock_workspace(conn, workspace.id)
@@ -127,7 +137,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
         if row is None and cached and not lifecycle.exists(conn, cached["id"]):
             # Erased while this waited for the lock: look again, now that it holds it.
             cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days, min_confidence)
+                                             max_age_days, min_confidence, workspace.livemode)
             row = insert(cached)
         if row is None:  # suppressed, or the same lead and template today
             existing = conn.execute(
@@ -144,6 +154,7 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
             return Admitted(read.known_job(conn, workspace.id, row["id"]), cached=True,
                             events=[answered])
         if not row["reserved"]:  # the cap: the job is rolled back with the transaction
+            assert cap is not None and period is not None  # (a test job reserves nothing)
             raise cap_refusal(conn, workspace.id, cap, period)
         runnable = fill(conn, workspace.id, slots)
     return Admitted(row, runnable=runnable)

@@ -31,10 +31,10 @@ from .states import (
 INSERT_UNLESS_SUPPRESSED = (
     "INSERT INTO enrichment_jobs (id, workspace_id, template, queue, subject_hash,"
     " person_hashes, lead, metadata, idempotency_key, billing_period, batch_id, status,"
-    " cached_from, min_confidence, match, started_at, completed_at, created_at)"
+    " cached_from, min_confidence, livemode, match, started_at, completed_at, created_at)"
     " SELECT %(id)s, %(ws)s, %(template)s, %(queue)s, %(subject)s, %(persons)s, %(lead)s,"
     "  %(metadata)s, %(key)s, %(period)s, %(batch)s, %(status)s, %(cached_from)s,"
-    "  %(min_confidence)s,"
+    "  %(min_confidence)s, %(livemode)s,"
     # created_at: the time of insert, under the workspace lock (not the transaction's
     # start): lists by created_at see a workspace's jobs in the order they were admitted.
     "  %(match)s, CASE WHEN %(cached)s THEN now() END, CASE WHEN %(cached)s THEN now() END,"
@@ -59,6 +59,7 @@ LOCK_AND_FRESH = (
     " FROM enrichment_jobs j JOIN enrichment_results r ON r.job_id = j.id"
     " WHERE j.workspace_id = w.id AND j.subject_hash = %(subject)s"
     " AND j.template = %(template)s AND j.status = 'succeeded' AND j.cached_from IS NULL"
+    " AND j.livemode = %(livemode)s"
     " AND j.min_confidence <= %(min_confidence)s AND r.provenance IS NOT NULL"
     " AND j.raw_purged_at IS NULL"
     " AND j.completed_at >= now() - make_interval(days => %(max_age)s)"
@@ -69,12 +70,14 @@ LOCK_AND_FRESH = (
 
 
 def lock_and_fresh(conn: Conn, workspace_id: uuid.UUID, subject: str, template: str,
-                   max_age_days: int, min_confidence: float) -> dict | None:
+                   max_age_days: int, min_confidence: float, livemode: bool = True
+                   ) -> dict | None:
     """Lock the workspace row (as `lock_workspace`) and return the cacheable success, its
     answer gated at `min_confidence` (confidence.narrow)."""
     row = conn.execute(LOCK_AND_FRESH, {"ws": workspace_id, "subject": subject,
                                         "template": template, "max_age": max_age_days,
-                                        "min_confidence": min_confidence}).fetchone()
+                                        "min_confidence": min_confidence,
+                                        "livemode": livemode}).fetchone()
     if row is None or row["id"] is None:
         return None
     fields, provenance, completeness, match = narrow(row["fields"], row["provenance"],
@@ -90,6 +93,10 @@ INSERT_RESERVING = (
     "WITH job AS (" + INSERT_UNLESS_SUPPRESSED + NEW_KEY_ONLY + "), "  # noqa: S608
     + units.RESERVE_FOR_JOB + " SELECT job.*, EXISTS (SELECT 1 FROM unit) AS reserved FROM job"
 )
+# A test-mode job reserves nothing (it is never charged).
+INSERT_TEST = (
+    "WITH job AS (" + INSERT_UNLESS_SUPPRESSED + NEW_KEY_ONLY + ")"  # noqa: S608
+    " SELECT job.*, true AS reserved FROM job")
 
 
 def exists(conn: Conn, job_id: uuid.UUID) -> bool:
@@ -106,8 +113,9 @@ INSERT_CACHED = (
 
 def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
            subject: str, persons: list[str], lead: dict, metadata: dict, key: str,
-           period: date, min_confidence: float, batch_id: uuid.UUID | None = None,
-           cached: dict | None = None, cap: int | None = None) -> dict | None:
+           period: date | None, min_confidence: float, batch_id: uuid.UUID | None = None,
+           cached: dict | None = None, cap: int | None = None, livemode: bool = True
+           ) -> dict | None:
     """A new job — waiting, with its unit reserved against `cap` (`reserved` says whether the
     cap allowed it), or, answered from `cached` (an earlier success), succeeded at once with
     a copy of its result and a 0-unit usage row; None if any of its subject's identifiers is
@@ -115,8 +123,9 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
     has locked the workspace row in an earlier statement: the suppression check then sees an
     erasure that committed while it waited for the lock, the reservation and `fill` exact
     counts."""
-    row = conn.execute(INSERT_CACHED if cached else INSERT_RESERVING, {
-        "cap": cap, **units.period_bounds(period),
+    statement = INSERT_CACHED if cached else INSERT_RESERVING if livemode else INSERT_TEST
+    row = conn.execute(statement, {
+        "cap": cap, **(units.period_bounds(period) if period else {}), "livemode": livemode,
         "id": uuid.uuid4(), "ws": workspace_id, "template": template, "queue": queue,
         "subject": subject, "persons": persons, "hashes": sorted({subject, *persons}),
         "lead": Jsonb(lead), "metadata": Jsonb(metadata), "key": key, "period": period,
@@ -133,8 +142,9 @@ def insert(conn: Conn, *, workspace_id: uuid.UUID, template: str, queue: str,
              Jsonb(cached["citations"]), cached["completeness"],
              None if cached["provenance"] is None else Jsonb(cached["provenance"]),
              None if cached["trace"] is None else Jsonb(cached["trace"]), CACHE_DAYS))
-        conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units)"
-                     " VALUES (%s, %s, %s, 0)", (workspace_id, row["id"], template))
+        conn.execute("INSERT INTO enrichment_usage (workspace_id, job_id, template, units,"
+                     " livemode) VALUES (%s, %s, %s, 0, %s)",
+                     (workspace_id, row["id"], template, livemode))
     return row
 
 
@@ -177,7 +187,7 @@ settled AS (
     lease_until = NULL
   FROM job WHERE j.id = job.id AND j.status = 'processing' AND {fence}
   RETURNING j.id, j.workspace_id, j.template, j.idempotency_key, j.attempts,
-    j.billing_period, j.created_at, job.suppressed),
+    j.billing_period, j.created_at, j.livemode, job.suppressed),
 result AS (
   INSERT INTO enrichment_results (job_id, workspace_id, idempotency_key, template, fields,
                                   citations, completeness, provenance, trace, expires_at)
@@ -188,10 +198,12 @@ result AS (
 usage AS (
   INSERT INTO enrichment_usage (workspace_id, job_id, template, units, tokens, searches,
                                 social_requests, max_tokens, max_searches, cost_estimate_usd,
-                                match, created_at)
-  SELECT workspace_id, id, template, CASE WHEN suppressed THEN 0 ELSE %(units)s END,
+                                match, created_at, livemode)
+  SELECT workspace_id, id, template,
+         CASE WHEN suppressed OR NOT livemode THEN 0 ELSE %(units)s END,
          %(tokens)s, %(searches)s, %(social)s, %(max_tokens)s, %(max_searches)s, %(cost)s,
-         CASE WHEN suppressed THEN NULL ELSE %(match)s::boolean END, %(at)s FROM settled
+         CASE WHEN suppressed THEN NULL ELSE %(match)s::boolean END, %(at)s, livemode
+  FROM settled
   ON CONFLICT (job_id) DO UPDATE SET units = excluded.units, created_at = excluded.created_at,
     match = excluded.match, tokens = enrichment_usage.tokens + excluded.tokens,
     searches = enrichment_usage.searches + excluded.searches,
@@ -261,7 +273,7 @@ def finish(conn: Conn, job: dict, outcome: Outcome, limit: int, now: datetime,
                 JobStatus.FAILED, SUPPRESSED_ERROR, 0)
             outcome.result = outcome.match = None
             outcome.dead_letter = False
-        if outcome.units == 0:
+        if outcome.units == 0 and ended["billing_period"] is not None:  # (a test job has none)
             units.release(conn, job["workspace_id"], ended["billing_period"],
                           ended["created_at"], now)
         filled = one(conn.execute(FILL_AND_TELL, {**params, "limit": max(0, limit)}))
@@ -348,17 +360,19 @@ def oldest_runnable(pool: Pool) -> dict[str, float]:
 # --- privacy and retention (privacy.py decides; these are the writes) -----------------------
 
 def delete_subject(conn: Conn, workspace_id: uuid.UUID, hashes: list[str],
-                   now: datetime) -> list[dict]:
-    """Erasure's write: delete the subject's jobs (results, outbox rows, dead letters and
-    webhook messages go with them) and give back the units of unfinished ones. The caller
-    holds the workspace lock. Returns the jobs deleted (id, status)."""
+                   now: datetime, test_only: bool = False) -> list[dict]:
+    """Erasure's write: delete the subject's jobs (only its test-mode ones: `test_only`) —
+    results, outbox rows, dead letters and webhook messages go with them — and give back the
+    units of unfinished ones. The caller holds the workspace lock. Returns the jobs deleted
+    (id, status)."""
     gone = conn.execute(
         "DELETE FROM enrichment_jobs WHERE workspace_id = %(ws)s AND ("
         " subject_hash = ANY(%(hashes)s) OR person_hashes && %(hashes)s::text[])"
+        " AND NOT (livemode AND %(test_only)s)"
         " RETURNING id, status, billing_period, created_at",
-        {"ws": workspace_id, "hashes": hashes}).fetchall()
+        {"ws": workspace_id, "hashes": hashes, "test_only": test_only}).fetchall()
     for job in gone:
-        if job["status"] not in TERMINAL:
+        if job["status"] not in TERMINAL and job["billing_period"] is not None:
             units.release(conn, workspace_id, job["billing_period"], job["created_at"], now)
     return gone
 

@@ -20,9 +20,14 @@ LEFT JOIN enrichment_usage u ON u.job_id = j.id AND u.workspace_id = j.workspace
 JOB_QUERY = SELECT_JOBS + "WHERE j.workspace_id = %s AND j.id = %s"
 
 
-def get_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict | None:
-    """A job with its result and usage, only if it belongs to `workspace_id`."""
-    return conn.execute(JOB_QUERY, (workspace_id, job_id)).fetchone()
+def get_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID,
+            livemode: bool | None = None) -> dict | None:
+    """A job with its result and usage, only if it belongs to `workspace_id` (and, when
+    given, to that mode: a test key never sees a live job, nor the reverse)."""
+    if livemode is None:
+        return conn.execute(JOB_QUERY, (workspace_id, job_id)).fetchone()
+    return conn.execute(JOB_QUERY + " AND j.livemode = %s",
+                        (workspace_id, job_id, livemode)).fetchone()
 
 
 def known_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict:
@@ -70,6 +75,7 @@ def job_body(row: dict) -> dict:
         "cached_from": str(row["cached_from"]) if row.get("cached_from") else None,
         "match": row.get("match"),
         "min_confidence": float(row["min_confidence"]),
+        "livemode": row["livemode"],
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "completed_at": iso(row["completed_at"]),
@@ -83,19 +89,19 @@ class UnknownCursor(Invalid):
         super().__init__({"starting_after": ["No job with this id in this workspace."]})
 
 
-def list_jobs(conn: Conn, workspace_id: uuid.UUID, *, limit: int,
+def list_jobs(conn: Conn, workspace_id: uuid.UUID, *, limit: int, livemode: bool = True,
               starting_after: uuid.UUID | None = None, status: str | None = None,
               template: str | None = None, batch_id: uuid.UUID | None = None,
               created_after=None, created_before=None) -> tuple[list[dict], bool]:
     """A page of the workspace's jobs, newest first (created_at, then id: a stable order),
     and whether another page follows. Cursor pages never repeat or skip a job, whatever is
     submitted meanwhile (new jobs sort before the cursor)."""
-    where: list[str] = ["j.workspace_id = %s"]
-    args: list = [workspace_id]
+    where: list[str] = ["j.workspace_id = %s", "j.livemode = %s"]
+    args: list = [workspace_id, livemode]
     if starting_after is not None:
         cursor = conn.execute("SELECT created_at, id FROM enrichment_jobs WHERE id = %s"
-                              " AND workspace_id = %s", (starting_after, workspace_id)
-                              ).fetchone()
+                              " AND workspace_id = %s AND livemode = %s",
+                              (starting_after, workspace_id, livemode)).fetchone()
         if cursor is None:
             raise UnknownCursor
         where.append("(j.created_at, j.id) < (%s, %s)")
@@ -119,12 +125,12 @@ def list_jobs(conn: Conn, workspace_id: uuid.UUID, *, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def batch_progress(conn: Conn, workspace_id: uuid.UUID, batch_id: uuid.UUID
-                   ) -> dict | None:
+def batch_progress(conn: Conn, workspace_id: uuid.UUID, batch_id: uuid.UUID,
+                   livemode: bool | None = None) -> dict | None:
     """A batch's progress: its leads by their job's public status (refused ones as
     `rejected`; one whose job was erased as `failed`), and whether it is done."""
     row = conn.execute(
-        "SELECT b.id, b.template, b.created_at, b.total,"
+        "SELECT b.id, b.template, b.created_at, b.total, b.livemode,"
         " count(*) FILTER (WHERE i.rejected) AS rejected,"
         " count(*) FILTER (WHERE j.status IN ('waiting', 'queued')) AS queued,"
         " count(*) FILTER (WHERE j.status = 'processing') AS processing,"
@@ -135,12 +141,12 @@ def batch_progress(conn: Conn, workspace_id: uuid.UUID, batch_id: uuid.UUID
         " FROM batches b JOIN batch_items i ON i.batch_id = b.id"
         " LEFT JOIN enrichment_jobs j ON j.id = i.job_id"
         " WHERE b.id = %s AND b.workspace_id = %s AND b.submitted_at IS NOT NULL"
-        " GROUP BY b.id",
-        (batch_id, workspace_id)).fetchone()
+        " AND (%s::boolean IS NULL OR b.livemode = %s) GROUP BY b.id",
+        (batch_id, workspace_id, livemode, livemode)).fetchone()
     if row is None:
         return None
     counts = {k: int(row[k]) for k in (*PUBLIC_STATUSES,
                                        "rejected")}
     return {"batch_id": str(row["id"]), "template": row["template"],
             "created_at": iso(row["created_at"]), "total": row["total"], "counts": counts,
-            "done": counts["queued"] + counts["processing"] == 0}
+            "done": counts["queued"] + counts["processing"] == 0, "livemode": row["livemode"]}

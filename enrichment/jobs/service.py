@@ -54,10 +54,10 @@ def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metad
     return admitted
 
 
-def open_batch(svc: Services, workspace_id: uuid.UUID, template: str, total: int
-               ) -> uuid.UUID:
+def open_batch(svc: Services, workspace_id: uuid.UUID, template: str, total: int,
+               livemode: bool = True) -> uuid.UUID:
     with svc.db.connection() as conn:
-        return batches.create(conn, workspace_id, template, total)
+        return batches.create(conn, workspace_id, template, total, livemode)
 
 
 def close_batch(svc: Services, workspace_id: uuid.UUID, batch_id: uuid.UUID,
@@ -77,5 +77,6 @@ def erase(svc: Services, workspace: Workspace, identifier: str) -> None:
     held and notify the batches it completes."""
     with svc.db.connection() as conn:
         runnable, happened = privacy.erase(conn, workspace.id, identifier,
-                                           svc.settings.slots(workspace.plan), svc.clock())
+                                           svc.settings.slots(workspace.plan), svc.clock(),
+                                           workspace.livemode)
     after_commit(svc, runnable, happened)

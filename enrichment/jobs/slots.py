@@ -17,13 +17,20 @@ def lock_workspace(conn: Conn, workspace_id: uuid.UUID) -> dict | None:
                         " FOR NO KEY UPDATE", (workspace_id,)).fetchone()
 
 
+# Each mode has the workspace's slots (docs/api.md#test-mode): test jobs never hold up live
+# ones, nor the reverse.
 PROMOTE = """
-WITH free AS (
-  SELECT greatest(%(limit)s - count(*), 0) AS n FROM enrichment_jobs
-  WHERE workspace_id = %(ws)s AND status IN ('queued', 'processing')),
+WITH busy AS (
+  SELECT count(*) FILTER (WHERE livemode) AS live, count(*) FILTER (WHERE NOT livemode) AS test
+  FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status IN ('queued', 'processing')),
 next AS (
-  SELECT id FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status = 'waiting'
-  ORDER BY created_at, id LIMIT (SELECT n FROM free)),
+  (SELECT id FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status = 'waiting'
+   AND livemode ORDER BY created_at, id
+   LIMIT (SELECT greatest(%(limit)s - live, 0) FROM busy))
+  UNION ALL
+  (SELECT id FROM enrichment_jobs WHERE workspace_id = %(ws)s AND status = 'waiting'
+   AND NOT livemode ORDER BY created_at, id
+   LIMIT (SELECT greatest(%(limit)s - test, 0) FROM busy))),
 promoted AS (
   UPDATE enrichment_jobs j SET status = 'queued', runnable_at = now(), published_at = now()
   FROM next WHERE j.id = next.id AND j.status = 'waiting' RETURNING j.id, j.queue),
@@ -47,11 +54,11 @@ def stranded(pool: Pool, limits: dict[str, int]) -> list[dict]:
     hand-over that never ran): what the sweeper fills."""
     with pool.connection() as conn:
         return conn.execute(
-            "SELECT w.id, w.plan FROM workspaces w"
-            " WHERE w.id IN (SELECT DISTINCT workspace_id FROM enrichment_jobs"
-            "                WHERE status = 'waiting')"
-            " AND (SELECT count(*) FROM enrichment_jobs a WHERE a.workspace_id = w.id"
-            "      AND a.status IN ('queued', 'processing'))"
+            "SELECT DISTINCT w.id, w.plan FROM workspaces w"
+            " JOIN (SELECT DISTINCT workspace_id, livemode FROM enrichment_jobs"
+            "       WHERE status = 'waiting') q ON q.workspace_id = w.id"
+            " WHERE (SELECT count(*) FROM enrichment_jobs a WHERE a.workspace_id = w.id"
+            "        AND a.livemode = q.livemode AND a.status IN ('queued', 'processing'))"
             "     < coalesce((%s::jsonb ->> w.plan)::int, 1)", (Jsonb(limits),)).fetchall()
 
 

@@ -25,6 +25,9 @@ if e[1] ~= ARGV[1] or e[7] ~= ARGV[5] then
 end
 redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[6])
 local base = ARGV[3] .. ':{' .. e[3] .. '}:' .. kind
-local d = decide(base, base .. ':log', KEYS[2], tonumber(e[4]), tonumber(e[5]),
+-- A test-mode bucket ("<workspace>:test") is not counted for the rejection-rate alert.
+local stats = KEYS[2]
+if string.sub(e[3], -5) == ':test' then stats = nil end
+local d = decide(base, base .. ':log', stats, tonumber(e[4]), tonumber(e[5]),
                  tonumber(e[6]), tonumber(ARGV[4]))
 return {1, e[2], d[1], d[2], d[3], d[4], d[5], e[6]}

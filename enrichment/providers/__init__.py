@@ -52,6 +52,7 @@ class Candidate:
     score: float | None = None  # the provider's own 0..1 score (Hunter's score / 100)
     verification: str | None = None  # valid|invalid|accept_all|webmail|disposable|unknown
     alternatives: int = 0  # other values it offered for the same field (ambiguity)
+    record: bool = False  # the provider's own record matched to the lead (a profile found)
     # A verifier's status (the value is `valid`, `invalid`, …): the address it checked, and
     # the field that address came from (None: the lead's own) — the status then applies to
     # that field's value, and is answered only alongside it.

@@ -59,6 +59,6 @@ class SocialLinksClient:
             urls = [u for u in (data.get(network) or [])
                     if isinstance(u, str) and u.startswith(("https://", "http://"))]
             if urls:
-                found[field_name] = Candidate(urls[0], NAME, [urls[0]],
+                found[field_name] = Candidate(urls[0], NAME, [urls[0]], record=True,
                                               alternatives=len(urls) - 1)
         return Answer(found, [c.value for c in found.values()], ask.policy.last_status)
