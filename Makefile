@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test bench lint clean
+.PHONY: help install browser run test bench lint clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,7 +17,20 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt client/pyproject.toml
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]' -e ./client
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv with the package, its dev extras and enrichment-client
+install: $(STAMP) browser ## create .venv with the package, its dev extras and enrichment-client
+
+# The console's browser tests (tests/test_console_browser.py) drive Debian's chromium through its
+# chromedriver: installed here when we may (root, apt-get), otherwise named; without them those
+# tests skip locally and fail in CI.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+	  echo "note: the browser tests need chromium and chromedriver on PATH;" \
+	       "install them as root: apt-get install chromium chromium-driver" >&2; \
+	fi
 
 run: $(STAMP) ## migrate, then start API :8000, worker, beat, Flower :5555 and the provider simulator
 	$(PY) scripts/run.py

@@ -15,7 +15,7 @@ from enrichment.config import Settings
 from enrichment.jobs.states import Publisher
 from enrichment.services import Services, build_services
 
-from . import billing, enrichment, health, openapi, privacy, problems, webhook_endpoints
+from . import billing, console, enrichment, health, openapi, privacy, problems, webhook_endpoints
 
 
 def create_app(
@@ -40,6 +40,7 @@ def create_app(
     app.register_blueprint(webhook_endpoints.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(openapi.swagger_ui)
+    console.install(app)
     _log_requests(app)
     return app
 

@@ -210,6 +210,7 @@ class Settings:
     metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust for the client address
     webhooks_allow_private_urls: bool = False  # development and tests: http, private hosts
+    console_insecure_cookies: bool = False  # the console's cookie over plain http (local use)
     webhook_endpoint_concurrency: int = 2  # deliveries to one endpoint at once
     db_pool_max: int = 10
     retention_raw_days: int = 90
@@ -281,6 +282,8 @@ class Settings:
             metrics_token=env.get("METRICS_TOKEN") or None,
             trusted_proxies=_int(env, "TRUSTED_PROXIES", cls.trusted_proxies),
             webhooks_allow_private_urls=(env.get("WEBHOOKS_ALLOW_PRIVATE_URLS") or "").lower()
+            in ("1", "true", "yes"),
+            console_insecure_cookies=(env.get("CONSOLE_INSECURE_COOKIES") or "").lower()
             in ("1", "true", "yes"),
             webhook_endpoint_concurrency=_int(env, "WEBHOOK_ENDPOINT_CONCURRENCY",
                                               cls.webhook_endpoint_concurrency),

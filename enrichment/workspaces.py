@@ -179,3 +179,11 @@ def authenticate(conn: Conn, key: str) -> Workspace | None:
         return None
     return Workspace(row["id"], row["name"], row["plan"], row["region"],
                      row["person_level_enabled"], row["plan_since"], row["livemode"])
+
+
+def get_workspace(conn: Conn, workspace_id: uuid.UUID, livemode: bool = True
+                  ) -> Workspace | None:
+    """The workspace as a request in that mode sees it."""
+    row = conn.execute("SELECT id, name, plan, region, person_level_enabled, plan_since"
+                       " FROM workspaces WHERE id = %s", (workspace_id,)).fetchone()
+    return None if row is None else Workspace(**row, livemode=livemode)

@@ -6,10 +6,11 @@ import redis
 
 from enrichment import logs
 
-from .celery_app import WEBHOOKS_QUEUE, app, tier_queues
+from .celery_app import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE, app, tier_queues
 
 RUN_JOB = "enrichment.run_job"
 DELIVER_WEBHOOK = "enrichment.deliver_webhook"
+ADMIT_UPLOAD = "enrichment.admit_upload"
 UNACKED = "unacked"  # kombu's Redis transport keeps delivered, unacknowledged messages here
 
 
@@ -40,6 +41,16 @@ class CeleryPublisher:
             return
         with app.connection_for_write(self.broker_url) as conn:
             app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOKS_QUEUE,
+                          countdown=countdown, connection=conn)
+
+    def send_admission(self, upload_id: str, countdown: float | None = None) -> None:
+        """Admit a console upload's rows in the background (workers/tasks.admit_upload)."""
+        if self.broker_url is None:
+            app.send_task(ADMIT_UPLOAD, args=[upload_id], queue=MAINTENANCE_QUEUE,
+                          countdown=countdown)
+            return
+        with app.connection_for_write(self.broker_url) as conn:
+            app.send_task(ADMIT_UPLOAD, args=[upload_id], queue=MAINTENANCE_QUEUE,
                           countdown=countdown, connection=conn)
 
     def in_broker(self) -> int | None:

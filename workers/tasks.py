@@ -16,7 +16,7 @@ from celery.signals import (
     worker_ready,
 )
 
-from enrichment import alerts, logs, metrics, pipeline, privacy, webhooks
+from enrichment import alerts, logs, metrics, pipeline, privacy, uploads, webhooks
 from enrichment.billing import operations as billing_ops
 from enrichment.errors import BACKING_SERVICE_DOWN
 from enrichment.jobs import intake, outbox
@@ -87,6 +87,26 @@ class EnrichmentTask(Task):
 @app.task(name="enrichment.run_job", base=EnrichmentTask, soft_time_limit=120, time_limit=150)
 def run_job(job_id: str) -> str:
     return pipeline.run_job(services(), job_id)
+
+
+@app.task(name="enrichment.admit_upload", base=EnrichmentTask, soft_time_limit=900,
+          time_limit=960)
+def admit_upload(upload_id: str) -> int:
+    """Admit a console upload's rows, a batch of 100 per submission token of the workspace's
+    rate limit (waiting for the next when it runs out). Returns the rows admitted."""
+    return uploads.admit(services(), upload_id, _valid_lead)
+
+
+def _valid_lead(lead: dict, template: str) -> dict:
+    """The lead as `POST /api/v1/enrichment` takes it (api/schemas.py); ValueError if not."""
+    from marshmallow import ValidationError
+
+    from api.schemas import SubmitSchema
+
+    try:
+        return SubmitSchema().load({"template": template, "lead": lead})["lead"]
+    except ValidationError as exc:
+        raise ValueError(str(exc.messages)) from None
 
 
 @app.task(name="enrichment.relay_outbox", base=EnrichmentTask)

@@ -49,6 +49,8 @@ class Publisher(Protocol):
 
     def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None: ...
 
+    def send_admission(self, upload_id: str, countdown: float | None = None) -> None: ...
+
 
 class NoPublisher:
     """The publisher of services built without a broker (the CLI): whatever would be sent
@@ -59,6 +61,9 @@ class NoPublisher:
 
     def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
         raise ConnectionError("no broker: the webhook sweeper sends it")
+
+    def send_admission(self, upload_id: str, countdown: float | None = None) -> None:
+        raise ConnectionError("no broker: a console upload is admitted by a worker")
 
 
 @dataclass(frozen=True)

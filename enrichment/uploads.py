@@ -1,0 +1,297 @@
+"""A lead list uploaded in the console: read, mapped to lead fields, admitted in batches of
+100 in the background, followed, and given back as a CSV (docs/console.md#enrich).
+
+An upload lives in Redis (the rows as read, the template, the column mapping, and the ids of
+the batches admitted so far) for UPLOAD_DAYS: closing the page loses nothing, and admission
+resumes where it stopped (a batch is recorded with its leads, so a retried chunk is never
+admitted twice: a same-day repeat would be a replay anyway). Admission goes through the jobs
+service, one batch per 100 rows, exactly like `POST /api/v1/enrichment/batch` — the same
+rules, caps, idempotency and rate limit (one submission token per batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+from .csvsafe import safe_cell
+from .errors import EnrichmentError
+from .jobs import read, service
+from .jobs.states import DEFAULT_MIN_CONFIDENCE
+from .leads import LEAD_FIELDS
+from .ratelimit import SUBMIT, Policy
+from .services import Services
+from .templates import TEMPLATES
+from .workspaces import Workspace, get_workspace
+
+MAX_ROWS = 10_000
+MAX_BYTES = 5 * 1024 * 1024
+CHUNK = 100  # leads per batch, as the API's batch route
+LOCK_SECONDS = 120  # an admitting process holds the upload this long past its last batch
+UPLOAD_DAYS = 7
+# Column names (lower-cased, spaces and dashes as underscores) a lead field is read from.
+ALIASES = {
+    "email": ("email", "e_mail", "email_address", "work_email"),
+    "name": ("name", "full_name", "contact", "contact_name", "person"),
+    "company": ("company", "company_name", "organization", "organisation", "account"),
+    "domain": ("domain", "website", "company_domain", "url", "web"),
+    "linkedin_url": ("linkedin_url", "linkedin", "linkedin_profile"),
+}
+
+
+class BadUpload(ValueError):
+    """A file that cannot be enriched, with a message for the person who sent it."""
+
+
+@dataclass
+class Upload:
+    id: str
+    workspace_id: str
+    livemode: bool
+    template: str
+    header: list[str]
+    rows: list[list[str]]
+    mapping: dict[str, int]  # lead field → column index
+    batches: list[str] = field(default_factory=list)  # one per CHUNK rows, in order
+    started: bool = False
+    filename: str = ""
+
+    @property
+    def admitted(self) -> int:
+        return min(len(self.rows), len(self.batches) * CHUNK)
+
+    def lead(self, row: list[str]) -> dict:
+        return {f: row[i].strip() for f, i in self.mapping.items()
+                if i < len(row) and row[i].strip()}
+
+
+def _key(upload_id: str) -> str:
+    return f"console:upload:{upload_id}"
+
+
+def _normal(name: str) -> str:
+    return "_".join(name.strip().lower().replace("-", " ").split())
+
+
+def mapping(header: list[str]) -> dict[str, int]:
+    """Which column each lead field is read from: the first column whose name is one of the
+    field's names."""
+    names = [_normal(h) for h in header]
+    found = {}
+    for lead_field in LEAD_FIELDS:
+        for alias in ALIASES[lead_field]:
+            if alias in names:
+                found[lead_field] = names.index(alias)
+                break
+    return found
+
+
+def parse(data: bytes, template: str) -> tuple[list[str], list[list[str]], dict[str, int]]:
+    """The header, rows and mapping of an uploaded file; BadUpload says why not."""
+    if template not in TEMPLATES:
+        raise BadUpload("Choose a template.")
+    if len(data) > MAX_BYTES:
+        raise BadUpload(f"The file is larger than {MAX_BYTES // (1024 * 1024)} MiB.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadUpload("The file is not UTF-8 text (save it as CSV UTF-8).") from None
+    if "\x00" in text:
+        raise BadUpload("The file is not a CSV text file.")
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        table = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise BadUpload(f"The file is not a readable CSV ({exc}).") from None
+    if not table:
+        raise BadUpload("The file is empty.")
+    header, rows = table[0], table[1:]
+    if not rows:
+        raise BadUpload("The file has a header but no rows.")
+    if len(rows) > MAX_ROWS:
+        raise BadUpload(f"The file has {len(rows):,} rows; at most {MAX_ROWS:,} per upload.")
+    found = mapping(header)
+    if not found:
+        raise BadUpload("No column names a lead field: name columns email, name, company, "
+                        "domain or linkedin_url.")
+    return header, rows, found
+
+
+def create(svc: Services, workspace: Workspace, template: str, data: bytes,
+           filename: str = "") -> Upload:
+    header, rows, found = parse(data, template)
+    upload = Upload(secrets.token_urlsafe(12), str(workspace.id), workspace.livemode, template,
+                    header, rows, found, filename=filename[:200])
+    save(svc, upload)
+    svc.redis.lpush(_index(workspace), upload.id)
+    svc.redis.ltrim(_index(workspace), 0, 19)
+    svc.redis.expire(_index(workspace), UPLOAD_DAYS * 86400)
+    return upload
+
+
+def _index(workspace: Workspace) -> str:
+    return f"console:uploads:{workspace.bucket}"
+
+
+def save(svc: Services, upload: Upload) -> None:
+    svc.redis.set(_key(upload.id), json.dumps(asdict(upload)), ex=UPLOAD_DAYS * 86400)
+
+
+def load(svc: Services, upload_id: str, workspace: Workspace | None = None) -> Upload | None:
+    """The upload — only its own workspace's, in the same mode, when `workspace` is given."""
+    raw = svc.redis.get(_key(upload_id)) if upload_id.replace("-", "").replace("_", "") \
+        .isalnum() else None
+    if raw is None:
+        return None
+    upload = Upload(**json.loads(raw))
+    if workspace is not None and (upload.workspace_id != str(workspace.id)
+                                  or upload.livemode != workspace.livemode):
+        return None
+    return upload
+
+
+def recent(svc: Services, workspace: Workspace) -> list[Upload]:
+    ids = svc.redis.lrange(_index(workspace), 0, 19)
+    found = (load(svc, i.decode() if isinstance(i, bytes) else i, workspace) for i in ids)
+    return [u for u in found if u is not None]
+
+
+def admit_next(svc: Services, workspace: Workspace, upload: Upload,
+               validate: Callable[[dict, str], dict]) -> bool:
+    """Admit the next CHUNK rows as one batch. `validate(lead, template)` returns the lead as
+    a submission would take it, or raises ValueError with the reason (a refused row).
+    Returns whether rows remain."""
+    start = upload.admitted
+    chunk = upload.rows[start:start + CHUNK]
+    if not chunk:
+        return False
+    batch_id = service.open_batch(svc, workspace.id, upload.template, len(chunk),
+                                  workspace.livemode)
+    items: list[tuple[int, uuid.UUID | None, bool]] = []
+    for index, row in enumerate(chunk):
+        try:
+            lead = validate(upload.lead(row), upload.template)
+            admitted = service.submit(svc, workspace, upload.template, lead, {}, 7,
+                                      min_confidence=DEFAULT_MIN_CONFIDENCE,
+                                      batch_id=batch_id)
+        except (ValueError, EnrichmentError):  # invalid, or refused (a cap, suppression)
+            items.append((index, None, True))
+        else:
+            items.append((index, admitted.job["id"], False))
+    service.close_batch(svc, workspace.id, batch_id, items)
+    upload.batches.append(str(batch_id))
+    save(svc, upload)
+    return upload.admitted < len(upload.rows)
+
+
+def admit(svc: Services, upload_id: str, validate: Callable[[dict, str], dict]) -> int:
+    """Admit what remains of a started upload — one process at a time (a Redis lock): a
+    duplicate or retried task finds it held and leaves. When the workspace's submission rate
+    limit runs out, the rest is sent again for when it refills. Returns the rows admitted."""
+    upload = load(svc, upload_id)
+    if upload is None or not upload.started:
+        return 0
+    lock = svc.redis.lock(f"{_key(upload_id)}:lock", timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return upload.admitted
+    try:
+        with svc.db.connection() as conn:
+            workspace = get_workspace(conn, uuid.UUID(upload.workspace_id), upload.livemode)
+        if workspace is None:
+            return 0
+        policy = Policy.for_plan(svc.settings.plans[workspace.plan], SUBMIT)
+        while upload.admitted < len(upload.rows):
+            decision = svc.rate_limiter.hit(workspace.bucket, policy)
+            if not decision.allowed:
+                svc.publisher.send_admission(upload_id, countdown=decision.retry_after)
+                break
+            admit_next(svc, workspace, upload, validate)
+            lock.extend(LOCK_SECONDS, replace_ttl=True)
+        return upload.admitted
+    finally:
+        lock.release()
+
+
+def stalled(svc: Services, upload: Upload) -> bool:
+    """Started, rows left, and nobody admitting them (a worker lost its task)."""
+    return upload.started and upload.admitted < len(upload.rows) and not svc.redis.exists(
+        f"{_key(upload.id)}:lock")
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int
+    counts: dict[str, int]
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def progress(svc: Services, upload: Upload) -> Progress:
+    counts = {"queued": len(upload.rows) - upload.admitted, "processing": 0, "succeeded": 0,
+              "failed": 0, "dead": 0, "rejected": 0}
+    with svc.db.connection() as conn:
+        for batch_id in upload.batches:
+            body = read.batch_progress(conn, uuid.UUID(upload.workspace_id),
+                                       uuid.UUID(batch_id), upload.livemode)
+            for name, n in (body or {}).get("counts", {}).items():
+                counts[name] += n
+    done = counts["succeeded"] + counts["failed"] + counts["dead"] + counts["rejected"]
+    return Progress(len(upload.rows), done, counts)
+
+
+def results(svc: Services, upload: Upload) -> Iterator[str]:
+    """The results file, line by line: the customer's columns as read (a column the template
+    also fills keeps the customer's value, or takes the found one where theirs is empty), then
+    `status`, then the template's other fields — every cell from the service neutralised
+    against formula injection (csvsafe)."""
+    fields = TEMPLATES[upload.template].fields
+    names = [_normal(h) for h in upload.header]
+    shared = {f: names.index(f) for f in fields if f in names}
+    extra = [f for f in fields if f not in shared]
+    out = io.StringIO()
+    writer = csv.writer(out)
+
+    def line(cells: list[str]) -> str:
+        writer.writerow(cells)
+        text = out.getvalue()
+        out.seek(0)
+        out.truncate()
+        return text
+
+    yield line([*upload.header, "status", *extra])
+    jobs = _jobs(svc, upload)
+    for index, row in enumerate(upload.rows):
+        job = jobs.get(index)
+        status = "rejected" if job is None else job["status"]
+        found = ((job or {}).get("result") or {}).get("fields") or {}
+        cells = list(row) + [""] * (len(upload.header) - len(row))
+        for name, i in shared.items():
+            if not cells[i].strip() and found.get(name):
+                cells[i] = safe_cell(found[name])
+        yield line([*cells, status, *(safe_cell(found.get(f)) for f in extra)])
+
+
+def _jobs(svc: Services, upload: Upload) -> dict[int, dict]:
+    """Row index → its job's body (rows refused, erased or not admitted yet: absent)."""
+    ws = uuid.UUID(upload.workspace_id)
+    bodies: dict[int, dict] = {}
+    with svc.db.connection() as conn:
+        for n, batch_id in enumerate(upload.batches):
+            items = conn.execute("SELECT idx, job_id FROM batch_items WHERE batch_id = %s"
+                                 " AND job_id IS NOT NULL", (batch_id,)).fetchall()
+            for item in items:
+                row = read.get_job(conn, ws, item["job_id"], upload.livemode)
+                if row is not None:
+                    bodies[n * CHUNK + item["idx"]] = read.job_body(row)
+    return bodies
