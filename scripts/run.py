@@ -206,6 +206,7 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
     simulate = not env.get("PERPLEXITY_API_KEY") and not env.get("SOCIAL_LINKS_API_KEY")
     local_posthog = not env.get("POSTHOG_API_KEY")
     local_hunter = not env.get("HUNTER_API_KEY")
+    env.setdefault("CONSOLE_INSECURE_COOKIES", "true")  # the console over local plain http
     ports = [API_PORT, FLOWER_PORT] + ([SIM_PORT] if simulate else []) + (
         [POSTHOG_PORT] if local_posthog else []) + ([HUNTER_PORT] if local_hunter else [])
     busy = [p for p in ports if port_busy(p)]
@@ -279,6 +280,7 @@ def launch(procs: dict[str, subprocess.Popen]) -> int:
               if local_posthog else env.get("POSTHOG_HOST", "PostHog"))
     say(f"""
   API        http://127.0.0.1:{API_PORT}   (readiness: /readyz)
+  Console    http://127.0.0.1:{API_PORT}/console/   (sign in with the key below)
   Flower     http://127.0.0.1:{FLOWER_PORT}   (queues elite / pro / core)
   Worker     every queue of workers/celery_app.py (maintenance + the plans' tiers)
   Webhooks   the webhooks queue (its own worker: a slow receiver holds up no job)
