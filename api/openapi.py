@@ -196,7 +196,7 @@ def build(app: Flask) -> dict:
         spec.components.header(name, header)
     seen = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("console."):  # (pages)
             continue
         op = OPERATIONS[rule.endpoint]  # KeyError: a route without documentation
         path = CONVERTER.sub(lambda m: "{" + m.group(2) + "}", rule.rule)
