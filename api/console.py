@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 import uuid
 from datetime import timedelta
 
@@ -51,6 +52,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 
 COOKIE = "console_session"
 IDLE = timedelta(hours=12)
+ANONYMOUS = timedelta(minutes=15)  # a sign-in form's session (its CSRF token) lives this long
 CSRF_SECRET = "console:csrf-secret"  # noqa: S105 (the Redis key that holds it, shared)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -70,6 +72,7 @@ class ConsoleSession(CallbackDict, SessionMixin):
         self.sid = sid
         self.modified = False
         self.rotate = False  # a new id at sign-in (no session fixation)
+        self.down = False  # Redis could not be read
 
 
 class ConsoleSessions(SessionInterface):
@@ -84,7 +87,12 @@ class ConsoleSessions(SessionInterface):
             return None  # the API: no session (Flask's null session)
         redis = app.extensions["enrichment"].redis
         sid = request.cookies.get(COOKIE, "")
-        raw = redis.get(self._key(sid)) if 20 <= len(sid) <= 64 and sid.isascii() else None
+        try:
+            raw = redis.get(self._key(sid)) if 20 <= len(sid) <= 64 and sid.isascii() else None
+        except BACKING_SERVICE_DOWN:
+            unavailable = ConsoleSession()
+            unavailable.down = True  # type: ignore[attr-defined]
+            return unavailable  # before_request answers with a page
         if raw is None:
             return ConsoleSession()
         return ConsoleSession(json.loads(raw), sid)
@@ -103,14 +111,25 @@ class ConsoleSessions(SessionInterface):
             redis.delete(self._key(session.sid))
             session.sid = None
         session.sid = session.sid or secrets.token_urlsafe(32)
-        redis.set(self._key(session.sid), json.dumps(dict(session)), ex=IDLE)
-        response.set_cookie(COOKIE, session.sid, max_age=int(IDLE.total_seconds()),
+        ttl = IDLE if "ws" in session else ANONYMOUS
+        redis.set(self._key(session.sid), json.dumps(dict(session)), ex=ttl)
+        response.set_cookie(COOKIE, session.sid, max_age=int(ttl.total_seconds()),
                             path="/console", httponly=True, samesite="Lax", secure=secure)
 
 
 def install(app) -> None:
     app.session_interface = ConsoleSessions()
+    # The token is bound to the session, which expires after 12 h idle: no shorter limit (a
+    # Sign out form left open an hour must still sign out).
+    app.config["WTF_CSRF_TIME_LIMIT"] = None
     app.register_blueprint(bp)
+    app.extensions["console_errors"] = _http
+
+    @app.after_request
+    def _console_headers(response: Response) -> Response:
+        if request.path.startswith("/console"):  # routing errors included
+            response.headers.update(HEADERS)
+        return response
 
 
 # --- every request -------------------------------------------------------------------------
@@ -118,11 +137,15 @@ def install(app) -> None:
 @bp.before_request
 def _guard():
     app, svc = current_app, services()
+    if getattr(session, "down", False):
+        return page("error.html", 503, message="The service cannot reach Redis right now; "
+                    "try again in a minute.")
     if request.endpoint == "console.enrich":  # an upload may be larger than an API body
         request.max_content_length = uploads.MAX_BYTES + 64 * 1024
-    if not app.config.get("WTF_CSRF_SECRET_KEY"):  # one secret for every API process
-        svc.redis.set(CSRF_SECRET, secrets.token_hex(32), nx=True)
-        app.config["WTF_CSRF_SECRET_KEY"] = svc.redis.get(CSRF_SECRET).decode()
+    # One secret for every API process, read each time (a restored Redis gets a new one for
+    # all processes at once, not one per process).
+    svc.redis.set(CSRF_SECRET, secrets.token_hex(32), nx=True)
+    app.config["WTF_CSRF_SECRET_KEY"] = svc.redis.get(CSRF_SECRET).decode()
     if request.method == "POST":  # before anything else: 403 without the form's token
         try:
             validate_csrf(request.form.get("csrf_token"))
@@ -147,14 +170,9 @@ def _guard():
     return None
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+           "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+           "Cache-Control": "no-store"}
 
 
 @bp.errorhandler(CSRFError)
@@ -169,6 +187,11 @@ def _http(exc: HTTPException):
                 413: f"The file is larger than {uploads.MAX_BYTES // (1024 * 1024)} MiB."}
     return page("error.html", exc.code or 500,
                 message=messages.get(exc.code or 500, exc.description or exc.name))
+
+
+@bp.errorhandler(EnrichmentError)
+def _domain(exc: EnrichmentError):
+    return page("error.html", exc.status, message=str(exc))
 
 
 @bp.errorhandler(Exception)
@@ -273,7 +296,8 @@ def enrich():
                     error="Choose a CSV file.")
     data = file.stream.read(uploads.MAX_BYTES + 1)
     try:
-        upload = uploads.create(svc, ws, template, data, file.filename)
+        upload = uploads.create(svc, ws, template, data, file.filename,
+                                session.get("prefix", ""))
     except uploads.BadUpload as exc:
         return page("enrich.html", 400, templates=TEMPLATES, recent=recent, error=str(exc))
     return redirect(url_for("console.upload", upload_id=upload.id))
@@ -293,8 +317,11 @@ def upload(upload_id: str):
     if not found.started:
         columns = {i: f for f, i in found.mapping.items()}
         return page("mapping.html", upload=found, columns=columns,
-                    template=TEMPLATES[found.template], sample=found.rows[:5])
+                    template=TEMPLATES[found.template],
+                    sample=uploads.rows(svc, found)[:5])
     if uploads.stalled(svc, found):  # a worker lost its task: send it again
+        found.resume_at = time.time()
+        uploads.save(svc, found)
         svc.publisher.send_admission(found.id)
     return page("progress.html", upload=found, progress=uploads.progress(svc, found))
 
@@ -312,7 +339,12 @@ def start(upload_id: str):
 
 @bp.get("/enrich/<upload_id>/progress.json")
 def progress(upload_id: str):
-    done = uploads.progress(services(), _upload(upload_id))
+    svc, found = services(), _upload(upload_id)
+    if uploads.stalled(svc, found):
+        found.resume_at = time.time()
+        uploads.save(svc, found)
+        svc.publisher.send_admission(found.id)
+    done = uploads.progress(svc, found)
     return {"done": done.done, "total": done.total, "finished": done.finished,
             "counts": done.counts}
 
@@ -321,7 +353,8 @@ def progress(upload_id: str):
 def results(upload_id: str):
     found = _upload(upload_id)
     name = (found.filename.rsplit(".", 1)[0] or "leads") + "-enriched.csv"
-    safe = "".join(c for c in name if c.isalnum() or c in "-_.") or "results.csv"
+    safe = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_.")) \
+        or "results.csv"
     return Response("".join(uploads.results(services(), found)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{safe}"'})
 
@@ -456,10 +489,14 @@ def _invoices(svc, ws) -> tuple[list[dict], dict | None]:
                                 (ws.id,)).fetchone()["stripe_customer_id"]
     if customer is None:
         return [], None
-    try:
-        return list(svc.billing.invoices(customer)), svc.billing.upcoming_invoice(customer)
-    except Exception:  # Stripe down or refusing: the page says so, nothing breaks
-        return [], None
+    found: list = [[], None]
+    for n, fetch in enumerate((lambda: list(svc.billing.invoices(customer)),
+                               lambda: svc.billing.upcoming_invoice(customer))):
+        try:  # each on its own: Stripe down or refusing shows "none", nothing breaks
+            found[n] = fetch()
+        except Exception:
+            log.warning("console: Stripe did not answer for workspace %s", ws.id)
+    return found[0], found[1]
 
 
 @bp.app_template_filter("cents")

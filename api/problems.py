@@ -10,7 +10,7 @@ import json
 import logging
 
 import psycopg
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -58,6 +58,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        pages = app.extensions.get("console_errors")
+        if pages is not None and request.path.startswith("/console"):
+            return pages(exc)  # a page under /console/ (an unknown one, a wrong method)
         headers = {}
         if exc.code == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)

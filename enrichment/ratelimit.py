@@ -85,13 +85,14 @@ class RateLimiter:
         self.script = client.register_script(lua("rate_limit.lua"))
         self.prefix = prefix
 
-    def hit(self, subject: str, policy: Policy) -> Decision:
+    def hit(self, subject: str, policy: Policy, stats: bool = True) -> Decision:
+        """One token of `subject`'s bucket. `stats`: counted for the rejection-rate alert
+        (not a test-mode bucket's, nor a background waiter's)."""
         # One hash tag per subject keeps both keys on one Redis Cluster slot.
         base = f"{self.prefix}:{{{subject}}}:{policy.name}"
-        # A test-mode bucket is not counted for the rejection-rate alert.
-        stats = [] if subject.endswith(TEST_BUCKET) else [minute_key()]
+        counted = [minute_key()] if stats and not subject.endswith(TEST_BUCKET) else []
         allowed, remaining, retry_after, reset_after, now = self.script(
-            keys=[base, f"{base}:log", *stats],
+            keys=[base, f"{base}:log", *counted],
             args=[policy.rate, policy.burst, policy.limit, policy.window],
         )
         return Decision(bool(allowed), policy.limit, policy.window, int(remaining),

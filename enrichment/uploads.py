@@ -1,23 +1,30 @@
 """A lead list uploaded in the console: read, mapped to lead fields, admitted in batches of
 100 in the background, followed, and given back as a CSV (docs/console.md#enrich).
 
-An upload lives in Redis (the rows as read, the template, the column mapping, and the ids of
-the batches admitted so far) for UPLOAD_DAYS: closing the page loses nothing, and admission
-resumes where it stopped (a batch is recorded with its leads, so a retried chunk is never
-admitted twice: a same-day repeat would be a replay anyway). Admission goes through the jobs
-service, one batch per 100 rows, exactly like `POST /api/v1/enrichment/batch` — the same
-rules, caps, idempotency and rate limit (one submission token per batch).
+An upload lives in Redis for UPLOAD_DAYS — its description (template, column mapping, the ids
+of the batches admitted so far) under one key, its rows as read under another, read only when
+needed — at most KEPT_UPLOADS per workspace and mode (the oldest go). Closing the page loses
+nothing, and admission resumes where it stopped: a chunk's batch id is recorded before its
+leads are admitted, so a chunk interrupted half-way is admitted again into the same batch (its
+leads already admitted today are same-day replays: no second job, no second charge).
+Admission goes through the jobs service, one batch per 100 rows, exactly like `POST
+/api/v1/enrichment/batch` — the same rules, caps, idempotency and rate limit (one submission
+token per batch), and stops when the key that started it is revoked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+
+from redis.exceptions import LockError
 
 from .csvsafe import safe_cell
 from .errors import EnrichmentError
@@ -31,8 +38,12 @@ from .workspaces import Workspace, get_workspace
 
 MAX_ROWS = 10_000
 MAX_BYTES = 5 * 1024 * 1024
+MAX_COLUMNS = 100
+MAX_CELL = 2_000  # characters
+KEPT_UPLOADS = 20  # per workspace and mode
 CHUNK = 100  # leads per batch, as the API's batch route
-LOCK_SECONDS = 120  # an admitting process holds the upload this long past its last batch
+LOCK_SECONDS = 600  # an admitting process holds the upload this long past its last batch
+STALL_SECONDS = 120  # started, rows left, nobody admitting and nothing due: lost
 UPLOAD_DAYS = 7
 # Column names (lower-cased, spaces and dashes as underscores) a lead field is read from.
 ALIASES = {
@@ -55,19 +66,21 @@ class Upload:
     livemode: bool
     template: str
     header: list[str]
-    rows: list[list[str]]
+    total: int
     mapping: dict[str, int]  # lead field → column index
+    key_prefix: str = ""  # the API key that made it: admission stops if it is revoked
     batches: list[str] = field(default_factory=list)  # one per CHUNK rows, in order
+    pending: str | None = None  # the batch of the chunk being admitted
     started: bool = False
+    resume_at: float = 0.0  # admission waits for the rate limit until then (epoch seconds)
     filename: str = ""
 
     @property
     def admitted(self) -> int:
-        return min(len(self.rows), len(self.batches) * CHUNK)
+        return min(self.total, len(self.batches) * CHUNK)
 
     def lead(self, row: list[str]) -> dict:
-        return {f: row[i].strip() for f, i in self.mapping.items()
-                if i < len(row) and row[i].strip()}
+        return {f: row[i].strip() for f, i in self.mapping.items() if row[i].strip()}
 
 
 def _key(upload_id: str) -> str:
@@ -118,6 +131,14 @@ def parse(data: bytes, template: str) -> tuple[list[str], list[list[str]], dict[
         raise BadUpload("The file has a header but no rows.")
     if len(rows) > MAX_ROWS:
         raise BadUpload(f"The file has {len(rows):,} rows; at most {MAX_ROWS:,} per upload.")
+    if len(header) > MAX_COLUMNS:
+        raise BadUpload(f"The file has {len(header):,} columns; at most {MAX_COLUMNS}.")
+    for number, row in enumerate(rows, start=2):
+        if any(c.strip() for c in row[len(header):]):
+            raise BadUpload(f"Line {number} has more cells than the header has columns.")
+        if any(len(c) > MAX_CELL for c in row):
+            raise BadUpload(f"Line {number} has a cell longer than {MAX_CELL:,} characters.")
+        row[:] = row[:len(header)] + [""] * (len(header) - len(row))
     found = mapping(header)
     if not found:
         raise BadUpload("No column names a lead field: name columns email, name, company, "
@@ -126,15 +147,33 @@ def parse(data: bytes, template: str) -> tuple[list[str], list[list[str]], dict[
 
 
 def create(svc: Services, workspace: Workspace, template: str, data: bytes,
-           filename: str = "") -> Upload:
+           filename: str = "", key_prefix: str = "") -> Upload:
     header, rows, found = parse(data, template)
     upload = Upload(secrets.token_urlsafe(12), str(workspace.id), workspace.livemode, template,
-                    header, rows, found, filename=filename[:200])
-    save(svc, upload)
-    svc.redis.lpush(_index(workspace), upload.id)
-    svc.redis.ltrim(_index(workspace), 0, 19)
-    svc.redis.expire(_index(workspace), UPLOAD_DAYS * 86400)
+                    header, len(rows), found, key_prefix, filename=filename[:200])
+    ttl = UPLOAD_DAYS * 86400
+    index = _index(workspace)
+    with svc.redis.pipeline() as pipe:
+        pipe.set(_rows_key(upload.id), json.dumps(rows), ex=ttl)
+        pipe.set(_key(upload.id), json.dumps(asdict(upload)), ex=ttl)
+        pipe.lpush(index, upload.id)
+        pipe.lrange(index, KEPT_UPLOADS, -1)  # the oldest, beyond what is kept: they go
+        pipe.ltrim(index, 0, KEPT_UPLOADS - 1)
+        pipe.expire(index, ttl)
+        dropped = pipe.execute()[3]
+    for old in dropped:
+        old_id = old.decode() if isinstance(old, bytes) else old
+        svc.redis.delete(_key(old_id), _rows_key(old_id))
     return upload
+
+
+def _rows_key(upload_id: str) -> str:
+    return f"{_key(upload_id)}:rows"
+
+
+def rows(svc: Services, upload: Upload) -> list[list[str]]:
+    raw = svc.redis.get(_rows_key(upload.id))
+    return json.loads(raw) if raw is not None else []
 
 
 def _index(workspace: Workspace) -> str:
@@ -164,17 +203,21 @@ def recent(svc: Services, workspace: Workspace) -> list[Upload]:
     return [u for u in found if u is not None]
 
 
-def admit_next(svc: Services, workspace: Workspace, upload: Upload,
+def admit_next(svc: Services, workspace: Workspace, upload: Upload, table: list[list[str]],
                validate: Callable[[dict, str], dict]) -> bool:
-    """Admit the next CHUNK rows as one batch. `validate(lead, template)` returns the lead as
-    a submission would take it, or raises ValueError with the reason (a refused row).
-    Returns whether rows remain."""
+    """Admit the next CHUNK rows of `table` as one batch (the one recorded as pending, if a
+    run was interrupted in it). `validate(lead, template)` returns the lead as a submission
+    would take it, or raises ValueError with the reason (a refused row). Returns whether rows
+    remain."""
     start = upload.admitted
-    chunk = upload.rows[start:start + CHUNK]
+    chunk = table[start:start + CHUNK]
     if not chunk:
         return False
-    batch_id = service.open_batch(svc, workspace.id, upload.template, len(chunk),
-                                  workspace.livemode)
+    if upload.pending is None:
+        upload.pending = str(service.open_batch(svc, workspace.id, upload.template,
+                                                len(chunk), workspace.livemode))
+        save(svc, upload)
+    batch_id = uuid.UUID(upload.pending)
     items: list[tuple[int, uuid.UUID | None, bool]] = []
     for index, row in enumerate(chunk):
         try:
@@ -187,43 +230,66 @@ def admit_next(svc: Services, workspace: Workspace, upload: Upload,
         else:
             items.append((index, admitted.job["id"], False))
     service.close_batch(svc, workspace.id, batch_id, items)
-    upload.batches.append(str(batch_id))
+    upload.batches.append(upload.pending)
+    upload.pending = None
     save(svc, upload)
-    return upload.admitted < len(upload.rows)
+    return upload.admitted < upload.total
 
 
 def admit(svc: Services, upload_id: str, validate: Callable[[dict, str], dict]) -> int:
     """Admit what remains of a started upload — one process at a time (a Redis lock): a
     duplicate or retried task finds it held and leaves. When the workspace's submission rate
     limit runs out, the rest is sent again for when it refills. Returns the rows admitted."""
-    upload = load(svc, upload_id)
-    if upload is None or not upload.started:
-        return 0
     lock = svc.redis.lock(f"{_key(upload_id)}:lock", timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire():
-        return upload.admitted
+        return 0
     try:
-        with svc.db.connection() as conn:
-            workspace = get_workspace(conn, uuid.UUID(upload.workspace_id), upload.livemode)
-        if workspace is None:
+        upload = load(svc, upload_id)  # read under the lock: what the last holder saved
+        if upload is None or not upload.started:
             return 0
-        policy = Policy.for_plan(svc.settings.plans[workspace.plan], SUBMIT)
-        while upload.admitted < len(upload.rows):
-            decision = svc.rate_limiter.hit(workspace.bucket, policy)
+        table = rows(svc, upload)
+        policy = Policy.for_plan(svc.settings.plans[_plan(svc, upload)], SUBMIT)
+        while upload.admitted < upload.total:
+            workspace = _still_allowed(svc, upload)
+            if workspace is None:  # the key was revoked (or the workspace deleted): stop
+                break
+            decision = svc.rate_limiter.hit(workspace.bucket, policy, stats=False)
             if not decision.allowed:
+                upload.resume_at = time.time() + decision.retry_after
+                save(svc, upload)
                 svc.publisher.send_admission(upload_id, countdown=decision.retry_after)
                 break
-            admit_next(svc, workspace, upload, validate)
+            admit_next(svc, workspace, upload, table, validate)
             lock.extend(LOCK_SECONDS, replace_ttl=True)
         return upload.admitted
     finally:
-        lock.release()
+        with contextlib.suppress(LockError):
+            lock.release()
+
+
+def _plan(svc: Services, upload: Upload) -> str:
+    with svc.db.connection() as conn:
+        row = conn.execute("SELECT plan FROM workspaces WHERE id = %s",
+                           (upload.workspace_id,)).fetchone()
+    return row["plan"] if row else svc.settings.plans.names[0]
+
+
+def _still_allowed(svc: Services, upload: Upload) -> Workspace | None:
+    """The workspace, if the key that started the upload still stands."""
+    with svc.db.connection() as conn:
+        if conn.execute("SELECT 1 FROM api_keys WHERE prefix = %s AND workspace_id = %s"
+                        " AND revoked_at IS NULL",
+                        (upload.key_prefix, upload.workspace_id)).fetchone() is None:
+            return None
+        return get_workspace(conn, uuid.UUID(upload.workspace_id), upload.livemode)
 
 
 def stalled(svc: Services, upload: Upload) -> bool:
-    """Started, rows left, and nobody admitting them (a worker lost its task)."""
-    return upload.started and upload.admitted < len(upload.rows) and not svc.redis.exists(
-        f"{_key(upload.id)}:lock")
+    """Started, rows left, nobody admitting them and no admission due (a worker lost its
+    task): the page that shows it sends it again."""
+    return (upload.started and upload.admitted < upload.total
+            and time.time() > upload.resume_at + STALL_SECONDS
+            and not svc.redis.exists(f"{_key(upload.id)}:lock"))
 
 
 @dataclass
@@ -238,7 +304,7 @@ class Progress:
 
 
 def progress(svc: Services, upload: Upload) -> Progress:
-    counts = {"queued": len(upload.rows) - upload.admitted, "processing": 0, "succeeded": 0,
+    counts = {"queued": upload.total - upload.admitted, "processing": 0, "succeeded": 0,
               "failed": 0, "dead": 0, "rejected": 0}
     with svc.db.connection() as conn:
         for batch_id in upload.batches:
@@ -247,7 +313,7 @@ def progress(svc: Services, upload: Upload) -> Progress:
             for name, n in (body or {}).get("counts", {}).items():
                 counts[name] += n
     done = counts["succeeded"] + counts["failed"] + counts["dead"] + counts["rejected"]
-    return Progress(len(upload.rows), done, counts)
+    return Progress(upload.total, done, counts)
 
 
 def results(svc: Services, upload: Upload) -> Iterator[str]:
@@ -271,11 +337,11 @@ def results(svc: Services, upload: Upload) -> Iterator[str]:
 
     yield line([*upload.header, "status", *extra])
     jobs = _jobs(svc, upload)
-    for index, row in enumerate(upload.rows):
+    for index, row in enumerate(rows(svc, upload)):
         job = jobs.get(index)
         status = "rejected" if job is None else job["status"]
         found = ((job or {}).get("result") or {}).get("fields") or {}
-        cells = list(row) + [""] * (len(upload.header) - len(row))
+        cells = list(row)  # (parse made every row as wide as the header)
         for name, i in shared.items():
             if not cells[i].strip() and found.get(name):
                 cells[i] = safe_cell(found[name])
@@ -290,8 +356,9 @@ def _jobs(svc: Services, upload: Upload) -> dict[int, dict]:
         for n, batch_id in enumerate(upload.batches):
             items = conn.execute("SELECT idx, job_id FROM batch_items WHERE batch_id = %s"
                                  " AND job_id IS NOT NULL", (batch_id,)).fetchall()
+            found = {r["id"]: r for r in read.get_jobs(conn, ws, [i["job_id"] for i in items],
+                                                       upload.livemode)}
             for item in items:
-                row = read.get_job(conn, ws, item["job_id"], upload.livemode)
-                if row is not None:
-                    bodies[n * CHUNK + item["idx"]] = read.job_body(row)
+                if item["job_id"] in found:
+                    bodies[n * CHUNK + item["idx"]] = read.job_body(found[item["job_id"]])
     return bodies

@@ -172,3 +172,41 @@ def test_an_upload_is_admitted_in_batches_and_comes_back_in_its_order(client, db
     assert {r[4] for r in out[1:151]} == {"succeeded"}
     assert out[151][3] == '=HYPERLINK("x")' and out[151][4] == "rejected"  # as read
     assert out[152][4] == "rejected"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"email" + b",x" * 200 + b"\na@b.com\n", b"at most 100"),
+    (b"email,name\na@b.com,Ann,EXTRA\n", b"more cells than the header"),
+    (b"email\n" + b"a" * 3000 + b"\n", b"longer than 2,000"),
+])
+def test_a_file_too_wide_is_refused_before_it_is_kept(signed_in, content, message):
+    import io
+
+    client = signed_in[0]
+    page = client.get("/console/enrich").data
+    resp = client.post("/console/enrich", content_type="multipart/form-data", data={
+        "csrf_token": token(page), "template": "person_basic",
+        "csv_file": (io.BytesIO(content), "leads.csv")})
+    assert resp.status_code == 400 and message in resp.data
+
+
+def test_routing_errors_under_the_console_are_pages_with_its_headers(signed_in):
+    client = signed_in[0]
+    for method, path, status in (("GET", "/console/jobs/not-a-uuid", 404),
+                                 ("GET", "/console/sign-out", 405),
+                                 ("GET", "/console/nope", 404)):
+        resp = client.open(path, method=method)
+        assert resp.status_code == status and resp.mimetype == "text/html", path
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    assert client.get("/api/v1/nope").mimetype == "application/problem+json"  # the API: JSON
+    assert "Set-Cookie" not in client.get("/healthz").headers  # the API has no session
+
+
+def test_only_the_newest_uploads_are_kept(signed_in, db):
+    _, ws, _, _ = signed_in
+    made = [uploads.create(db, ws, "person_basic", b"email\na@b.com\n")
+            for _ in range(uploads.KEPT_UPLOADS + 3)]
+    assert [u.id for u in uploads.recent(db, ws)] == [u.id for u in made[::-1]][
+        :uploads.KEPT_UPLOADS]
+    assert uploads.load(db, made[0].id) is None and not db.redis.exists(
+        f"console:upload:{made[0].id}:rows")

@@ -95,7 +95,7 @@ def test_over_real_http_with_gunicorn(make_workspace, worker, tmp_path):
             assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
             try:
                 return requests.get(f"{base}/readyz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # (still booting)
                 return False
 
         eventually(up, 30)

@@ -30,6 +30,13 @@ def get_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID,
                         (workspace_id, job_id, livemode)).fetchone()
 
 
+def get_jobs(conn: Conn, workspace_id: uuid.UUID, job_ids: list[uuid.UUID],
+             livemode: bool) -> list[dict]:
+    """get_job for many jobs at once (those that exist, of this workspace and mode)."""
+    return conn.execute(SELECT_JOBS + "WHERE j.workspace_id = %s AND j.id = ANY(%s::uuid[])"
+                        " AND j.livemode = %s", (workspace_id, job_ids, livemode)).fetchall()
+
+
 def known_job(conn: Conn, workspace_id: uuid.UUID, job_id: uuid.UUID) -> dict:
     """get_job, for a job this transaction knows exists."""
     return one(conn.execute(JOB_QUERY, (workspace_id, job_id)))
