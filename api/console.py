@@ -273,7 +273,7 @@ def overview():
 def _chart(days: list[dict]) -> dict:
     """Bars of jobs per day (matched darker), scaled into a 600x160 SVG."""
     top = max((d["jobs"] for d in days), default=0) or 1
-    width = 600 / max(len(days), 1)
+    width = min(600 / max(len(days), 1), 40)  # a day's bar is at most 40 px wide
     bars = [{"x": round(i * width + 2, 1), "w": round(max(width - 4, 1), 1),
              "h": round(150 * d["jobs"] / top, 1), "m": round(150 * d["matched"] / top, 1),
              "label": f"{d['day']:%b %d}: {d['jobs']} jobs, {d['matched']} matched"}
