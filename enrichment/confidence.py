@@ -1,5 +1,5 @@
 """How sure a value is: the one rule, deterministic, from the providers' own signals
-(docs/api.md#confidence).
+(docs/api.md#provenance).
 
 1. A base from the provider's evidence: its own score where it gives one (Hunter's 0-100
    score / 100); a record the provider matched to the lead (a profile a lookup service

@@ -183,7 +183,7 @@ def _run(svc: Services, job: dict) -> JobStatus | Run:
 
     livemode = job["livemode"]
     policy = svc.call_policy(
-        livemode, on_retry=on_retry, spend=Spend(),
+        livemode, on_retry=on_retry,
         deadline=time.monotonic() + svc.settings.provider_round_seconds,
     )
     # Only company fields leave for a company-level job where person-level is off.
