@@ -4,8 +4,9 @@
 from celery.schedules import crontab
 
 SCHEDULE = {
-    # Publish jobs whose post-commit publish was lost; requeue jobs whose worker died; wake
-    # parked jobs whose wake-up was lost.
+    # The relay's minute (pipeline.sweep): requeue jobs whose worker died (expired lease;
+    # dead after their last run), re-send queued jobs whose message the broker lost, fill
+    # workspace slots a hand-over missed, publish outbox rows a crash left.
     "outbox-relay": {
         "task": "enrichment.relay_outbox",
         "schedule": crontab(),  # every minute

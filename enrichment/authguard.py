@@ -65,8 +65,9 @@ class AuthGuard:
         return None, False
 
     def succeeded(self, key_prefix: str, key: str) -> None:
-        """Remember that this key authenticated, for another `known_seconds` (a digest; the
-        database still decides every request, so a revoked key stays refused). Called on every
+        """Remember that this key authenticated, for another `known_seconds` (a digest: the
+        mark only spares the key the failed-auth throttle; it authorizes nothing — a revoked
+        key is refused by the database, or by its key-cache entry marked stale). Called on every
         success from the database, known key or not; a key-cache hit renews the mark in its
         own Redis call (`KeyCache.authorize`)."""
         self.redis.set(known_mark(key_prefix, self.prefix), _digest(key), ex=self.known_seconds)

@@ -198,6 +198,7 @@ class Settings:
     posthog_host: str | None = None
     worker_concurrency: int = 8  # Celery's worker_concurrency: a `-c` on the command line wins
     worker_metrics_port: int | None = None  # a worker serves its host's metrics on this port
+    worker_metrics_host: str = "127.0.0.1"  # ...on this address (0.0.0.0: every interface)
     workspace_concurrency: int = 1
     job_lease_seconds: int = 300
     outbox_relay_after_seconds: int = 30
@@ -270,6 +271,7 @@ class Settings:
             posthog_host=env.get("POSTHOG_HOST") or None,
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency),
             worker_metrics_port=_port(env, "WORKER_METRICS_PORT"),
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or cls.worker_metrics_host,
             workspace_concurrency=_int(env, "WORKSPACE_CONCURRENCY", cls.workspace_concurrency),
             job_lease_seconds=_int(env, "JOB_LEASE_SECONDS", cls.job_lease_seconds),
             outbox_relay_after_seconds=_int(

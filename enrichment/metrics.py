@@ -7,7 +7,13 @@ workers, Celery pool processes — writes its samples there and `GET /metrics` s
 
 from __future__ import annotations
 
+import hmac
 import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,8 +22,10 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 API_REQUESTS = Counter("enrichment_api_requests", "Rate-limited API requests by outcome",
                        ["plan", "policy", "outcome"])
@@ -126,3 +134,47 @@ def registry() -> CollectorRegistry:
 def exposition(*extra) -> tuple[bytes, str]:
     """The text exposition of every process's metrics plus `extra` collectors."""
     return generate_latest(_Combined(registry(), *extra)), CONTENT_TYPE_LATEST
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def protected_app(app: WSGIApp, token: str | None) -> WSGIApp:
+    """`app` behind `Authorization: Bearer <token>` (401 otherwise), as `GET /metrics` on the
+    API; `app` itself when no token is set."""
+    if not token:
+        return app
+    expected = f"Bearer {token}".encode()
+
+    def check(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if hmac.compare_digest(environ.get("HTTP_AUTHORIZATION", "").encode(), expected):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("WWW-Authenticate", 'Bearer realm="metrics"')])
+        return [b"Send 'Authorization: Bearer <METRICS_TOKEN>'.\n"]
+
+    return check
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # every scrape would be a line on stderr
+        pass
+
+
+def serve(port: int, host: str = "127.0.0.1", token: str | None = None,
+          source: CollectorRegistry | None = None) -> WSGIServer:
+    """The metrics of `source` (default: every process's, `registry()`) over HTTP on
+    host:port, from a daemon thread — prometheus_client's `start_http_server` with the API's
+    bearer token (METRICS_TOKEN) when `token` is set. Any path answers, as there. The server
+    is returned: `shutdown()` and `server_close()` stop it."""
+    family, *_ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):  # IPv6 hosts ("::") too
+        address_family = family
+
+    app = protected_app(make_wsgi_app(source if source is not None else registry()), token)
+    httpd = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd

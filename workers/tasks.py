@@ -53,13 +53,16 @@ def _close_services(**_):
 @worker_ready.connect
 def _serve_metrics(**_):
     """WORKER_METRICS_PORT: this worker host's metrics (all its pool processes) over HTTP, for
-    hosts whose workers do not share PROMETHEUS_MULTIPROC_DIR with an API."""
-    port = settings().worker_metrics_port
-    if port is None:
-        return
-    from prometheus_client import start_http_server
-
-    start_http_server(port, registry=metrics.registry())
+    hosts whose workers do not share PROMETHEUS_MULTIPROC_DIR with an API. On
+    WORKER_METRICS_HOST (loopback unless set), behind METRICS_TOKEN as the API's /metrics."""
+    config = settings()
+    if config.worker_metrics_port is None:
+        return None
+    server = metrics.serve(config.worker_metrics_port, config.worker_metrics_host,
+                           config.metrics_token)
+    log.info("metrics on %s:%s%s", config.worker_metrics_host, config.worker_metrics_port,
+             "" if config.metrics_token else " (no METRICS_TOKEN: unauthenticated)")
+    return server
 
 
 @task_prerun.connect
