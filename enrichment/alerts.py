@@ -38,13 +38,23 @@ class Rule:
     target: float
     window_minutes: int
     min_samples: int
+    runbook_url: str = ""  # its section of docs/operations.md
 
 
 def load_rules(path: str | Path = DEFAULT_ALERTS_FILE) -> list[Rule]:
-    """The rules of ALERTS_FILE (default: enrichment/alerts.toml)."""
+    """The rules of ALERTS_FILE (default: enrichment/alerts.toml); a rule's `runbook` is an
+    anchor of the file's `runbook_base`, or a whole URL."""
     with open(path, "rb") as fh:
         raw = tomllib.load(fh)
-    return [Rule(name=name, **spec) for name, spec in raw["rules"].items()]
+    base = raw.get("runbook_base", "")
+    rules = []
+    for name, spec in raw["rules"].items():
+        spec = dict(spec)
+        runbook = spec.pop("runbook", "")
+        if runbook and "://" not in runbook:
+            runbook = f"{base}#{runbook}"
+        rules.append(Rule(name=name, runbook_url=runbook, **spec))
+    return rules
 
 
 def _minutes(client: redis.Redis, now: datetime, window: int) -> dict[str, int]:
