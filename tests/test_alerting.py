@@ -80,3 +80,51 @@ def test_every_in_service_rule_has_a_runbook_section():
     bases = {r.runbook_url.split("#")[0] for r in rules}
     bases |= {r["annotations"]["runbook_url"].split("#")[0] for r in prometheus_rules()}
     assert len(bases) == 1
+
+
+# --- The chain: Prometheus → Alertmanager → a receiver, in docker-compose.yml --------------
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+ALERTMANAGER_DIR = ROOT / "deploy" / "alertmanager"
+
+
+def test_prometheus_sends_its_alerts_to_alertmanager():
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    targets = [t for am in config["alerting"]["alertmanagers"]
+               for sc in am["static_configs"] for t in sc["targets"]]
+    assert targets == ["alertmanager:9093"]
+    assert "alertmanager" in SERVICES
+
+
+def test_alertmanager_routes_to_the_webhook_by_default():
+    am = SERVICES["alertmanager"]
+    assert am["image"].startswith("prom/alertmanager:")
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in am["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in am["command"]
+    assert all(p.startswith("127.0.0.1:") for p in am["ports"])
+    assert am["environment"]["ALERT_WEBHOOK_URL"] == "${ALERT_WEBHOOK_URL:-}"
+
+    config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    default = receivers[config["route"]["receiver"]]
+    (webhook,) = default["webhook_configs"]
+    assert webhook["send_resolved"] is True
+    # Alertmanager expands no variables: the entrypoint writes the URL to the file it reads,
+    # on a tmpfs.
+    url_file = webhook["url_file"]
+    assert f"> {url_file} " in " ".join(am["entrypoint"])
+    assert str(Path(url_file).parent) in am["tmpfs"]
+    assert "$${ALERT_WEBHOOK_URL" in " ".join(am["entrypoint"])
+    # Every route names a receiver that exists; the documented examples are comments.
+    for route in config["route"].get("routes") or []:
+        assert route["receiver"] in receivers
+    text = (ALERTMANAGER_DIR / "alertmanager.yml").read_text()
+    for example in ("email_configs", "slack_configs", "pagerduty_configs"):
+        assert f"#   {example}:" in text
+
+
+def test_redis_has_a_memory_ceiling_and_never_evicts():
+    command = SERVICES["redis"]["command"]
+    assert "--maxmemory ${REDIS_MAXMEMORY:-1gb}" in command
+    assert "--maxmemory-policy noeviction" in command
