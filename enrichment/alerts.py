@@ -1,6 +1,8 @@
 """Alert evaluation (beat, every minute): the service's critical metrics over a sliding
 window, against the rules in `alerts.toml`. State changes (firing / resolved) are recorded in
-`alert_states` / `alert_events`, logged, and sent as an `enrichment_alert` event.
+`alert_states` / `alert_events`, logged, and sent as an `enrichment_alert` event. With
+ALERTMANAGER_URL set, the firing alerts (again at every evaluation, as Alertmanager expects) and
+the ones just resolved are also POSTed to Alertmanager, which routes them to a person.
 
 Inputs: per-minute Redis counters (API requests and rejections, written by the rate-limit
 script; provider attempts by outcome), the jobs and results tables (queue wait, completeness),
@@ -13,10 +15,11 @@ import logging
 import operator
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
+import requests
 
 from .config import DEFAULT_ALERTS_FILE
 from .db import Conn, one
@@ -26,6 +29,12 @@ from .ratelimit import minute_key
 log = logging.getLogger(__name__)
 DISCREPANCIES_KEY = "billing:discrepancies"
 OPS = {">": operator.gt, "<": operator.lt}
+# Alertmanager: a POST may take this long (connect, read), so that an unreachable Alertmanager
+# delays the evaluation by seconds at most.
+ALERTMANAGER_TIMEOUT = (2.0, 3.0)
+# A firing alert is re-sent every evaluation (a minute); Alertmanager resolves it by itself if
+# no evaluation re-sends it for this long (beat or the workers stopped).
+FIRING_VALID_FOR = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Rule:
     window_minutes: int
     min_samples: int
     runbook_url: str = ""  # its section of docs/operations.md
+    severity: str = "warning"  # or "critical": Alertmanager's routes page on it
 
 
 def load_rules(path: str | Path = DEFAULT_ALERTS_FILE) -> list[Rule]:
@@ -113,24 +123,26 @@ def measure(rule: Rule, conn: Conn, client: redis.Redis,
 
 
 def evaluate(conn: Conn, client: redis.Redis, events: Events, now: datetime,
-             rules: list[Rule]) -> list[dict]:
-    """Evaluate every rule; record and announce the ones whose state changed."""
+             rules: list[Rule], alertmanager_url: str | None = None) -> list[dict]:
+    """Evaluate every rule; record and announce the ones whose state changed, and send the
+    firing and just-resolved ones to Alertmanager when `alertmanager_url` is set."""
     changes = []
+    notices = []  # for Alertmanager: every firing rule, and the ones resolved now
     for rule in rules:
         value, samples = measure(rule, conn, client, now)
         firing = (value is not None and samples >= rule.min_samples
                   and OPS[rule.op](value, rule.threshold))
         state = "firing" if firing else "ok"
         with conn.transaction():
-            before = conn.execute("SELECT state FROM alert_states WHERE rule = %s FOR UPDATE",
-                                  (rule.name,)).fetchone()
-            conn.execute(
+            before = conn.execute("SELECT state, since FROM alert_states WHERE rule = %s"
+                                  " FOR UPDATE", (rule.name,)).fetchone()
+            since = one(conn.execute(
                 "INSERT INTO alert_states (rule, state, value, since, evaluated_at)"
                 " VALUES (%(r)s, %(s)s, %(v)s, %(t)s, %(t)s) ON CONFLICT (rule) DO UPDATE SET"
                 " value = excluded.value, evaluated_at = excluded.evaluated_at,"
                 " since = CASE WHEN alert_states.state = excluded.state THEN alert_states.since"
-                "   ELSE excluded.since END, state = excluded.state",
-                {"r": rule.name, "s": state, "v": value, "t": now})
+                "   ELSE excluded.since END, state = excluded.state RETURNING since",
+                {"r": rule.name, "s": state, "v": value, "t": now}))["since"]
             changed = (before["state"] if before else "ok") != state
             if changed:
                 conn.execute("INSERT INTO alert_events (rule, state, value, at)"
@@ -143,7 +155,43 @@ def evaluate(conn: Conn, client: redis.Redis, events: Events, now: datetime,
                                                   rule.op, rule.threshold)
             events.capture("enrichment_alert", "system", change)
             changes.append(change)
+        if firing:
+            notices.append(alertmanager_alert(rule, value, since, now + FIRING_VALID_FOR))
+        elif changed and before is not None:
+            notices.append(alertmanager_alert(rule, value, before["since"], now))
+    if alertmanager_url and notices:
+        send_to_alertmanager(alertmanager_url, notices)
     return changes
+
+
+def alertmanager_alert(rule: Rule, value: float | None, starts: datetime,
+                       ends: datetime) -> dict:
+    """One alert as Alertmanager's API takes it (POST /api/v2/alerts): resolved once `ends`
+    is past."""
+    return {
+        "labels": {"alertname": rule.name, "severity": rule.severity, "service": "enrichment"},
+        "annotations": {
+            "summary": rule.description,
+            "description": f"{rule.description}: {value} {rule.op} {rule.threshold} over "
+                           f"{rule.window_minutes} min (target {rule.target})",
+            "runbook_url": rule.runbook_url,
+        },
+        "startsAt": starts.isoformat(),
+        "endsAt": ends.isoformat(),
+    }
+
+
+def send_to_alertmanager(url: str, notices: list[dict]) -> bool:
+    """POST the alerts to Alertmanager; a failure is logged, never raised: the evaluation
+    and its record stand, and the next evaluation sends the firing alerts again."""
+    try:
+        response = requests.post(f"{url.rstrip('/')}/api/v2/alerts", json=notices,
+                                 timeout=ALERTMANAGER_TIMEOUT)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        log.warning("alerts not sent to Alertmanager at %s: %s", url, exc)
+        return False
+    return True
 
 
 def current(conn: Conn) -> list[dict]:

@@ -219,6 +219,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line, for log shippers
     alerts_file: Path = DEFAULT_ALERTS_FILE
+    alertmanager_url: str | None = None  # in-service alerts go to Alertmanager too when set
     plans: Plans = field(default_factory=load_plans)
 
     @classmethod
@@ -298,6 +299,7 @@ class Settings:
             log_format=_choice({"LOG_FORMAT": (env.get("LOG_FORMAT") or "").lower()},
                                "LOG_FORMAT", cls.log_format, ("text", "json")),
             alerts_file=_readable_toml(env, "ALERTS_FILE", DEFAULT_ALERTS_FILE),
+            alertmanager_url=(env.get("ALERTMANAGER_URL") or "").rstrip("/") or None,
             plans=load_plans(env.get("PLANS_FILE") or DEFAULT_PLANS_FILE),
         )
 

@@ -1,15 +1,26 @@
 """Alerts reach a person: every alert rule, Prometheus's and the service's own, names a
-runbook that exists in docs/operations.md."""
+runbook that exists in docs/operations.md; Prometheus sends its alerts to compose's
+Alertmanager, which routes to a webhook; the service's own alerts reach Alertmanager too (a
+local fake one proves it)."""
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import yaml
 
 from enrichment import alerts
+from enrichment.config import Settings
+from enrichment.ratelimit import minute_key
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -128,3 +139,130 @@ def test_redis_has_a_memory_ceiling_and_never_evicts():
     command = SERVICES["redis"]["command"]
     assert "--maxmemory ${REDIS_MAXMEMORY:-1gb}" in command
     assert "--maxmemory-policy noeviction" in command
+
+
+# --- In-service alerts reach Alertmanager --------------------------------------------------
+
+
+class FakeAlertmanager:
+    """A local Alertmanager: records the alert lists POSTed to /api/v2/alerts."""
+
+    def __init__(self, status: int = 200):
+        self.received: list[list[dict]] = []
+        self.status = status
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/api/v2/alerts":
+                    fake.received.append(json.loads(body))
+                self.send_response(fake.status if self.path == "/api/v2/alerts" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def alerts(self, name: str) -> list[dict]:
+        return [a for batch in self.received for a in batch
+                if a["labels"]["alertname"] == name]
+
+
+@pytest.fixture
+def fake_alertmanager():
+    with FakeAlertmanager() as fake:
+        yield fake
+
+
+@pytest.fixture
+def beat_task(db, monkeypatch):
+    """Beat's alert evaluation task, run in this process over `db` with these settings."""
+    from workers import tasks
+
+    def run(**settings):
+        monkeypatch.setattr(tasks, "_services", replace(db, settings=replace(db.settings,
+                                                                              **settings)))
+        return tasks.evaluate_alerts()
+
+    return run
+
+
+def burst(db, requests: int, rejected: int):
+    """API traffic counters for the current minute (what the rate-limit script writes)."""
+    db.redis.hset(minute_key(time.time()), mapping={"requests": requests, "rejected": rejected})
+
+
+def test_an_alert_fired_reaches_alertmanager_with_its_runbook(db, fake_alertmanager, beat_task):
+    burst(db, requests=100, rejected=10)
+    changes = beat_task(alertmanager_url=fake_alertmanager.url)
+    assert [c["rule"] for c in changes] == ["api_rejection_rate"]
+
+    (alert,) = fake_alertmanager.alerts("api_rejection_rate")
+    assert alert["labels"] == {"alertname": "api_rejection_rate", "severity": "warning",
+                               "service": "enrichment"}
+    runbook = alert["annotations"]["runbook_url"]
+    assert runbook.endswith("/docs/operations.md#api-rejection-rate")
+    assert runbook_anchor(runbook) in anchors(OPERATIONS.read_text())
+    assert alert["annotations"]["summary"] == "API rejection rate (429s / requests)"
+    assert "0.1 > 0.05" in alert["annotations"]["description"]
+    starts, ends = (datetime.fromisoformat(alert[k]) for k in ("startsAt", "endsAt"))
+    assert starts.tzinfo and ends > datetime.now(UTC)  # firing
+    # Only firing rules are sent: the others are fine.
+    assert {a["labels"]["alertname"] for b in fake_alertmanager.received for a in b} == {
+        "api_rejection_rate"}
+
+    # Still firing: sent again (Alertmanager resolves an alert nobody re-sends), same start.
+    assert beat_task(alertmanager_url=fake_alertmanager.url) == []
+    again = fake_alertmanager.alerts("api_rejection_rate")[-1]
+    assert len(fake_alertmanager.alerts("api_rejection_rate")) == 2
+    assert again["startsAt"] == alert["startsAt"]
+
+    # Resolved: sent once more with endsAt now, then no more.
+    db.redis.flushdb()
+    assert [c["state"] for c in beat_task(alertmanager_url=fake_alertmanager.url)] == [
+        "resolved"]
+    resolved = fake_alertmanager.alerts("api_rejection_rate")[-1]
+    assert datetime.fromisoformat(resolved["endsAt"]) <= datetime.now(UTC)
+    assert resolved["startsAt"] == alert["startsAt"]
+    beat_task(alertmanager_url=fake_alertmanager.url)
+    assert len(fake_alertmanager.alerts("api_rejection_rate")) == 3
+
+
+def test_without_alertmanager_url_nothing_is_sent(db, fake_alertmanager, beat_task,
+                                                  captured_events):
+    assert Settings.from_env({}).alertmanager_url is None
+    assert Settings.from_env({"ALERTMANAGER_URL": "http://am:9093/"}).alertmanager_url == \
+        "http://am:9093"
+    burst(db, requests=100, rejected=10)
+    assert [c["state"] for c in beat_task(alertmanager_url=None)] == ["firing"]
+    assert fake_alertmanager.received == []
+    assert [e[0] for e in captured_events] == ["enrichment_alert"]  # today's behaviour
+
+
+def test_an_unreachable_or_failing_alertmanager_never_fails_the_evaluation(
+        db, beat_task, captured_events, caplog):
+    burst(db, requests=100, rejected=10)
+    with FakeAlertmanager(status=500) as failing:
+        assert [c["state"] for c in beat_task(alertmanager_url=failing.url)] == ["firing"]
+        assert len(failing.received) == 1
+    # Nothing listens there any more: refused at once.
+    db.redis.flushdb()
+    assert [c["state"] for c in beat_task(alertmanager_url=failing.url)] == ["resolved"]
+    with db.db.connection() as conn:
+        history = conn.execute("SELECT state FROM alert_events ORDER BY id").fetchall()
+    assert [h["state"] for h in history] == ["firing", "ok"]  # recorded all the same
+    assert [e[2]["state"] for e in captured_events] == ["firing", "resolved"]
+    assert sum("not sent to Alertmanager" in r.getMessage() for r in caplog.records) == 2

@@ -196,4 +196,5 @@ def evaluate_alerts() -> list:
     svc = services()
     with svc.db.connection() as conn:
         return alerts.evaluate(conn, svc.redis, svc.events, datetime.now(UTC),
-                               alerts.load_rules(svc.settings.alerts_file))
+                               alerts.load_rules(svc.settings.alerts_file),
+                               alertmanager_url=svc.settings.alertmanager_url)
