@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from enrichment import logs
 from enrichment.config import Settings
 from enrichment.jobs.states import Publisher
+from enrichment.metrics import HTTP_REQUESTS, status_class
 from enrichment.services import Services, build_services
 
 from . import billing, console, enrichment, health, openapi, privacy, problems, webhook_endpoints
@@ -54,7 +55,8 @@ def _log_requests(app: Flask) -> None:
     """Every request gets an id (the client's X-Request-Id or a new one), returned in
     X-Request-Id, on every log line written while handling it, and in problem bodies. One
     access line per request with the route's name, never its path or query: identifiers
-    (emails, LinkedIn URLs) travel in those, and logs carry no personal data."""
+    (emails, LinkedIn URLs) travel in those, and logs carry no personal data. The same for
+    `enrichment_http_requests_total` (method, route, status class)."""
     log = logging.getLogger("api.access")
 
     @app.before_request
@@ -70,6 +72,8 @@ def _log_requests(app: Flask) -> None:
         workspace = g.get("workspace")
         log.info("%s %s %s %.1fms workspace=%s", request.method, request.endpoint or "-",
                  response.status_code, elapsed, workspace.id if workspace else "-")
+        HTTP_REQUESTS.labels(request.method, request.endpoint or "-",
+                             status_class(response.status_code)).inc()
         if "request_id" in g:
             response.headers["X-Request-Id"] = g.request_id
         return response

@@ -11,7 +11,14 @@ from flask import Blueprint, Response, current_app, request
 from enrichment.alerts import DISCREPANCIES_KEY
 from enrichment.errors import BACKING_SERVICE_DOWN
 from enrichment.jobs import lifecycle
-from enrichment.metrics import BillingDiscrepancies, OldestRunnable, QueueDepth, exposition
+from enrichment.metrics import (
+    BillingDiscrepancies,
+    Housekeeping,
+    OldestRunnable,
+    QueueDepth,
+    exposition,
+    housekeeping,
+)
 
 from .answers import HealthSchema, respond
 from .auth import services
@@ -72,7 +79,8 @@ def metrics():
     client = broker_client(svc)
     queues = svc.settings.plans.queues
     extra = [OldestRunnable(partial(lifecycle.oldest_runnable, svc.db), queues),
-             BillingDiscrepancies(svc.redis, DISCREPANCIES_KEY)]
+             BillingDiscrepancies(svc.redis, DISCREPANCIES_KEY),
+             Housekeeping(partial(housekeeping, svc.db))]
     if client is not None:
         extra.append(QueueDepth(client, queues))
     body, content_type = exposition(*extra)

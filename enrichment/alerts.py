@@ -6,7 +6,7 @@ the ones just resolved are also POSTed to Alertmanager, which routes them to a p
 
 Inputs: per-minute Redis counters (API requests and rejections, written by the rate-limit
 script; provider attempts by outcome), the jobs and results tables (queue wait, completeness),
-and the last reconciliation's discrepancy count.
+the last reconciliation's discrepancy count, and Redis's memory against its maxmemory.
 """
 
 from __future__ import annotations
@@ -113,6 +113,11 @@ def measure(rule: Rule, conn: Conn, client: redis.Redis,
         cur = conn.execute("SELECT count(*) AS v, 1 AS n FROM usage_reports"
                            " WHERE status IN ('failed', 'expired') OR (status = 'pending'"
                            "  AND created_at < now() - interval '2 days')")
+    elif rule.source == "redis_memory":
+        # used / maxmemory of REDIS_URL's server; no ceiling set, nothing to measure.
+        info = client.info("memory")
+        limit = int(info.get("maxmemory", 0))
+        return (int(info["used_memory"]) / limit if limit else None), 1 if limit else 0
     elif rule.source == "billing_discrepancies":
         value = client.get(DISCREPANCIES_KEY)
         return (float(value) if value is not None else None), 1 if value is not None else 0

@@ -47,6 +47,15 @@ COMPLETENESS = Histogram("enrichment_result_completeness", "Share of a template'
                          ["template"], buckets=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0))
 JOBS_FINISHED = Counter("enrichment_jobs_finished", "Jobs by final status", ["status"])
 DEAD_LETTERS = Counter("enrichment_dead_letters", "Jobs dead-lettered", ["status"])
+# Every API response: the route's endpoint name (never the path, which carries identifiers)
+# and the status class (2xx … 5xx).
+HTTP_REQUESTS = Counter("enrichment_http_requests",
+                        "API responses by method, route and status class",
+                        ["method", "route", "status"])
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
 
 
 class QueueDepth:
@@ -89,6 +98,41 @@ class OldestRunnable:
         for queue in self.queues:
             family.add_metric([queue], ages.get(queue, 0.0))
         yield family
+
+
+class Housekeeping:
+    """Figures read from PostgreSQL when scraped: seconds since beat's alert evaluation last
+    ran (beat and a maintenance worker alive), and the webhook endpoints disabled for failing
+    in the last day."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def collect(self):
+        try:
+            figures = self.read()
+        except Exception:
+            return
+        if figures.get("alert_evaluation_age") is not None:
+            yield GaugeMetricFamily(
+                "enrichment_alert_evaluation_age_seconds",
+                "Seconds since the last in-service alert evaluation (beat, every minute)",
+                value=figures["alert_evaluation_age"])
+        yield GaugeMetricFamily(
+            "enrichment_webhook_endpoints_disabled",
+            "Webhook endpoints disabled after days of failures, in the last 24 hours",
+            value=figures.get("endpoints_disabled", 0))
+
+
+def housekeeping(pool) -> dict[str, float | None]:
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT (SELECT extract(epoch FROM now() - max(evaluated_at))::float"
+            "        FROM alert_states) AS alert_evaluation_age,"
+            " (SELECT count(*) FROM webhook_endpoints WHERE failing_since IS NOT NULL"
+            "  AND disabled_at > now() - interval '1 day') AS endpoints_disabled").fetchone()
+    return {"alert_evaluation_age": row["alert_evaluation_age"],
+            "endpoints_disabled": float(row["endpoints_disabled"])}
 
 
 class BillingDiscrepancies:

@@ -266,3 +266,47 @@ def test_an_unreachable_or_failing_alertmanager_never_fails_the_evaluation(
     assert [h["state"] for h in history] == ["firing", "ok"]  # recorded all the same
     assert [e[2]["state"] for e in captured_events] == ["firing", "resolved"]
     assert sum("not sent to Alertmanager" in r.getMessage() for r in caplog.records) == 2
+
+
+# --- What the new rules read ---------------------------------------------------------------
+
+
+def test_api_responses_are_counted_by_route_and_status_class(app, client):
+    from tests.test_observability import sample, scrape
+
+    def boom():
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/_test/boom", "boom", boom)
+    before = scrape(client)
+    assert client.get("/_test/boom").status_code == 500
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api/v1/jobs/someone@example.com").status_code in (401, 404)
+    after = scrape(client)
+    for labels in ({"route": "boom", "status": "5xx", "method": "GET"},
+                   {"route": "health.healthz", "status": "2xx"}):
+        assert sample(after, "enrichment_http_requests_total", **labels) == \
+            sample(before, "enrichment_http_requests_total", **labels) + 1, labels
+    assert "example.com" not in after  # the route's name, never its path
+
+
+def test_beat_silence_and_disabled_endpoints_are_gauges(db, client, beat_task):
+    from tests.test_observability import sample, scrape
+
+    assert "enrichment_alert_evaluation_age_seconds" not in scrape(client)  # never ran
+    beat_task()
+    text = scrape(client)
+    assert 0 <= sample(text, "enrichment_alert_evaluation_age_seconds") < 60
+    assert sample(text, "enrichment_webhook_endpoints_disabled") == 0
+
+
+def test_redis_memory_alert(db, beat_task, monkeypatch, fake_alertmanager):
+    monkeypatch.setattr(db.redis, "info", lambda *a, **k: {"used_memory": 10, "maxmemory": 0})
+    assert beat_task() == []  # no ceiling: nothing to measure
+    monkeypatch.setattr(db.redis, "info",
+                        lambda *a, **k: {"used_memory": 900, "maxmemory": 1000})
+    (change,) = beat_task(alertmanager_url=fake_alertmanager.url)
+    assert change["rule"] == "redis_memory" and change["value"] == 0.9
+    (alert,) = fake_alertmanager.alerts("redis_memory")
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["runbook_url"].endswith("#redis-memory")
