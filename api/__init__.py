@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from enrichment import logs
 from enrichment.config import Settings
 from enrichment.jobs.states import Publisher
-from enrichment.metrics import HTTP_REQUESTS, status_class
+from enrichment.metrics import HTTP_DURATION, HTTP_REQUESTS, status_class
 from enrichment.services import Services, build_services
 
 from . import billing, console, enrichment, health, openapi, privacy, problems, webhook_endpoints
@@ -56,7 +56,8 @@ def _log_requests(app: Flask) -> None:
     X-Request-Id, on every log line written while handling it, and in problem bodies. One
     access line per request with the route's name, never its path or query: identifiers
     (emails, LinkedIn URLs) travel in those, and logs carry no personal data. The same for
-    `enrichment_http_requests_total` (method, route, status class)."""
+    `enrichment_http_requests_total` (method, route, status class) and
+    `enrichment_http_request_duration_seconds` (method, route)."""
     log = logging.getLogger("api.access")
 
     @app.before_request
@@ -74,6 +75,7 @@ def _log_requests(app: Flask) -> None:
                  response.status_code, elapsed, workspace.id if workspace else "-")
         HTTP_REQUESTS.labels(request.method, request.endpoint or "-",
                              status_class(response.status_code)).inc()
+        HTTP_DURATION.labels(request.method, request.endpoint or "-").observe(elapsed / 1000)
         if "request_id" in g:
             response.headers["X-Request-Id"] = g.request_id
         return response

@@ -52,6 +52,10 @@ DEAD_LETTERS = Counter("enrichment_dead_letters", "Jobs dead-lettered", ["status
 HTTP_REQUESTS = Counter("enrichment_http_requests",
                         "API responses by method, route and status class",
                         ["method", "route", "status"])
+HTTP_DURATION = Histogram("enrichment_http_request_duration_seconds",
+                          "API request duration, from the first byte read to the answer, by "
+                          "method and route", ["method", "route"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
 def status_class(status: int) -> str:

@@ -288,6 +288,9 @@ def test_api_responses_are_counted_by_route_and_status_class(app, client):
         assert sample(after, "enrichment_http_requests_total", **labels) == \
             sample(before, "enrichment_http_requests_total", **labels) + 1, labels
     assert "example.com" not in after  # the route's name, never its path
+    durations = "enrichment_http_request_duration_seconds_count"
+    assert sample(after, durations, route="health.healthz") == \
+        sample(before, durations, route="health.healthz") + 1
 
 
 def test_beat_silence_and_disabled_endpoints_are_gauges(db, client, beat_task):
