@@ -143,9 +143,12 @@ def _guard():
     if request.endpoint == "console.enrich":  # an upload may be larger than an API body
         request.max_content_length = uploads.MAX_BYTES + 64 * 1024
     # One secret for every API process, read each time (a restored Redis gets a new one for
-    # all processes at once, not one per process).
-    svc.redis.set(CSRF_SECRET, secrets.token_hex(32), nx=True)
-    app.config["WTF_CSRF_SECRET_KEY"] = svc.redis.get(CSRF_SECRET).decode()
+    # all processes at once, not one per process): one round trip, two the first time.
+    secret = svc.redis.get(CSRF_SECRET)
+    if secret is None:
+        svc.redis.set(CSRF_SECRET, secrets.token_hex(32), nx=True)
+        secret = svc.redis.get(CSRF_SECRET)
+    app.config["WTF_CSRF_SECRET_KEY"] = secret.decode()
     if request.method == "POST":  # before anything else: 403 without the form's token
         try:
             validate_csrf(request.form.get("csrf_token"))
@@ -158,12 +161,9 @@ def _guard():
     workspace = None
     if prefix:
         with svc.db.connection() as conn:
-            row = conn.execute("SELECT workspace_id, livemode FROM api_keys WHERE prefix = %s"
-                               " AND revoked_at IS NULL", (prefix,)).fetchone()
-            if row is not None and str(row["workspace_id"]) == session.get("ws"):
-                workspace = workspaces.get_workspace(conn, row["workspace_id"],
-                                                     row["livemode"])
-    if workspace is None:  # signed out, idle too long, or the key was revoked
+            workspace = workspaces.by_key_prefix(conn, prefix)
+    if workspace is None or str(workspace.id) != session.get("ws"):
+        # signed out, idle too long, or the key was revoked
         session.clear()
         return redirect(url_for("console.sign_in"))
     g.workspace = workspace

@@ -60,5 +60,9 @@ class ProviderLimiter:
             self.client.set(f"{self.prefix}:{provider}:suspended", "1",
                             px=max(1, int(seconds * 1000)))
 
-    def suspended(self, provider: str) -> bool:
-        return bool(self.client.exists(f"{self.prefix}:{provider}:suspended"))
+    def suspended(self, *providers: str) -> set[str]:
+        """Which of these providers are suspended (one Redis call)."""
+        if not providers:
+            return set()
+        marks = self.client.mget([f"{self.prefix}:{p}:suspended" for p in providers])
+        return {p for p, mark in zip(providers, marks, strict=True) if mark is not None}

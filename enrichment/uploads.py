@@ -34,7 +34,7 @@ from .leads import LEAD_FIELDS
 from .ratelimit import SUBMIT, Policy
 from .services import Services
 from .templates import TEMPLATES
-from .workspaces import Workspace, get_workspace
+from .workspaces import Workspace, by_key_prefix
 
 MAX_ROWS = 10_000
 MAX_BYTES = 5 * 1024 * 1024
@@ -248,11 +248,12 @@ def admit(svc: Services, upload_id: str, validate: Callable[[dict, str], dict]) 
         if upload is None or not upload.started:
             return 0
         table = rows(svc, upload)
-        policy = Policy.for_plan(svc.settings.plans[_plan(svc, upload)], SUBMIT)
         while upload.admitted < upload.total:
-            workspace = _still_allowed(svc, upload)
-            if workspace is None:  # the key was revoked (or the workspace deleted): stop
-                break
+            with svc.db.connection() as conn:  # the key that started it still stands?
+                workspace = by_key_prefix(conn, upload.key_prefix)
+            if workspace is None or str(workspace.id) != upload.workspace_id:
+                break  # revoked (or its workspace deleted): stop
+            policy = Policy.for_plan(svc.settings.plans[workspace.plan], SUBMIT)
             decision = svc.rate_limiter.hit(workspace.bucket, policy, stats=False)
             if not decision.allowed:
                 upload.resume_at = time.time() + decision.retry_after
@@ -265,23 +266,6 @@ def admit(svc: Services, upload_id: str, validate: Callable[[dict, str], dict]) 
     finally:
         with contextlib.suppress(LockError):
             lock.release()
-
-
-def _plan(svc: Services, upload: Upload) -> str:
-    with svc.db.connection() as conn:
-        row = conn.execute("SELECT plan FROM workspaces WHERE id = %s",
-                           (upload.workspace_id,)).fetchone()
-    return row["plan"] if row else svc.settings.plans.names[0]
-
-
-def _still_allowed(svc: Services, upload: Upload) -> Workspace | None:
-    """The workspace, if the key that started the upload still stands."""
-    with svc.db.connection() as conn:
-        if conn.execute("SELECT 1 FROM api_keys WHERE prefix = %s AND workspace_id = %s"
-                        " AND revoked_at IS NULL",
-                        (upload.key_prefix, upload.workspace_id)).fetchone() is None:
-            return None
-        return get_workspace(conn, uuid.UUID(upload.workspace_id), upload.livemode)
 
 
 def stalled(svc: Services, upload: Upload) -> bool:

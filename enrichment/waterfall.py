@@ -55,6 +55,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
     `providers` limits it to some providers (the quality benchmark measures each alone).
     Raises ProviderError."""
     clients, limiter = svc.providers_for(livemode), svc.limiter_for(livemode)
+    suspended = limiter.suspended(*template.providers)  # quotas used up: skipped
     values: dict[str, Value] = {}
     citations: list[str] = []
     trace: list[dict] = []
@@ -73,7 +74,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
                  "http_status": None, "duration_ms": 0, "cost_usd": "0.000000"}
         trace.append(entry)
         provider = clients[step.provider]
-        if not provider.configured or limiter.suspended(step.provider):
+        if not provider.configured or step.provider in suspended:
             continue
         spent_before, started = estimate_cost(svc, policy.spend), time.monotonic()
         policy.last_status, sent_before = None, policy.sent
@@ -94,6 +95,7 @@ def enrich(svc: Services, template: Template, lead: dict, min_confidence: float,
             continue
         if answer.quota_exhausted is not None:
             limiter.suspend(step.provider, answer.quota_exhausted)
+            suspended.add(step.provider)
             entry["status"] = "error"
             continue
         for name, candidate in answer.found.items():

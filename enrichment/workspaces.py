@@ -163,27 +163,32 @@ def key_prefix(key: str) -> str | None:
     return prefix
 
 
+# A key not revoked, by its prefix, with its workspace.
+KEY_AND_WORKSPACE = (
+    "SELECT k.key_hash, k.livemode, w.id, w.name, w.plan, w.region,"
+    " w.person_level_enabled, w.plan_since"
+    " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id"
+    " WHERE k.prefix = %s AND k.revoked_at IS NULL")
+
+
+def _as_seen(row: dict) -> Workspace:
+    return Workspace(row["id"], row["name"], row["plan"], row["region"],
+                     row["person_level_enabled"], row["plan_since"], row["livemode"])
+
+
 def authenticate(conn: Conn, key: str) -> Workspace | None:
     """The workspace a live key belongs to, or None (unknown, malformed or revoked key)."""
     prefix = key_prefix(key)
     if prefix is None:
         return None
-    row = conn.execute(
-        "SELECT k.key_hash, k.livemode, w.id, w.name, w.plan, w.region,"
-        " w.person_level_enabled, w.plan_since"
-        " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id"
-        " WHERE k.prefix = %s AND k.revoked_at IS NULL",
-        (prefix,),
-    ).fetchone()
+    row = conn.execute(KEY_AND_WORKSPACE, (prefix,)).fetchone()
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), _hash(key)):
         return None
-    return Workspace(row["id"], row["name"], row["plan"], row["region"],
-                     row["person_level_enabled"], row["plan_since"], row["livemode"])
+    return _as_seen(row)
 
 
-def get_workspace(conn: Conn, workspace_id: uuid.UUID, livemode: bool = True
-                  ) -> Workspace | None:
-    """The workspace as a request in that mode sees it."""
-    row = conn.execute("SELECT id, name, plan, region, person_level_enabled, plan_since"
-                       " FROM workspaces WHERE id = %s", (workspace_id,)).fetchone()
-    return None if row is None else Workspace(**row, livemode=livemode)
+def by_key_prefix(conn: Conn, prefix: str) -> Workspace | None:
+    """The workspace, as its key's requests see it, of a key authenticated earlier (a console
+    session, an upload it started) — None once that key is revoked."""
+    row = conn.execute(KEY_AND_WORKSPACE, (prefix,)).fetchone()
+    return None if row is None else _as_seen(row)

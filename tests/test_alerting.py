@@ -5,22 +5,21 @@ local fake one proves it)."""
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from flask import Flask, request
 
 from enrichment import alerts
 from enrichment.config import Settings
 from enrichment.ratelimit import minute_key
+from simulators.serving import ThreadedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -144,37 +143,19 @@ def test_redis_has_a_memory_ceiling_and_never_evicts():
 # --- In-service alerts reach Alertmanager --------------------------------------------------
 
 
-class FakeAlertmanager:
+class FakeAlertmanager(ThreadedServer):
     """A local Alertmanager: records the alert lists POSTed to /api/v2/alerts."""
 
     def __init__(self, status: int = 200):
         self.received: list[list[dict]] = []
-        self.status = status
-        fake = self
+        app = Flask(__name__)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path == "/api/v2/alerts":
-                    fake.received.append(json.loads(body))
-                self.send_response(fake.status if self.path == "/api/v2/alerts" else 404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        @app.post("/api/v2/alerts")
+        def receive():
+            self.received.append(request.get_json(force=True))
+            return "", status
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(app)
 
     def alerts(self, name: str) -> list[dict]:
         return [a for batch in self.received for a in batch
@@ -219,7 +200,7 @@ def test_an_alert_fired_reaches_alertmanager_with_its_runbook(db, fake_alertmana
     assert alert["annotations"]["summary"] == "API rejection rate (429s / requests)"
     assert "0.1 > 0.05" in alert["annotations"]["description"]
     starts, ends = (datetime.fromisoformat(alert[k]) for k in ("startsAt", "endsAt"))
-    assert starts.tzinfo and ends > datetime.now(UTC)  # firing
+    assert starts.tzinfo and ends - starts == alerts.FIRING_VALID_FOR  # firing: valid ahead
     # Only firing rules are sent: the others are fine.
     assert {a["labels"]["alertname"] for b in fake_alertmanager.received for a in b} == {
         "api_rejection_rate"}
@@ -235,7 +216,9 @@ def test_an_alert_fired_reaches_alertmanager_with_its_runbook(db, fake_alertmana
     assert [c["state"] for c in beat_task(alertmanager_url=fake_alertmanager.url)] == [
         "resolved"]
     resolved = fake_alertmanager.alerts("api_rejection_rate")[-1]
-    assert datetime.fromisoformat(resolved["endsAt"]) <= datetime.now(UTC)
+    # ended at that evaluation: before the still-firing message's validity ran out
+    assert starts < datetime.fromisoformat(resolved["endsAt"]) < datetime.fromisoformat(
+        again["endsAt"])
     assert resolved["startsAt"] == alert["startsAt"]
     beat_task(alertmanager_url=fake_alertmanager.url)
     assert len(fake_alertmanager.alerts("api_rejection_rate")) == 3

@@ -4,11 +4,10 @@ Checked from both sides: what a test key can do, and what it cannot reach."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from flask import Flask, request
 
 from enrichment import pipeline
 from enrichment.config import Settings
@@ -16,6 +15,7 @@ from enrichment.ratelimit import minute_key
 from enrichment.services import build_services
 from enrichment.templates import TEMPLATES
 from enrichment.workspaces import authenticate, create_api_key
+from simulators.serving import ThreadedServer
 
 LEADS = {  # one lead of each template, its domain the magic part
     "company_profile": lambda d: {"domain": d},
@@ -25,38 +25,27 @@ LEADS = {  # one lead of each template, its domain the magic part
 }
 
 
-class Tripwire:
+class Tripwire(ThreadedServer):
     """A server standing in for every real provider, Stripe and PostHog: any hit is a
     test-mode leak."""
 
     def __init__(self):
         self.hits: list[str] = []
-        hits = self.hits
+        app = Flask(__name__)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self):
-                hits.append(f"{self.command} {self.path}")
-                self.send_response(599)
-                self.end_headers()
+        @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "DELETE"])
+        @app.route("/<path:path>", methods=["GET", "POST", "PUT", "DELETE"])
+        def anything(path):
+            self.hits.append(f"{request.method} /{path}")
+            return "", 599
 
-            do_GET = do_POST = do_PUT = do_DELETE = _any
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
+        super().__init__(app)
 
 
 @pytest.fixture
 def tripwire():
-    wire = Tripwire()
-    yield wire
-    wire.close()
+    with Tripwire() as wire:
+        yield wire
 
 
 @pytest.fixture

@@ -22,36 +22,26 @@ class CeleryPublisher:
         self.broker_url = broker_url
         self._broker: redis.Redis | None = None
 
+    def _send(self, task: str, arg: str, queue: str, **options) -> None:
+        """Send one task message: to the app's broker, or to `broker_url`'s."""
+        if self.broker_url is None:
+            app.send_task(task, args=[arg], queue=queue, **options)
+            return
+        with app.connection_for_write(self.broker_url) as conn:
+            app.send_task(task, args=[arg], queue=queue, connection=conn, **options)
+
     def publish(self, job_id: str, queue: str) -> None:
         # The submitting request's id travels as a header: the worker logs it with the job.
         # (Not from inside a job: a job handing its slot on is not the next one's request.)
         rid = logs.request_id.get() if logs.job_id.get() is None else None
-        headers = {"request_id": rid} if rid else None
-        if self.broker_url is None:
-            app.send_task(RUN_JOB, args=[job_id], queue=queue, headers=headers)
-            return
-        with app.connection_for_write(self.broker_url) as conn:
-            app.send_task(RUN_JOB, args=[job_id], queue=queue, headers=headers,
-                          connection=conn)
+        self._send(RUN_JOB, job_id, queue, headers={"request_id": rid} if rid else None)
 
     def send_webhook(self, delivery_id: str, countdown: float | None = None) -> None:
-        if self.broker_url is None:
-            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOKS_QUEUE,
-                          countdown=countdown)
-            return
-        with app.connection_for_write(self.broker_url) as conn:
-            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=WEBHOOKS_QUEUE,
-                          countdown=countdown, connection=conn)
+        self._send(DELIVER_WEBHOOK, delivery_id, WEBHOOKS_QUEUE, countdown=countdown)
 
     def send_admission(self, upload_id: str, countdown: float | None = None) -> None:
         """Admit a console upload's rows in the background (workers/tasks.admit_upload)."""
-        if self.broker_url is None:
-            app.send_task(ADMIT_UPLOAD, args=[upload_id], queue=MAINTENANCE_QUEUE,
-                          countdown=countdown)
-            return
-        with app.connection_for_write(self.broker_url) as conn:
-            app.send_task(ADMIT_UPLOAD, args=[upload_id], queue=MAINTENANCE_QUEUE,
-                          countdown=countdown, connection=conn)
+        self._send(ADMIT_UPLOAD, upload_id, MAINTENANCE_QUEUE, countdown=countdown)
 
     def in_broker(self) -> int | None:
         """Messages in the tier queues plus those delivered and not acknowledged (Redis
