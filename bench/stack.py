@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgresql:///enrichment_bench")
+# The Redis server whose databases 12 and 13 a stack uses (one bench run at a time per server).
 
 
 def free_port() -> int:
@@ -209,7 +210,7 @@ class Stack(contextlib.ExitStack):
     def __init__(self, env: dict | None = None, own_redis: bool = False):
         super().__init__()
         self.logs = Path(tempfile.mkdtemp(prefix="bench-"))
-        redis_base = "redis://127.0.0.1:6379"
+        redis_base = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
         self.redis_server = None
         if own_redis:
             (self.logs / "redis").mkdir()
