@@ -262,10 +262,8 @@ def overview():
             "id": ws.id, "plan": ws.plan, "plan_since": ws.plan_since}, svc.clock(),
             ws.livemode)
         daily = conn.execute(
-            "SELECT (created_at AT TIME ZONE 'UTC')::date AS day,"
-            " count(*) FILTER (WHERE match) AS matched, count(*) AS jobs"
-            " FROM enrichment_usage WHERE workspace_id = %s AND livemode = %s"
-            " AND created_at >= %s GROUP BY 1 ORDER BY 1",
+            "SELECT day, matched, jobs FROM usage_daily WHERE workspace_id = %s"
+            " AND livemode = %s AND day >= %s ORDER BY day",
             (ws.id, ws.livemode, usage["period"]["start"])).fetchall()
     return page("overview.html", usage=usage, chart=_chart(daily))
 

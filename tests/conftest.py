@@ -155,7 +155,7 @@ TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment
           "alert_states", "alert_events",
           "usage_counters", "credit_ledger", "suppressions", "api_idempotency", "workspace_plans",
           "checkout_sessions",
-          "enrichment_usage", "dead_letters")
+          "enrichment_usage", "usage_daily", "dead_letters")
 
 
 def recreate_database(url: str) -> None:

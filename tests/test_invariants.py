@@ -24,6 +24,7 @@ after every step the database is checked against it (`contract_holds`):
   taken back from what is not yet spent, and units only reserved when the refund arrived go
   to the take-back first when they come back.
 * The nightly report never bills more overage units in a period than were charged in it.
+* The daily usage rollup the usage endpoint and billing read equals the usage rows it sums.
 
 Each violated invariant raises its own exception class from its own line, so hypothesis
 reports (and shrinks) each distinct defect separately.
@@ -67,6 +68,7 @@ from enrichment import pipeline, privacy, webhooks
 from enrichment.authguard import KeyCache
 from enrichment.billing import LedgerBilling, accounts, stripe_events
 from enrichment.billing import report as billing_report
+from enrichment.billing.usage import rollup_drift
 from enrichment.config import CreditPack, Plan, Plans
 from enrichment.jobs import intake, lifecycle, service, slots
 from enrichment.jobs.states import SUPPRESSED_ERROR, JobStatus, Outcome
@@ -389,6 +391,10 @@ class OverageOverBilled(ContractViolation):
     """The nightly report billed more overage units in a period than were charged in it."""
 
 
+class RollupDrift(ContractViolation):
+    """`usage_daily` differs from the usage rows of some day."""
+
+
 # --- the model -------------------------------------------------------------------------------
 
 @dataclass
@@ -669,6 +675,7 @@ class ContractMachine(RuleBasedStateMachine):
             self.check_charges(conn)
             self.check_caps(conn)
             self.check_report(conn)
+            self.check_rollup(conn)
 
     def check_suppression(self, conn):
         if self.violations:
@@ -750,6 +757,11 @@ class ContractMachine(RuleBasedStateMachine):
         if hasattr(self, "closest"):  # targeted generation: towards full caps, owed credit
             target(float(self.closest), label="units used - hard cap")
             target(float(self.owed), label="credit owed by reserved units")
+
+    def check_rollup(self, conn):
+        for start in sorted(self.periods):
+            if drift := rollup_drift(conn, start):
+                raise RollupDrift(f"period of {start}: {drift}")
 
     def check_report(self, conn):
         charged: dict[date, int] = defaultdict(int)

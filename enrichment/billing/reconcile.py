@@ -1,6 +1,7 @@
 """Reconciliation (daily, and `enrichment billing reconcile`): per workspace, the overage the
 usage rows give now, what `usage_reports` froze, what was sent (or recorded ledger-only) and —
-with Stripe — what its meter holds, for the period up to a closed day. Any difference is a
+with Stripe — what its meter holds, for the period up to a closed day; and per day of the
+period, the daily usage rollup against the usage rows it sums. Any difference is a
 discrepancy (the billing-accuracy alert fires on any). Reports Stripe did not take (failed,
 expired) are listed beside them."""
 
@@ -14,7 +15,7 @@ from ..periods import day_start, next_period_start, period_start
 from .catalog import load_catalog
 from .interface import Billing, BillingError
 from .report import unsent
-from .usage import compute
+from .usage import compute, rollup_drift
 
 
 def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
@@ -50,6 +51,10 @@ def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
                 figures["stripe"] = f"unavailable: {exc}"
         if len(set(figures.values())) > 1:
             problems.append({"workspace_id": str(row["id"]), **figures})
+    for drift in rollup_drift(conn, period):
+        problems.append({"workspace_id": str(drift["workspace_id"]), "day":
+                         drift["day"].isoformat(), "livemode": drift["livemode"],
+                         "usage_rows": drift["rows"], "usage_daily": drift["rollup"]})
     return problems
 
 

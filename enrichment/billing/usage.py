@@ -18,6 +18,11 @@ The walk, per workspace and period (calendar month, UTC), day by day in order:
 
 For a period on one plan this equals the simple rule "overage to date = used - (included +
 credits bought so far), minus what earlier days reported".
+
+Usage is read from `usage_daily` (per workspace, mode and UTC day), which triggers keep equal to
+the `enrichment_usage` rows in the statement that writes them (migration 0014): a period costs
+at most 31 rows to read however many jobs it ran. `rollup_drift` checks the equality
+(reconciliation runs it).
 """
 
 from __future__ import annotations
@@ -144,15 +149,13 @@ def walk(workspace_id, period: date, daily: list[tuple[date, int]], segments: li
     return reports, end
 
 
-# Units per workspace and UTC day. Not ordered in SQL: the planner then hashes the (few) groups
-# instead of sorting every usage row; the caller sorts the days.
+# Units per workspace and UTC day, from the daily rollup (both modes: a test job's units are 0).
+# Not ordered in SQL; the caller sorts the days.
 DAILY = (
-    "SELECT u.workspace_id, (u.created_at AT TIME ZONE 'UTC')::date AS day,"
-    " sum(u.units) AS units FROM enrichment_usage u"
-    " WHERE u.created_at >= %(start)s AND u.created_at < %(end)s"
-    " GROUP BY 1, 2"
+    "SELECT workspace_id, day, sum(units) AS units FROM usage_daily"
+    " WHERE day >= %(first)s AND day <= %(last)s GROUP BY 1, 2"
 )
-DAILY_OF_ONE = DAILY.replace(" WHERE ", " WHERE u.workspace_id = %(ws)s AND ")
+DAILY_OF_ONE = DAILY.replace(" WHERE ", " WHERE workspace_id = %(ws)s AND ")
 
 
 def compute(conn: Conn, plans: Plans, period: date, through: date,
@@ -160,8 +163,7 @@ def compute(conn: Conn, plans: Plans, period: date, through: date,
     """Day reports of `period` up to `through` (inclusive), per workspace with usage — every
     workspace, or one."""
     end = min(through, next_period_start(period) - timedelta(days=1))
-    args = {"start": day_start(period), "end": day_start(end + timedelta(days=1)),
-            "ws": workspace_id}
+    args = {"first": period, "last": end, "ws": workspace_id}
     daily: dict[object, list[tuple[date, int]]] = defaultdict(list)
     for r in conn.execute(DAILY if workspace_id is None else DAILY_OF_ONE, args):
         daily[r["workspace_id"]].append((r["day"], int(r["units"])))
@@ -181,12 +183,40 @@ def compute(conn: Conn, plans: Plans, period: date, through: date,
             for ws, days in daily.items() if segments.get(ws)}
 
 
+# The rollup beside the rows it sums, per workspace, mode and day of a period: any difference.
+DRIFT = """
+WITH raw AS (
+  SELECT workspace_id, livemode, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS jobs,
+         sum(units) AS units, count(*) FILTER (WHERE match) AS matched,
+         count(*) FILTER (WHERE NOT match) AS unmatched, sum(tokens) AS tokens,
+         sum(searches) AS searches, sum(social_requests) AS social_requests,
+         sum(cost_estimate_usd) AS cost_estimate_usd
+  FROM enrichment_usage WHERE created_at >= %(start)s AND created_at < %(end)s GROUP BY 1, 2, 3),
+rollup AS (SELECT * FROM usage_daily WHERE day >= %(first)s AND day < %(after)s)
+SELECT workspace_id, livemode, day, to_jsonb(raw) - '{workspace_id,livemode,day}'::text[] AS rows,
+       to_jsonb(rollup) - '{workspace_id,livemode,day}'::text[] AS rollup
+FROM raw FULL JOIN rollup USING (workspace_id, livemode, day)
+WHERE (raw.jobs, raw.units, raw.matched, raw.unmatched, raw.tokens, raw.searches,
+       raw.social_requests, raw.cost_estimate_usd)
+  IS DISTINCT FROM (rollup.jobs, rollup.units, rollup.matched, rollup.unmatched, rollup.tokens,
+                    rollup.searches, rollup.social_requests, rollup.cost_estimate_usd)
+ORDER BY 1, 2, 3
+"""
+
+
+def rollup_drift(conn: Conn, period: date) -> list[dict]:
+    """Days of a period on which `usage_daily` differs from the usage rows (none, unless
+    something wrote the rollup by hand or around its triggers)."""
+    return conn.execute(DRIFT, {**period_bounds(period), "first": period,
+                                "after": next_period_start(period)}).fetchall()
+
+
 def credit_position(conn: Conn, plans: Plans, workspace_id, period: date,
                     through: date) -> WalkEnd:
     """The period's included units left and credits used, by the same walk, through a day."""
     end = min(through, next_period_start(period) - timedelta(days=1))
     bounds = {"start": day_start(period), "end": day_start(end + timedelta(days=1)),
-              "ws": workspace_id}
+              "first": period, "last": end, "ws": workspace_id}
     days = sorted((r["day"], int(r["units"])) for r in conn.execute(DAILY_OF_ONE, bounds))
     paid = [(r["created_at"], int(r["units"])) for r in conn.execute(
         "SELECT created_at, units FROM credit_ledger WHERE workspace_id = %(ws)s"
@@ -208,11 +238,22 @@ def hard_cap(conn: Conn, plan: Plan, workspace_id, period: date,
         return plan.hard_cap
     start = plan_since.astimezone(UTC).date()
     before = one(conn.execute(
-        "SELECT coalesce(sum(units), 0) AS n FROM enrichment_usage WHERE workspace_id = %s"
-        " AND created_at >= %s AND created_at < %s",
-        (workspace_id, day_start(period), day_start(start))))["n"]
+        "SELECT coalesce(sum(units), 0) AS n FROM usage_daily WHERE workspace_id = %s"
+        " AND day >= %s AND day < %s", (workspace_id, period, start)))["n"]
     granted = grant(Segment(start, plan), period, first=start <= period)
     return int(before) + cap_for(granted)
+
+
+def period_totals(conn: Conn, workspace_id, period: date, livemode: bool) -> dict:
+    """A mode's usage rows of a period, summed from the daily rollup (at most 31 rows)."""
+    return one(conn.execute(
+        "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
+        " coalesce(sum(searches), 0) AS searches,"
+        " coalesce(sum(social_requests), 0) AS social_requests,"
+        " coalesce(sum(cost_estimate_usd), 0) AS cost, coalesce(sum(matched), 0) AS matched,"
+        " coalesce(sum(unmatched), 0) AS unmatched FROM usage_daily"
+        " WHERE workspace_id = %s AND livemode = %s AND day >= %s AND day < %s",
+        (workspace_id, livemode, period, next_period_start(period))))
 
 
 def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
@@ -223,16 +264,8 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
     period = period_start(now)
     bounds = period_bounds(period)
     if not livemode:
-        return sandbox_usage(conn, plan, workspace, period, bounds)
-    row = one(conn.execute(
-        "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
-        " coalesce(sum(searches), 0) AS searches,"
-        " coalesce(sum(social_requests), 0) AS social_requests,"
-        " coalesce(sum(cost_estimate_usd), 0) AS cost,"
-        " count(*) FILTER (WHERE match) AS matched,"
-        " count(*) FILTER (WHERE NOT match) AS unmatched FROM enrichment_usage"
-        " WHERE workspace_id = %(ws)s AND created_at >= %(start)s AND created_at < %(end)s"
-        " AND livemode", {"ws": workspace["id"], **bounds}))
+        return sandbox_usage(conn, plan, workspace, period)
+    row = period_totals(conn, workspace["id"], period, livemode=True)
     extra = one(conn.execute(
         "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
         " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
@@ -264,33 +297,24 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
         "searches": int(row["searches"]),
         "social_requests": int(row["social_requests"]),
         "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
-        "matched": row["matched"],  # jobs that found something (charged; cached: not)
-        "unmatched": row["unmatched"],  # succeeded jobs that found nothing (not charged)
+        "matched": int(row["matched"]),  # jobs that found something (charged; cached: not)
+        "unmatched": int(row["unmatched"]),  # succeeded jobs that found nothing (not charged)
         "livemode": True,
     }
 
 
-def sandbox_usage(conn: Conn, plan: Plan, workspace: dict, period: date, bounds: dict) -> dict:
+def sandbox_usage(conn: Conn, plan: Plan, workspace: dict, period: date) -> dict:
     """Test mode's usage: nothing is reserved, capped or billed; `used` counts the test jobs
-    live mode would have charged (a match that was not a cached answer)."""
-    row = one(conn.execute(
-        "SELECT count(*) FILTER (WHERE u.match AND j.cached_from IS NULL) AS used,"
-        " coalesce(sum(u.tokens), 0) AS tokens, coalesce(sum(u.searches), 0) AS searches,"
-        " coalesce(sum(u.social_requests), 0) AS social_requests,"
-        " coalesce(sum(u.cost_estimate_usd), 0) AS cost,"
-        " count(*) FILTER (WHERE u.match) AS matched,"
-        " count(*) FILTER (WHERE NOT u.match) AS unmatched FROM enrichment_usage u"
-        " JOIN enrichment_jobs j ON j.id = u.job_id"
-        " WHERE u.workspace_id = %(ws)s AND u.created_at >= %(start)s"
-        " AND u.created_at < %(end)s AND NOT u.livemode", {"ws": workspace["id"], **bounds}))
+    live mode would have charged: the matches (a cached answer's usage row has no `match`)."""
+    row = period_totals(conn, workspace["id"], period, livemode=False)
     return {
         "workspace_id": str(workspace["id"]), "plan": plan.name,
         "period": {"start": period.isoformat(), "end": next_period_start(period).isoformat()},
-        "included": plan.included, "credits": 0, "used": int(row["used"]), "reserved": 0,
+        "included": plan.included, "credits": 0, "used": int(row["matched"]), "reserved": 0,
         "overage_units": 0, "overage_unit_price_usd": str(plan.overage_usd),
         "overage_cost_usd": "0.00", "hard_cap": plan.hard_cap, "remaining": plan.hard_cap,
         "tokens": int(row["tokens"]), "searches": int(row["searches"]),
         "social_requests": int(row["social_requests"]),
         "cost_estimate_usd": str(Decimal(row["cost"]).quantize(MONEY)),
-        "matched": row["matched"], "unmatched": row["unmatched"], "livemode": False,
+        "matched": int(row["matched"]), "unmatched": int(row["unmatched"]), "livemode": False,
     }
