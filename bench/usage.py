@@ -74,8 +74,8 @@ def run() -> None:
             rows.append([f"{size:,}", "(before: the month's usage rows summed, SQL only)",
                          *p50_p99(raw), "-"])
     table(f"Usage in constant time (gunicorn, 2 workers, {REQUESTS} sequential requests each;"
-          f" target: usage p50 ≤ 3× the bare read at {SIZES[-1]:,} rows — here "
-          f"{target[-1]:.2f}×)", ["usage rows", "request", "p50 ms", "p99 ms", "p50 ÷ bare"],
+          f" target: usage p50 at most 3 x the bare read at {SIZES[-1]:,} rows — here "
+          f"{target[-1]:.2f} x)", ["usage rows", "request", "p50 ms", "p99 ms", "p50 ÷ bare"],
           rows)
 
 

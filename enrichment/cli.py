@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from . import alerts, db, logs, privacy, workspaces
-from .billing import BillingError, accounts, catalog
+from .billing import BillingError, accounts, prices
 from .billing import operations as billing_ops
 from .config import Settings
 from .errors import BACKING_SERVICE_DOWN, EnrichmentError
@@ -355,9 +355,34 @@ def billing_sync_catalog(app: App):
     if not svc.billing.sends:
         raise click.ClickException("STRIPE_API_KEY is not set: billing runs ledger-only")
     with svc.db.connection() as conn:
-        stored = catalog.sync_catalog(conn, svc.billing, svc.settings.plans)
+        stored = prices.sync_catalog(conn, svc.billing, svc.settings.plans, svc.clock())
+        found = prices.mismatches(conn, svc.settings.plans)
     for key, stripe_id in sorted(stored.items()):
         click.echo(f"{key:32} {stripe_id}")
+    for mismatch in found:
+        click.echo(f"warning: {mismatch}: run `enrichment billing change-price`", err=True)
+
+
+@billing_group.command("change-price")
+@click.argument("plan")
+@pass_app
+def billing_change_price(app: App, plan: str):
+    """Make the plans file's prices for PLAN the prices in force, the Stripe way: a new price
+    takes over each changed price's lookup key (the old one archived, past invoices keep it),
+    the plan's subscriptions move to it (the base fee from their next period), and the
+    history records when (each day's overage is priced at the price in force at its end).
+    Edit the plans file first, run this, then restart the API and workers. A rerun moves the
+    subscriptions a failure left behind; exit 1 while any is left."""
+    svc = app.services
+    if plan not in svc.settings.plans:
+        raise click.ClickException(f"no plan {plan!r} in the plans file")
+    with svc.db.connection() as conn:
+        done = prices.change(conn, svc.billing, svc.settings.plans, plan, svc.clock())
+    click.echo(json.dumps({"plan": done.plan, "prices": done.prices, "recorded": done.recorded,
+                           "subscriptions_moved": done.moved, "failed": done.failed}))
+    if done.failed:
+        raise click.ClickException(f"{len(done.failed)} subscriptions not moved: run the"
+                                   " command again")
 
 
 @billing_group.command("attach")

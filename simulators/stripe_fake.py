@@ -10,6 +10,9 @@ error shape, and Idempotency-Key replay.
 
 Stripe's documented limits, enforced so that a green test means something:
   - `GET /v1/prices`: at most 10 `lookup_keys` per call (400 otherwise);
+  - a price's amount never changes (`POST /v1/prices/{id}` takes `active` and metadata only);
+    a lookup key in use moves to a new price only with `transfer_lookup_key`; an archived
+    (inactive) price is refused for a subscription's items;
   - meter events: `timestamp` within the past 35 calendar days and at most 5 minutes ahead
     (400, param `timestamp`); `identifier` unique (400 `resource_already_exists`);
   - meter event summaries: `start_time` and `end_time` aligned with minute boundaries (400),
@@ -214,9 +217,13 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
     def create_price():
         p = params()
         lookup = p.get("lookup_key")
-        if lookup and any(x.get("lookup_key") == lookup for x in db["prices"].values()):
+        holder = next((x for x in db["prices"].values()
+                       if lookup and x.get("lookup_key") == lookup), None)
+        if holder is not None and p.get("transfer_lookup_key") != "true":
             return error(400, f"A price with lookup_key {lookup} already exists.",
                          "lookup_key_exists", "lookup_key")
+        if holder is not None:  # the new price takes the key over
+            holder["lookup_key"] = None
         recurring = p.get("recurring")
         return jsonify(store("prices", {
             "id": new_id("price"), "object": "price", "product": p.get("product"),
@@ -224,6 +231,23 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
             "unit_amount": int(p["unit_amount"]) if "unit_amount" in p else None,
             "unit_amount_decimal": p.get("unit_amount_decimal") or p.get("unit_amount"),
             "recurring": recurring, "metadata": p.get("metadata", {}), "active": True}))
+
+    @app.post("/v1/prices/<pid>")
+    def update_price(pid):
+        """Only what Stripe lets change: `active`, metadata — never the amount."""
+        price, p = db["prices"].get(pid), params()
+        if price is None:
+            return error(404, f"No such price: '{pid}'", "resource_missing", "id")
+        if {"unit_amount", "unit_amount_decimal", "currency", "recurring"} & set(p):
+            return error(400, "Received unknown parameter: a price's amount cannot change;"
+                         " create a new price", "parameter_unknown", sorted(p)[0])
+        if "active" in p:
+            price["active"] = p["active"] == "true"
+        price["metadata"] = {**price.get("metadata", {}), **p.get("metadata", {})}
+        return jsonify(price)
+
+    def inactive(prices) -> bool:
+        return any(x is not None and not x.get("active", True) for x in prices)
 
     @app.get("/v1/prices")
     def list_prices():
@@ -244,6 +268,9 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
                   "price": db["prices"].get(i.get("price"))} for i in p.get("items", [])]
         if any(i["price"] is None for i in items):
             return error(400, "No such price", "resource_missing", "items")
+        if inactive(i["price"] for i in items):
+            return error(400, "The price specified is inactive. This field only accepts active"
+                         " prices.", "resource_missing", "items")
         return jsonify(store("subscriptions", {
             "id": new_id("sub"), "object": "subscription", "customer": p["customer"],
             "status": "active", "items": {"object": "list", "data": items},
@@ -269,6 +296,9 @@ def create_stripe_fake(now: Callable[[], float] | None = None) -> Flask:
             if change.get("id") not in items or price is None:
                 return error(400, "No such subscription item or price", "resource_missing",
                              "items")
+            if inactive([price]):
+                return error(400, "The price specified is inactive. This field only accepts"
+                             " active prices.", "resource_missing", "items")
             item = items[change["id"]]
             item.setdefault("history", []).append(
                 {"price": item["price"]["id"], "until": stamp_now()})

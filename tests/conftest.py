@@ -154,7 +154,7 @@ TABLES = ("workspaces", "api_keys", "enrichment_jobs", "job_outbox", "enrichment
           "usage_reports", "stripe_events", "invoices", "billing_catalog", "consents",
           "alert_states", "alert_events",
           "usage_counters", "credit_ledger", "suppressions", "api_idempotency", "workspace_plans",
-          "checkout_sessions",
+          "checkout_sessions", "plan_prices",
           "enrichment_usage", "usage_daily", "dead_letters")
 
 

@@ -360,7 +360,7 @@ def test_reconciliation_finds_discrepancies(stripe_svc, fake, make_workspace, at
         use(stripe_svc, ws, day(1), 3)  # a usage row landed after the day was frozen
         (problem,) = reconcile(conn, plans, stripe_svc.billing, day(1), stripe_svc.clock())
     assert problem == {"workspace_id": str(ws.id), "expected": 13, "reported": 10,
-                       "sent": 10, "stripe": 10}
+                       "sent": 10, "stripe": 10, "expected_usd": "1.56", "reported_usd": "1.20"}
 
 
 def test_a_credit_or_usage_arriving_for_a_frozen_day_is_settled_next_day_once(

@@ -11,6 +11,7 @@ from celery import Task
 from celery.signals import (
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -36,6 +37,12 @@ def services() -> Services:
     if _services is None:
         _services = build_services(settings(), publisher=CeleryPublisher())
     return _services
+
+
+@worker_init.connect
+def _check_prices(**_):
+    """A worker does not start while the plans file changed a synced price in place."""
+    billing_ops.check_prices(settings())
 
 
 @worker_process_init.connect

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from ..config import CreditPack, Plans
+from ..config import CreditPack, Plan, Plans
 from ..errors import EnrichmentError
 
 METER_EVENT = "enrichment_overage_units"
@@ -89,6 +89,13 @@ class Billing(Protocol):
                             catalog: dict[str, str], start: datetime) -> str: ...
 
     def change_plan(self, subscription_id: str, plan: str, catalog: dict[str, str]) -> None: ...
+
+    def move_to_prices(self, subscription_id: str, plan: str, catalog: dict[str, str]
+                       ) -> int: ...
+
+    def replace_prices(self, plan: Plan, catalog: dict[str, str]) -> dict[str, str]: ...
+
+    def price_amounts(self, keys: list[str]) -> dict[str, Decimal]: ...
 
     def send_overage(self, customer_id: str, units: int, identifier: str,
                      at: datetime) -> None: ...

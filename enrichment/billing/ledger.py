@@ -23,6 +23,15 @@ class LedgerBilling:
     def change_plan(self, subscription_id, plan, catalog):
         raise BillingNotConfigured(NO_KEY)
 
+    def move_to_prices(self, subscription_id, plan, catalog):
+        raise BillingNotConfigured(NO_KEY)
+
+    def replace_prices(self, plan, catalog):
+        raise BillingNotConfigured(NO_KEY)
+
+    def price_amounts(self, keys):
+        return {}
+
     def send_overage(self, customer_id, units, identifier, at):
         raise BillingNotConfigured(NO_KEY)
 

@@ -8,13 +8,28 @@ import logging
 from datetime import UTC, date, timedelta
 from typing import TYPE_CHECKING
 
+import psycopg
+from psycopg.rows import dict_row
+
 from ..alerts import DISCREPANCIES_KEY
-from . import accounts, reconcile, report
+from . import accounts, prices, reconcile, report
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..services import Services
 
 log = logging.getLogger(__name__)
+
+
+def check_prices(settings: Settings) -> None:
+    """The start-up check of the API and the workers (`prices.check`): SystemExit, naming
+    the command to run, while the plans file changes a synced price in place."""
+    with psycopg.connect(settings.database_url, row_factory=dict_row,
+                         connect_timeout=5) as conn:
+        try:
+            prices.check(conn, settings.plans)
+        except prices.PricesChanged as exc:
+            raise SystemExit(f"refusing to start: {exc}") from None
 
 
 def yesterday(svc: Services) -> date:

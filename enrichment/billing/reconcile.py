@@ -8,14 +8,15 @@ expired) are listed beside them."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from ..config import Plans
 from ..db import Conn
 from ..periods import day_start, next_period_start, period_start
 from .catalog import load_catalog
-from .interface import Billing, BillingError
+from .interface import Billing, BillingError, base_key, overage_key
 from .report import unsent
-from .usage import compute, rollup_drift
+from .usage import MONEY, compute, rollup_drift
 
 
 def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
@@ -28,10 +29,13 @@ def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
     soon = ((now or datetime.now(UTC)) + timedelta(minutes=2)).replace(second=0, microsecond=0)
     end = min(day_start(next_period_start(period)),
               max(day_start(through + timedelta(days=1)), soon))
-    expected = {ws: sum(d.units for d in days)
-                for ws, days in compute(conn, plans, period, through).items()}
+    computed = compute(conn, plans, period, through)
+    expected = {ws: sum(d.units for d in days) for ws, days in computed.items()}
+    expected_usd = {ws: sum((d.unit_price_usd * d.units for d in days), Decimal(0))
+                    for ws, days in computed.items()}
     rows = conn.execute(
         "SELECT w.id, w.stripe_customer_id, coalesce(sum(r.units), 0) AS reported,"
+        " coalesce(sum(r.units * r.unit_price_usd), 0) AS reported_usd,"
         " coalesce(sum(r.units) FILTER (WHERE r.status IN ('sent', 'ledger', 'invoiced')), 0)"
         " AS sent, coalesce(sum(r.units) FILTER (WHERE r.status = 'invoiced'), 0) AS invoiced"
         " FROM workspaces w LEFT JOIN usage_reports r ON r.workspace_id = w.id"
@@ -49,13 +53,36 @@ def reconcile(conn: Conn, plans: Plans, billing: Billing, through: date,
                     row["invoiced"])
             except BillingError as exc:
                 figures["stripe"] = f"unavailable: {exc}"
-        if len(set(figures.values())) > 1:
-            problems.append({"workspace_id": str(row["id"]), **figures})
+        # Amounts too: the walk prices each day at the price in force at its end; a price
+        # edited in place, or a day frozen at another price, differs here.
+        amounts = (expected_usd.get(row["id"], Decimal(0)).quantize(MONEY),
+                   Decimal(row["reported_usd"]).quantize(MONEY))
+        if len(set(figures.values())) > 1 or amounts[0] != amounts[1]:
+            problems.append({"workspace_id": str(row["id"]), **figures,
+                             "expected_usd": str(amounts[0]), "reported_usd": str(amounts[1])})
+    problems += price_problems(plans, billing)
     for drift in rollup_drift(conn, period):
         problems.append({"workspace_id": str(drift["workspace_id"]), "day":
                          drift["day"].isoformat(), "livemode": drift["livemode"],
                          "usage_rows": drift["rows"], "usage_daily": drift["rollup"]})
     return problems
+
+
+def price_problems(plans: Plans, billing: Billing) -> list[dict]:
+    """Stripe's prices (by lookup key) against the prices in force (the plans file's, which
+    the API and workers check at start-up against the price history)."""
+    if not billing.sends:
+        return []
+    wanted = {}
+    for plan in plans.plans.values():
+        wanted[base_key(plan.name)] = plan.base_usd
+        wanted[overage_key(plan.name)] = plan.overage_usd
+    try:
+        found = billing.price_amounts(sorted(wanted))
+    except BillingError as exc:
+        return [{"prices": f"unavailable: {exc}"}]
+    return [{"price": key, "in_force_usd": str(amount), "stripe_usd": str(found.get(key))}
+            for key, amount in sorted(wanted.items()) if found.get(key) != amount]
 
 
 def unsent_reports(conn: Conn) -> list[dict]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import stripe
 
-from ..config import Plans
+from ..config import Plan, Plans
 from .interface import (
     CREDITS_PRODUCT,
     METER_EVENT,
@@ -83,6 +83,22 @@ def is_duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
         "identifier" in str(exc.user_message or exc) and "already" in str(exc))
 
 
+def plan_prices(plan: Plan, meter_id: str) -> list[tuple[str, dict]]:
+    """A plan's Stripe prices, by lookup key: the monthly base fee and the metered overage."""
+    return [
+        (base_key(plan.name), {"unit_amount": cents(plan.base_usd),
+                               "recurring": {"interval": "month"}}),
+        (overage_key(plan.name), {
+            "unit_amount_decimal": str(plan.overage_usd * 100),
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter_id}}),
+    ]
+
+
+def amount_of(price: dict) -> Decimal:
+    """A price's (or a price spec's) amount in cents per unit."""
+    return Decimal(str(price.get("unit_amount_decimal") or price.get("unit_amount") or 0))
+
+
 class StripeBilling:
     """`timeout` bounds every call: keep it short (≤ 10 s) where a person waits for the
     answer — an API worker must not hang on Stripe."""
@@ -121,14 +137,7 @@ class StripeBilling:
                 {"lookup_keys": chunk, "limit": 100}).data if p.lookup_key}
         for plan in plans.plans.values():
             product = f"enrichment_{plan.name}"
-            specs: list[tuple[str, dict]] = [
-                (base_key(plan.name), {"unit_amount": cents(plan.base_usd),
-                                       "recurring": {"interval": "month"}}),
-                (overage_key(plan.name), {
-                    "unit_amount_decimal": str(plan.overage_usd * 100),
-                    "recurring": {"interval": "month", "usage_type": "metered",
-                                  "meter": meter.id}}),
-            ]
+            specs = plan_prices(plan, meter.id)
             if any(key not in existing for key, _ in specs):
                 self._product(product, f"Lead enrichment — {plan.name}")
             for key, spec in specs:
@@ -173,19 +182,61 @@ class StripeBilling:
         """Move the subscription's base and overage items to the plan's prices: the base fee
         is prorated by Stripe; meter events from now on are priced at the new overage."""
         with stripe_errors():
+            self._move_items(subscription_id, plan, catalog, {
+                "proration_behavior": "create_prorations", "metadata": {"plan": plan}})
+
+    def move_to_prices(self, subscription_id, plan, catalog):
+        """After a price change: the subscription's items on the plan's current prices, the
+        base fee's new amount from its next period (no proration). Returns 1 if it moved."""
+        with stripe_errors():
+            return self._move_items(subscription_id, plan, catalog,
+                                    {"proration_behavior": "none"})
+
+    def _move_items(self, subscription_id, plan, catalog, how: dict) -> int:
+        v1 = self.client.v1
+        sub = v1.subscriptions.retrieve(subscription_id)
+        items = []
+        for item in sub["items"].data:
+            recurring = plain(item.price).get("recurring") or {}
+            metered = recurring.get("usage_type") == "metered"
+            price = _price(catalog, overage_key(plan) if metered else base_key(plan))
+            if item.price.id != price:
+                items.append({"id": item.id, "price": price})
+        if items:
+            v1.subscriptions.update(subscription_id, params({"items": items, **how}))
+        return int(bool(items))
+
+    def replace_prices(self, plan, catalog):
+        """The plan's base and overage prices at the plans file's amounts: a price whose amount
+        differs is replaced by a new one that takes over its lookup key, and archived (Stripe
+        prices never change amount; past invoices keep naming the old one). Idempotent."""
+        with stripe_errors():
             v1 = self.client.v1
-            sub = v1.subscriptions.retrieve(subscription_id)
-            items = []
-            for item in sub["items"].data:
-                recurring = plain(item.price).get("recurring") or {}
-                metered = recurring.get("usage_type") == "metered"
-                price = _price(catalog, overage_key(plan) if metered else base_key(plan))
-                if item.price.id != price:
-                    items.append({"id": item.id, "price": price})
-            if items:
-                v1.subscriptions.update(subscription_id, params({
-                    "items": items, "proration_behavior": "create_prorations",
-                    "metadata": {"plan": plan}}))
+            specs = plan_prices(plan, catalog["meter"])
+            current = {p.lookup_key: p for p in v1.prices.list(
+                {"lookup_keys": [key for key, _ in specs], "limit": 10}).data}
+            found = {}
+            for key, spec in specs:
+                old = current.get(key)
+                if old is not None and amount_of(plain(old)) == amount_of(spec):
+                    found[key] = old.id
+                    continue
+                found[key] = v1.prices.create(params({
+                    "product": f"enrichment_{plan.name}", "currency": "usd", "lookup_key": key,
+                    "transfer_lookup_key": True, **spec})).id
+                if old is not None:
+                    v1.prices.update(old.id, {"active": False})
+            return found
+
+    def price_amounts(self, keys):
+        """The amounts (USD per unit) of the prices the lookup keys name now."""
+        with stripe_errors():
+            found = {}
+            for i in range(0, len(keys), LOOKUP_KEYS_PER_LIST):
+                for p in self.client.v1.prices.list(
+                        {"lookup_keys": keys[i:i + LOOKUP_KEYS_PER_LIST], "limit": 100}).data:
+                    found[p.lookup_key] = amount_of(plain(p)) / 100
+            return found
 
     def send_overage(self, customer_id, units, identifier, at):
         with stripe_errors():

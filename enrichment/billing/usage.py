@@ -13,8 +13,9 @@ The walk, per workspace and period (calendar month, UTC), day by day in order:
 * Credits (packs, net of refunds) belong to the period they were paid in and are available
   from the end of the day they were paid; they carry across segments.
 * Each day's units use the segment's included units first, then credits; the rest is that
-  day's overage, priced at the plan in force that day (Stripe prices the day's meter event,
-  timestamped 23:59, at the subscription's price at that moment).
+  day's overage, priced at the plan in force that day, at its overage price in force at the
+  day's end (`prices.overage_on`: Stripe prices the day's meter event, timestamped 23:59, at
+  the subscription's price at that moment).
 
 For a period on one plan this equals the simple rule "overage to date = used - (included +
 credits bought so far), minus what earlier days reported".
@@ -38,6 +39,7 @@ from ..config import Plan, Plans, cap_for
 from ..db import Conn, one
 from ..jobs.units import CREDITS_IN_PERIOD, period_bounds
 from ..periods import day_start, next_period_start, period_start
+from . import prices
 
 log = logging.getLogger(__name__)
 MONEY = Decimal("0.01")
@@ -179,8 +181,13 @@ def compute(conn: Conn, plans: Plans, period: date, through: date,
             " ORDER BY created_at", (ids, day_start(period), day_start(end + timedelta(days=1)))):
         paid[r["workspace_id"]].append((r["created_at"], int(r["units"])))
     segments = plan_segments(conn, plans, ids, period)
-    return {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))[0]
-            for ws, days in daily.items() if segments.get(ws)}
+    in_force = prices.history(conn)
+    out = {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))[0]
+           for ws, days in daily.items() if segments.get(ws)}
+    for reports in out.values():
+        for report in reports:
+            report.unit_price_usd = prices.overage_on(in_force, plans[report.plan], report.day)
+    return out
 
 
 # The rollup beside the rows it sums, per workspace, mode and day of a period: any difference.
