@@ -105,6 +105,7 @@ def upgrade(url: str) -> list[str]:
             )
             conn.commit()
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            conn.commit()  # so each migration below is a transaction of its own, not a savepoint
             for version, body in migration_files():
                 if version in done:
                     continue

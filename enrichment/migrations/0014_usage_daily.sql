@@ -18,6 +18,8 @@ CREATE TABLE usage_daily (
     cost_estimate_usd numeric(18, 6) NOT NULL,
     PRIMARY KEY (workspace_id, livemode, day)
 );
+-- The nightly report and reconciliation read one period of every workspace.
+CREATE INDEX usage_daily_day ON usage_daily (day);
 
 -- Takes away the changed rows' old values, adds their new ones. (An UPDATE may move a row to
 -- another day: a replayed job's usage is dated when its rerun ends.) The ORDER BY takes the
