@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis
 
@@ -82,6 +82,11 @@ class AuthGuard:
 
 CACHE_SECONDS = 300  # how long a good key's entry, or a `stale` mark, lives
 STALE = "stale"
+# Revocations, journaled in Redis (outside the `apikey:*` cache a restore flushes): a PostgreSQL
+# restore undoes the revocations made after its backup point, and they are re-applied from here
+# (`workspaces.reapply_revocations`). Kept longer than any backup one would restore.
+REVOCATIONS = "keys:revoked"
+REVOCATION_DAYS = 400
 
 REMEMBER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -165,6 +170,30 @@ class KeyCache:
         self.forget(prefixes())
         yield
         self.forget(prefixes())
+
+    def journal_revocation(self, prefix: str, at: datetime) -> None:
+        """Note a revocation (and drop those older than REVOCATION_DAYS)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(REVOCATIONS, {prefix: at.timestamp()})
+            pipe.zremrangebyscore(REVOCATIONS, "-inf", at.timestamp() - REVOCATION_DAYS * 86400)
+            pipe.execute()
+
+    def revocations(self) -> list[tuple[str, datetime]]:
+        """The journaled revocations, oldest first: (prefix, when)."""
+        found: list = self.redis.zrange(REVOCATIONS, 0, -1, withscores=True)
+        return [(prefix.decode(), datetime.fromtimestamp(at, UTC)) for prefix, at in found]
+
+    def flush(self) -> int:
+        """Drop every cached key entry (after a restore of PostgreSQL or of Redis from an older
+        copy). Returns how many."""
+        dropped = 0
+        batch: list[bytes] = []
+        for name in self.redis.scan_iter(match="apikey:*", count=1000):
+            batch.append(name)
+            if len(batch) == 1000:
+                dropped += self.redis.delete(*batch)
+                batch = []
+        return dropped + (self.redis.delete(*batch) if batch else 0)
 
     def forget(self, prefixes: list[str]) -> None:
         """Mark these keys stale."""

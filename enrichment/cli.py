@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -124,6 +126,56 @@ def db_upgrade(app: App) -> None:
         click.echo("created database")
     applied = db.upgrade(url)
     click.echo(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@db_group.command("restore")
+@click.option("--dump", type=click.Path(exists=True, dir_okay=False),
+              help="A `pg_dump -Fc` file to restore into DATABASE_URL (created if missing).")
+@click.option("--no-restore", is_flag=True,
+              help="The database is restored already (point-in-time recovery): run the steps"
+              " after it.")
+@click.option("--pg-restore", default=lambda: shutil.which("pg_restore") or "pg_restore",
+              show_default="pg_restore on PATH",
+              help="The pg_restore binary (the server's major version or newer).")
+@pass_app
+def db_restore(app: App, dump: str | None, no_restore: bool, pg_restore: str) -> None:
+    """The restore drill (docs/operations.md#the-restore-drill): restore the dump in one
+    transaction, apply migrations, drop the API key cache, re-apply the revocations journaled
+    since, reconcile billing. Stop beat, the workers and the API first. One JSON line per step;
+    exit 0 when reconciliation is clean, 1 on discrepancies, 2 when a step failed."""
+    if not no_restore and dump is None:
+        raise click.UsageError("--dump FILE is required (or --no-restore)")
+    url, step = app.settings.database_url, "restore"
+
+    def say(**facts) -> None:
+        click.echo(json.dumps({"step": step, **facts}, default=str))
+
+    try:
+        if dump is not None and not no_restore:
+            db.ensure_database(url)
+            done = subprocess.run(  # noqa: S603 (the operator's own binary and dump)
+                [pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges",
+                 "--single-transaction", "--exit-on-error", "-d", url, dump],
+                capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"pg_restore failed: {done.stderr.strip()[-2000:]}")
+            say(dump=dump)
+        step = "upgrade"
+        say(applied=db.upgrade(url))
+        svc = app.services
+        step = "flush-key-cache"
+        say(dropped=svc.key_cache.flush())
+        step = "reapply-revocations"
+        with svc.db.connection() as conn:
+            say(revoked_again=workspaces.reapply_revocations(conn, svc.key_cache),
+                journaled=len(svc.key_cache.revocations()))
+        step = "reconcile"
+        found = billing_ops.reconcile_billing(svc)
+    except Exception as exc:  # the operator reads which step failed
+        say(error=f"{type(exc).__name__}: {exc}")
+        app.ctx.exit(2)
+    say(discrepancies=found["discrepancies"], unsent=found["unsent"])
+    app.ctx.exit(1 if found["discrepancies"] else 0)
 
 
 @main.group("workspace")

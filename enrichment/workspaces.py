@@ -123,13 +123,27 @@ def prefixes(conn: Conn, workspace_id: uuid.UUID) -> list[str]:
 
 def revoke_api_key(conn: Conn, cache: KeyCache, prefix: str) -> bool:
     """Revoke a key: refused from the next request on, in every API process (its cache entry
-    is marked stale around the change)."""
+    is marked stale around the change), and journaled in Redis (a restore re-applies it)."""
     with cache.changing(lambda: [prefix]):
-        cur = conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL",
-            (prefix,),
-        )
-    return cur.rowcount == 1
+        row = conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL"
+            " RETURNING revoked_at", (prefix,)).fetchone()
+    if row is not None:
+        cache.journal_revocation(prefix, row["revoked_at"])
+    return row is not None
+
+
+def reapply_revocations(conn: Conn, cache: KeyCache) -> list[str]:
+    """After a PostgreSQL restore: revoke again, as of when they were made, the keys the
+    journal says were revoked (those revoked after the backup point are live in the restored
+    database). Returns the prefixes revoked again."""
+    again = []
+    for prefix, at in cache.revocations():
+        with cache.changing(lambda: [prefix]):  # noqa: B023 (called within the iteration)
+            if conn.execute("UPDATE api_keys SET revoked_at = %s WHERE prefix = %s"
+                            " AND revoked_at IS NULL", (at, prefix)).rowcount:
+                again.append(prefix)
+    return again
 
 
 def list_workspaces(conn: Conn) -> list[dict]:
