@@ -257,13 +257,15 @@ class Stack(contextlib.ExitStack):
 
     def worker(self, concurrency: int = 4, name: str = "worker", queues: str | None = None,
                pool: str | None = None) -> subprocess.Popen:
-        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks")."""
+        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks"). Returns once
+        this worker answers a ping (not any other worker of the stack)."""
         extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else [])]
+        node = f"{name}-{os.getpid()}@{socket.gethostname()}"  # what `%h` expands to
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "--quiet", "worker", "-c", str(concurrency), *extra,
-                                 "--without-mingle", "--without-gossip",
-                                 "-n", f"{name}-{os.getpid()}@%h"])
-        wait_until(lambda: proc.poll() is not None or _ping_worker(self.env), 30, "worker")
+                                 "--without-mingle", "--without-gossip", "-n", node])
+        wait_until(lambda: proc.poll() is not None or _ping_worker(self.env, node), 30,
+                   "worker")
         if proc.poll() is not None:
             log = (self.logs / f"{name}.log").read_text()[-2000:]
             raise RuntimeError(f"worker {name} exited at start:\n{log}")
@@ -287,9 +289,11 @@ def _ok(url: str) -> bool:
         return False
 
 
-def _ping_worker(env: dict) -> bool:
+def _ping_worker(env: dict, node: str | None = None) -> bool:
+    """Some worker (or the worker named `node`) answers a ping."""
     out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.celery_app", "inspect",
-                          "ping", "--timeout", "1"], cwd=ROOT, env=env, capture_output=True)
+                          "ping", "--timeout", "1", *(["-d", node] if node else [])],
+                         cwd=ROOT, env=env, capture_output=True)
     return out.returncode == 0
 
 
