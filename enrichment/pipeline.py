@@ -134,7 +134,7 @@ def sweep(svc: Services) -> dict[str, int]:
     # Re-send no more messages than the broker is missing (when it can tell): a long but
     # healthy queue is not a lost one.
     counter = getattr(svc.publisher, "in_broker", None)
-    in_broker = counter() if counter is not None else None
+    in_broker = counter(svc.settings.lost_message_seconds) if counter is not None else None
     missing = None if in_broker is None else max(
         0, outbox.published_unclaimed(svc.db) - in_broker)
     resent = outbox.requeue_lost(svc.db, svc.settings.lost_message_seconds, missing)

@@ -166,10 +166,6 @@ def pool_of(worker) -> list[int]:
             Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the lost-message re-send counts the dead node's unacknowledged delivery as a message in "
-    "the broker (workers/publisher.py in_broker: HLEN unacked), so it re-sends nothing; "
-    "kombu gives the message back only after visibility_timeout (3600 s)"))
 def test_worker_killed_after_fetching_before_claiming(db, make_workspace, simulator,
                                                       own_redis):
     """A node dies between taking a job's message and claiming the job: the job is still

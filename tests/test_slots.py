@@ -201,8 +201,8 @@ def test_lost_messages_are_resent_only_as_many_as_the_broker_is_missing(svc, mak
     old = replace(svc, settings=replace(svc.settings, lost_message_seconds=60))
     with svc.db.connection() as conn:  # all three sent long ago, none claimed
         conn.execute("UPDATE enrichment_jobs SET published_at = now() - interval '1 hour'")
-    svc.publisher.in_broker = lambda: 3  # a slow queue: every message is still there
+    svc.publisher.in_broker = lambda _recent: 3  # a slow queue: every message is still there
     assert pipeline.sweep(old)["resent"] == 0
-    svc.publisher.in_broker = lambda: 2  # one is missing: one goes again
+    svc.publisher.in_broker = lambda _recent: 2  # one is missing: one goes again
     assert pipeline.sweep(old)["resent"] == 1
     assert len(svc.publisher.ids) == len(jobs) + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from enrichment import logs
@@ -11,7 +13,8 @@ from .celery_app import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE, app, tier_queues
 RUN_JOB = "enrichment.run_job"
 DELIVER_WEBHOOK = "enrichment.deliver_webhook"
 ADMIT_UPLOAD = "enrichment.admit_upload"
-UNACKED = "unacked"  # kombu's Redis transport keeps delivered, unacknowledged messages here
+# kombu's Redis transport keeps delivered, unacknowledged messages by delivery time here.
+UNACKED_INDEX = "unacked_index"
 
 
 class CeleryPublisher:
@@ -43,9 +46,11 @@ class CeleryPublisher:
         """Admit a console upload's rows in the background (workers/tasks.admit_upload)."""
         self._send(ADMIT_UPLOAD, upload_id, MAINTENANCE_QUEUE, countdown=countdown)
 
-    def in_broker(self) -> int | None:
-        """Messages in the tier queues plus those delivered and not acknowledged (Redis
-        broker only)."""
+    def in_broker(self, recent_seconds: float) -> int | None:
+        """Messages in the tier queues plus those delivered less than `recent_seconds` ago and
+        not acknowledged (Redis broker only). An older delivery of a job still queued was
+        taken by a worker that died before claiming it (kombu gives it back only after the
+        visibility timeout, an hour): it does not count as in the broker."""
         url = self.broker_url or app.conf.broker_url
         if not url.startswith(("redis://", "rediss://")):
             return None
@@ -54,5 +59,5 @@ class CeleryPublisher:
         with self._broker.pipeline(transaction=False) as pipe:
             for queue in tier_queues():
                 pipe.llen(queue)
-            pipe.hlen(UNACKED)
+            pipe.zcount(UNACKED_INDEX, time.time() - recent_seconds, "+inf")
             return sum(pipe.execute())

@@ -41,9 +41,9 @@ CLAIMABLE = ("(j.status = 'queued' OR (j.status = 'processing' AND j.lease_until
 
 class Publisher(Protocol):
     """Sends the task that runs a job to its queue, and a webhook delivery's to the webhooks
-    queue (Celery, in workers/). It may also offer `in_broker() -> int | None`: the job
-    messages the broker holds (queued, or delivered and not acknowledged); the lost-message
-    sweep then re-sends no more than are missing."""
+    queue (Celery, in workers/). It may also offer `in_broker(recent_seconds) -> int | None`:
+    the job messages the broker holds (queued, or delivered that recently and not
+    acknowledged); the lost-message sweep then re-sends no more than are missing."""
 
     def publish(self, job_id: str, queue: str) -> None: ...
 
