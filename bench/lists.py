@@ -36,7 +36,10 @@ LEADS = int(os.environ.get("BENCH_LISTS_LEADS", "10000"))
 CAP = float(os.environ.get("BENCH_LISTS_CAP", "100"))  # the simulator's Perplexity req/s
 SAFETY = 0.8  # Settings.provider_safety_factor: the limiter's share of the cap
 LATENCY_MS = 300  # the simulator's default answer time
-WORKERS, SLOTS = 2, 24  # Celery worker nodes x prefork slots; the `lists` plan allows 48 at once
+# Celery worker nodes x thread slots; the `lists` plan allows 48 at once. Threads: a job
+# mostly waits on the provider, and 48 prefork children would hold 48 PostgreSQL connections
+# of the machine's 100 (a threads worker shares its pool of DB_POOL_MAX).
+WORKERS, SLOTS, POOL = 2, 24, "threads"
 TEMPLATE = "company_profile"  # perplexity.research only: one provider request per lead
 GUNICORN = {"workers": 4, "threads": 4, "worker_class": "gthread"}  # as the image runs it
 
@@ -121,7 +124,7 @@ def list_run(leads: int = LEADS, cap: float = CAP) -> list:
         sim = stack.simulator("--latency-ms", str(LATENCY_MS), "--perplexity-rps", str(cap),
                               "--social-rps", "0")
         for i in range(WORKERS):
-            stack.worker(concurrency=SLOTS, name=f"w{i}")
+            stack.worker(concurrency=SLOTS, name=f"w{i}", pool=POOL)
         url = stack.gunicorn(**GUNICORN)
         key = create_workspace("lists", plans_file=str(PLANS))
         src, out = stack.logs / "leads.csv", stack.logs / "leads.enriched.csv"
@@ -203,7 +206,7 @@ def run() -> None:
     floor = LEADS / (SAFETY * CAP)
     table(f"A {LEADS:,}-lead CSV through enrichment-client ({TEMPLATE}: one Perplexity request "
           f"a lead; simulator cap {CAP:.0f} req/s, {LATENCY_MS} ms; limiter {SAFETY * CAP:.0f} "
-          f"req/s; {WORKERS} workers x {SLOTS} prefork slots; floor {floor:.0f} s)",
+          f"req/s; {WORKERS} workers x {SLOTS} {POOL}; floor {floor:.0f} s)",
           ["leads", "floor s", "wall s", "wall/floor", "leads lost", "not succeeded",
            "charged twice", "units / matched jobs", "output in input order",
            "busiest second / cap", "provider requests", "429s"], [list_run()])
