@@ -153,22 +153,30 @@ def with_client_key(handler):
 
 
 def admit_one(lead: dict, template_name: str, metadata: dict, max_age_days: int,
-              min_confidence: float, batch_id: uuid.UUID | None = None) -> intake.Admitted:
+              min_confidence: float) -> intake.Admitted:
     svc, workspace = services(), g.workspace
-    lead = {k: v for k, v in lead.items() if v is not None}
-    admitted = service.submit(svc, workspace, template_name, lead, metadata, max_age_days,
-                              min_confidence=min_confidence, batch_id=batch_id)
-    if not admitted.replayed:
-        job = admitted.job
-        log.info("job %s admitted (template %s, queue %s%s%s)", job["id"], template_name,
-                 job["queue"], ", cached" if admitted.cached else "",
-                 "" if workspace.livemode else ", test mode")
-    if not admitted.replayed and workspace.livemode:  # test mode sends no events
-        job = admitted.job
+    admitted = service.submit(svc, workspace, template_name, _present(lead), metadata,
+                              max_age_days, min_confidence=min_confidence)
+    tell(admitted, template_name)
+    return admitted
+
+
+def _present(lead: dict) -> dict:
+    return {k: v for k, v in lead.items() if v is not None}
+
+
+def tell(admitted: intake.Admitted, template_name: str) -> None:
+    """Log a new admission and send its event (test mode sends none)."""
+    if admitted.replayed:
+        return
+    svc, workspace, job = services(), g.workspace, admitted.job
+    log.info("job %s admitted (template %s, queue %s%s%s)", job["id"], template_name,
+             job["queue"], ", cached" if admitted.cached else "",
+             "" if workspace.livemode else ", test mode")
+    if workspace.livemode:
         svc.events.capture("enrichment_requested", str(workspace.id), {
             "job_id": str(job["id"]), "plan": workspace.plan, "template": template_name,
             "queue": job["queue"], "cached": admitted.cached})
-    return admitted
 
 
 def admitted_status(admitted: intake.Admitted) -> int:
@@ -196,27 +204,34 @@ def submit_batch():
         svc, workspace = services(), g.workspace
         batch_id = service.open_batch(svc, workspace.id, data["template"], len(data["leads"]),
                                       workspace.livemode)
-        results, items = [], []
-        for index, lead in enumerate(data["leads"]):
-            entry: dict = {"index": index}
+        # Each lead checked on its own (a 422 entry of its own); the valid ones admitted
+        # together, in one transaction.
+        results: list[dict] = [{"index": i} for i in range(len(data["leads"]))]
+        valid: list[tuple[int, dict]] = []
+        for entry, lead in zip(results, data["leads"], strict=True):
             try:
                 one = submit_schema.load({"template": data["template"], "lead": lead,
                                           "metadata": data["metadata"],
                                           "max_age_days": data["max_age_days"],
                                           "min_confidence": data["min_confidence"]})
-                admitted = admit_one(one["lead"], one["template"], one["metadata"],
-                                     one["max_age_days"], one["min_confidence"], batch_id)
             except ValidationError as exc:
                 entry |= {"status": 422, "problem": problem_body(Invalid(exc.messages))}
-            except intake.Refused as exc:
-                entry |= {"status": exc.status, "problem": problem_body(exc)}
             else:
-                entry |= {"status": admitted_status(admitted),
-                          "job": read.job_body(admitted.job)}
-                if admitted.replayed:
-                    entry["replayed"] = True
-            items.append((index, entry.get("job", {}).get("job_id"), "problem" in entry))
-            results.append(entry)
+                valid.append((entry["index"], _present(one["lead"])))
+        outcomes = service.submit_batch(
+            svc, workspace, data["template"], [lead for _, lead in valid], data["metadata"],
+            data["max_age_days"], min_confidence=data["min_confidence"],
+            batch_id=batch_id) if valid else []
+        for (index, _), outcome in zip(valid, outcomes, strict=True):
+            entry = results[index]
+            if isinstance(outcome, intake.Refused):
+                entry |= {"status": outcome.status, "problem": problem_body(outcome)}
+                continue
+            tell(outcome, data["template"])
+            entry |= {"status": admitted_status(outcome), "job": read.job_body(outcome.job)}
+            if outcome.replayed:
+                entry["replayed"] = True
+        items = [(e["index"], e.get("job", {}).get("job_id"), "problem" in e) for e in results]
         service.close_batch(svc, workspace.id, batch_id, items)
         return 207, a.dump(a.BatchAnswerSchema, {"batch_id": batch_id, "results": results}), \
             None, False

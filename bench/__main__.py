@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and print its table; `python -m bench NAME…` runs only
 the named ones (limiter, submit_path, pipeline, api_workers, attack, job_latency, execution,
-integrator, billing_report, quality, usage, scale_out)."""
+integrator, billing_report, quality, usage, scale_out, lists)."""
 
 import sys
 
@@ -12,6 +12,7 @@ from . import (
     integrator,
     job_latency,
     limiter,
+    lists,
     pipeline,
     quality,
     scale_out,
@@ -21,7 +22,8 @@ from . import (
 
 BENCHMARKS = {m.__name__.rsplit(".", 1)[1]: m.run
               for m in (limiter, submit_path, pipeline, api_workers, attack, job_latency,
-                        execution, integrator, billing_report, quality, usage, scale_out)}
+                        execution, integrator, billing_report, quality, usage, scale_out,
+                        lists)}
 
 for name in sys.argv[1:] or BENCHMARKS:
     BENCHMARKS[name]()

@@ -10,23 +10,24 @@ from enrichment.templates import TEMPLATES
 
 
 class Recorder:
-    def __init__(self, fail: bool = False):
+    def __init__(self, fail: bool = False, refuse: frozenset[str] = frozenset()):
         self.sent: list[tuple[str, str]] = []
-        self.fail = fail
+        self.fail, self.refuse = fail, refuse
 
     def publish(self, job_id: str, queue: str) -> None:
-        if self.fail:
+        if self.fail or job_id in self.refuse:
             raise ConnectionError("broker down")
         self.sent.append((job_id, queue))
 
 
-def make_job(db, ws):
+def make_job(db, ws, domain: str = "acme.com", slots: int = 1):
     """A runnable job, committed and not published yet."""
     with db.db.connection() as conn:
-        (runnable,) = intake.admit(conn, slots=1, workspace=ws, plan=db.settings.plans["pro"],
-                                      template=TEMPLATES["company_profile"],
-                                      lead={"domain": "acme.com"}, metadata={},
-                                      now=db.clock()).runnable
+        (runnable,) = intake.admit(conn, slots=slots, workspace=ws,
+                                   plan=db.settings.plans["pro"],
+                                   template=TEMPLATES["company_profile"],
+                                   lead={"domain": domain}, metadata={},
+                                   now=db.clock()).runnable
     return runnable
 
 
@@ -68,6 +69,15 @@ def test_successful_publish_clears_the_outbox(db, make_workspace):
     sent = Recorder()
     assert outbox.publish(db.db, sent, job) is True
     assert sent.sent == [(str(job.job_id), "pro")] and outbox_rows(db) == []
+
+
+def test_publish_all_clears_the_rows_of_the_jobs_sent_only(db, make_workspace):
+    ws, _ = make_workspace()
+    jobs = [make_job(db, ws, f"{n}.example.com", slots=3) for n in range(3)]
+    sent = Recorder(refuse=frozenset({str(jobs[1].job_id)}))
+    assert outbox.publish_all(db.db, sent, jobs) == 2
+    assert sent.sent == [(str(jobs[0].job_id), "pro"), (str(jobs[2].job_id), "pro")]
+    assert outbox_rows(db) == [jobs[1].job_id]
 
 
 def test_relay_publish_failure_keeps_rows(db, make_workspace):

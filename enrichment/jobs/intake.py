@@ -92,6 +92,56 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     unit, no provider call); else a new job (runnable if one of the workspace's `slots` is
     free, else waiting behind its older jobs). Raises Refused. Commits its own transaction;
     the caller publishes `Admitted.runnable` and notifies `.events` after it returns."""
+    # A test-mode job holds no unit: no period, no cap (its rate limit bounds it).
+    period = period_start(now) if workspace.livemode else None
+    cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since) if period else None
+    with conn.transaction():
+        admitted = _admit(conn, workspace, plan, template, lead, metadata, now, period, cap,
+                          max_age_days, min_confidence, batch_id)
+        if _new(admitted):
+            admitted.runnable = fill(conn, workspace.id, slots)
+    return admitted
+
+
+def admit_batch(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
+                leads: list[dict], metadata: dict, now: datetime, slots: int,
+                max_age_days: int = CACHE_DAYS, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                batch_id: uuid.UUID | None = None
+                ) -> tuple[list[Admitted | Refused], list[Runnable], list]:
+    """Admit a batch's leads in ONE transaction, each as `admit` would one after the other:
+    (per lead its Admitted or Refused, the jobs that became runnable, the job events). A lead
+    refused after it wrote (the cap) is rolled back to its own savepoint; the others stand.
+    One commit and one hand-out of free slots for the batch instead of one per lead: a list
+    is admitted faster than the providers can work through it."""
+    period = period_start(now) if workspace.livemode else None
+    outcomes: list[Admitted | Refused] = []
+    with conn.transaction():
+        lock_workspace(conn, workspace.id)  # held to the end: the batch is one step
+        cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since) if period else None
+        for lead in leads:
+            try:
+                with conn.transaction():  # a savepoint: a refusal undoes this lead only
+                    outcomes.append(_admit(conn, workspace, plan, template, lead, metadata,
+                                           now, period, cap, max_age_days, min_confidence,
+                                           batch_id))
+            except Refused as exc:
+                outcomes.append(exc)
+        new = any(isinstance(o, Admitted) and _new(o) for o in outcomes)
+        runnable = fill(conn, workspace.id, slots) if new else []
+    happened = [e for o in outcomes if isinstance(o, Admitted) for e in o.events]
+    return outcomes, runnable, happened
+
+
+def _new(admitted: Admitted) -> bool:
+    """A new job waiting for a slot (not a replay, not answered from the cache)."""
+    return not (admitted.replayed or admitted.cached)
+
+
+def _admit(conn: Conn, workspace: Workspace, plan: Plan, template: Template, lead: dict,
+           metadata: dict, now: datetime, period: date | None, cap: int | None,
+           max_age_days: int, min_confidence: float, batch_id: uuid.UUID | None) -> Admitted:
+    """One lead's admission inside the caller's transaction (which gives the new job its
+    slot, if one is free, after this returns). Raises Refused; the caller rolls back."""
     check_region(workspace, template)
     if not template.person_level and not person_level_allowed(
             workspace.region, workspace.person_level_enabled):
@@ -113,9 +163,6 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
     hashes = sorted({subject, *person_hashes(lead)})
     key = idempotency_key(workspace.id, identifier, template.name, now.astimezone(UTC).date(),
                           workspace.livemode)
-    # A test-mode job holds no unit: no period, no cap (its rate limit bounds it).
-    period = period_start(now) if workspace.livemode else None
-    cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since) if period else None
 
     def insert(cached: dict | None) -> dict | None:
         return lifecycle.insert(conn, workspace_id=workspace.id, template=template.name,
@@ -124,40 +171,38 @@ def admit(conn: Conn, *, workspace: Workspace, plan: Plan, template: Template,
                                min_confidence=min_confidence, batch_id=batch_id,
                                cached=cached, cap=cap, livemode=workspace.livemode)
 
-    with conn.transaction():
-        if max_age_days > 0:
-            cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days, min_confidence, workspace.livemode)
-        else:  # fresh data asked for: a cached answer given earlier today is no replay
-            cached = None
-            lock_workspace(conn, workspace.id)
-            conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
-                         " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
+    if max_age_days > 0:
+        cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
+                                         max_age_days, min_confidence, workspace.livemode)
+    else:  # fresh data asked for: a cached answer given earlier today is no replay
+        cached = None
+        lock_workspace(conn, workspace.id)
+        conn.execute("UPDATE enrichment_jobs SET idempotency_key = NULL"
+                     " WHERE idempotency_key = %s AND cached_from IS NOT NULL", (key,))
+    row = insert(cached)
+    if row is None and cached and not lifecycle.exists(conn, cached["id"]):
+        # Erased while this waited for the lock: look again, now that it holds it.
+        cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
+                                         max_age_days, min_confidence, workspace.livemode)
         row = insert(cached)
-        if row is None and cached and not lifecycle.exists(conn, cached["id"]):
-            # Erased while this waited for the lock: look again, now that it holds it.
-            cached = lifecycle.lock_and_fresh(conn, workspace.id, subject, template.name,
-                                             max_age_days, min_confidence, workspace.livemode)
-            row = insert(cached)
-        if row is None:  # suppressed, or the same lead and template today
-            existing = conn.execute(
-                "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
-                " AND NOT EXISTS (SELECT 1 FROM suppressions"
-                "                 WHERE workspace_id = %s AND subject_hash = ANY(%s))",
-                (workspace.id, key, workspace.id, hashes)).fetchone()
-            if existing is None:
-                raise Refused(403, "subject-suppressed", "Forbidden",
-                              "This subject asked not to be enriched (erasure or objection).")
-            return Admitted(read.known_job(conn, workspace.id, existing["id"]), replayed=True)
-        if cached:  # answered from the earlier result: nothing to reserve or to run
-            answered = events.record(conn, workspace.id, row["id"], "succeeded")
-            return Admitted(read.known_job(conn, workspace.id, row["id"]), cached=True,
-                            events=[answered])
-        if not row["reserved"]:  # the cap: the job is rolled back with the transaction
-            assert cap is not None and period is not None  # (a test job reserves nothing)
-            raise cap_refusal(conn, workspace.id, cap, period)
-        runnable = fill(conn, workspace.id, slots)
-    return Admitted(row, runnable=runnable)
+    if row is None:  # suppressed, or the same lead and template today
+        existing = conn.execute(
+            "SELECT id FROM enrichment_jobs WHERE workspace_id = %s AND idempotency_key = %s"
+            " AND NOT EXISTS (SELECT 1 FROM suppressions"
+            "                 WHERE workspace_id = %s AND subject_hash = ANY(%s))",
+            (workspace.id, key, workspace.id, hashes)).fetchone()
+        if existing is None:
+            raise Refused(403, "subject-suppressed", "Forbidden",
+                          "This subject asked not to be enriched (erasure or objection).")
+        return Admitted(read.known_job(conn, workspace.id, existing["id"]), replayed=True)
+    if cached:  # answered from the earlier result: nothing to reserve or to run
+        answered = events.record(conn, workspace.id, row["id"], "succeeded")
+        return Admitted(read.known_job(conn, workspace.id, row["id"]), cached=True,
+                        events=[answered])
+    if not row["reserved"]:  # the cap: the job is rolled back with the transaction
+        assert cap is not None and period is not None  # (a test job reserves nothing)
+        raise cap_refusal(conn, workspace.id, cap, period)
+    return Admitted(row)
 
 
 # --- client Idempotency-Key header ---------------------------------------------------------

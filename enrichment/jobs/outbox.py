@@ -15,21 +15,30 @@ log = logging.getLogger(__name__)
 def publish(pool: Pool, publisher: Publisher, job: Runnable) -> bool:
     """Send a committed runnable job's message and clear its outbox row. On a broker error the
     row stays for the relay and False is returned: the job is durable either way."""
-    try:
-        publisher.publish(str(job.job_id), job.queue)
-        JOB_MESSAGES.labels("direct").inc()
-    except Exception:
-        log.exception("publish of job %s failed; the outbox relay will retry", job.job_id)
-        return False
-    with pool.connection() as conn:
-        conn.execute("DELETE FROM job_outbox WHERE job_id = %s AND created_at = %s",
-                     (job.job_id, job.outbox_at))
-    return True
+    return bool(publish_all(pool, publisher, [job]))
 
 
-def publish_all(pool: Pool, publisher: Publisher, runnable: list[Runnable]) -> None:
+def publish_all(pool: Pool, publisher: Publisher, runnable: list[Runnable]) -> int:
+    """Send each job's message, then clear the outbox rows of those sent in one statement
+    (one commit for a batch's jobs, not one each). A job whose send failed keeps its row for
+    the relay; were the delete to fail, the relay would send the others again too (a second
+    message is a no-op claim). Returns how many were sent."""
+    sent = []
     for job in runnable:
-        publish(pool, publisher, job)
+        try:
+            publisher.publish(str(job.job_id), job.queue)
+        except Exception:
+            log.exception("publish of job %s failed; the outbox relay will retry", job.job_id)
+            continue
+        JOB_MESSAGES.labels("direct").inc()
+        sent.append(job)
+    if sent:
+        with pool.connection() as conn:
+            conn.execute("DELETE FROM job_outbox o USING unnest(%s::uuid[], %s::timestamptz[])"
+                         " AS s(job_id, created_at)"
+                         " WHERE o.job_id = s.job_id AND o.created_at = s.created_at",
+                         ([j.job_id for j in sent], [j.outbox_at for j in sent]))
+    return len(sent)
 
 
 def send_webhooks(publisher: Publisher, deliveries: list) -> None:

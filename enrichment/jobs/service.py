@@ -54,6 +54,22 @@ def submit(svc: Services, workspace: Workspace, template: str, lead: dict, metad
     return admitted
 
 
+def submit_batch(svc: Services, workspace: Workspace, template: str, leads: list[dict],
+                 metadata: dict, max_age_days: int, *,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 batch_id: uuid.UUID | None = None) -> list[intake.Admitted | intake.Refused]:
+    """Admit a batch's leads in one transaction (intake.admit_batch), then publish and
+    notify: per lead its Admitted or Refused."""
+    plan = svc.settings.plans[workspace.plan]
+    with svc.db.connection() as conn:
+        outcomes, runnable, happened = intake.admit_batch(
+            conn, workspace=workspace, plan=plan, template=TEMPLATES[template], leads=leads,
+            metadata=metadata, now=svc.clock(), slots=svc.settings.slots(plan.name),
+            max_age_days=max_age_days, min_confidence=min_confidence, batch_id=batch_id)
+    after_commit(svc, runnable, happened)
+    return outcomes
+
+
 def open_batch(svc: Services, workspace_id: uuid.UUID, template: str, total: int,
                livemode: bool = True) -> uuid.UUID:
     with svc.db.connection() as conn:
