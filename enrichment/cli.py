@@ -153,9 +153,14 @@ def db_restore(app: App, dump: str | None, no_restore: bool, pg_restore: str) ->
     try:
         if dump is not None and not no_restore:
             db.ensure_database(url)
+            # Into an empty schema: `--clean` drops only what the dump has, and tables of
+            # migrations newer than the dump would survive it (and fail the upgrade).
+            with psycopg.connect(url, autocommit=True) as empty:
+                empty.execute("DROP SCHEMA IF EXISTS public CASCADE")
+                empty.execute("CREATE SCHEMA public")
             done = subprocess.run(  # noqa: S603 (the operator's own binary and dump)
-                [pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges",
-                 "--single-transaction", "--exit-on-error", "-d", url, dump],
+                [pg_restore, "--no-owner", "--no-privileges", "--single-transaction",
+                 "--exit-on-error", "-d", url, dump],
                 capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"pg_restore failed: {done.stderr.strip()[-2000:]}")
@@ -167,8 +172,11 @@ def db_restore(app: App, dump: str | None, no_restore: bool, pg_restore: str) ->
         say(dropped=svc.key_cache.flush())
         step = "reapply-revocations"
         with svc.db.connection() as conn:
+            journaled = len(svc.key_cache.revocations())
             say(revoked_again=workspaces.reapply_revocations(conn, svc.key_cache),
-                journaled=len(svc.key_cache.revocations()))
+                journaled=journaled, **({} if journaled else {"warning": (
+                    "the revocation journal is empty: if Redis was lost or replaced too,"
+                    " revoke again by hand the keys revoked since the backup point")}))
         step = "reconcile"
         found = billing_ops.reconcile_billing(svc)
     except Exception as exc:  # the operator reads which step failed
@@ -407,7 +415,7 @@ def billing_sync_catalog(app: App):
     if not svc.billing.sends:
         raise click.ClickException("STRIPE_API_KEY is not set: billing runs ledger-only")
     with svc.db.connection() as conn:
-        stored = prices.sync_catalog(conn, svc.billing, svc.settings.plans, svc.clock())
+        stored = prices.sync_catalog(conn, svc.billing, svc.settings.plans)
         found = prices.mismatches(conn, svc.settings.plans)
     for key, stripe_id in sorted(stored.items()):
         click.echo(f"{key:32} {stripe_id}")

@@ -87,6 +87,16 @@ def load_plans(path: str | Path = DEFAULT_PLANS_FILE) -> Plans:
         raise ValueError(f"plans file {path}: {what}") from None
 
 
+def _money(plan: str, key: str, value, places: int) -> Decimal:
+    """A price in USD with at most `places` decimals — what the billing tables and Stripe keep
+    (an overage unit price in usage_reports has 4, a base fee is in cents)."""
+    amount = Decimal(str(value))
+    if amount < 0 or amount.as_tuple().exponent < -places:  # type: ignore[operator]
+        raise ValueError(f"plan {plan!r}: {key} must be a non-negative amount with at most"
+                         f" {places} decimals, not {value!r}")
+    return amount
+
+
 def _plans(raw: dict) -> Plans:
     weights = {str(q): int(w) for q, w in raw["queues"].items()}
     plans = {}
@@ -99,8 +109,8 @@ def _plans(raw: dict) -> Plans:
             rps=float(p["rps"]),
             rpm=int(p["rpm"]),
             included=int(p["included"]),
-            overage_usd=Decimal(str(p["overage_usd"])),
-            base_usd=Decimal(str(p.get("base_usd", "0"))),
+            overage_usd=_money(name, "overage_usd", p["overage_usd"], 4),
+            base_usd=_money(name, "base_usd", p.get("base_usd", "0"), 2),
             max_tokens=p.get("max_tokens"),
             max_searches=p.get("max_searches"),
             workspace_concurrency=p.get("workspace_concurrency"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ KEY_SCHEME = "lek"
 TEST = "test"
 PREFIX_BYTES = 6  # 12 hex chars
 SECRET_BYTES = 32
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ def revoke_api_key(conn: Conn, cache: KeyCache, prefix: str) -> bool:
             " RETURNING revoked_at", (prefix,)).fetchone()
     if row is not None:
         cache.journal_revocation(prefix, row["revoked_at"])
+        log.info("api key %s revoked", prefix)  # (the record a lost journal falls back on)
     return row is not None
 
 

@@ -20,6 +20,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from bench.stack import free_port
 from enrichment.billing import StripeBilling, accounts, prices
 from enrichment.billing import operations as billing_ops
 from enrichment.billing.reconcile import price_problems, reconcile
@@ -45,8 +46,7 @@ def stripe(db):
     with StripeFakeServer(now=lambda: db.clock().timestamp()) as server:
         svc = replace(db, billing=StripeBilling("sk_test_prices", server.url))
         with svc.db.connection() as conn:
-            prices.sync_catalog(conn, svc.billing, svc.settings.plans,
-                                day_start(MONTH) - timedelta(days=30))
+            prices.sync_catalog(conn, svc.billing, svc.settings.plans)
         yield svc, server
 
 
@@ -64,12 +64,13 @@ def in_force(svc) -> list:
 def test_the_first_sync_records_the_prices_stripe_holds(stripe):
     svc, _ = stripe
     (core,) = in_force(svc)
-    assert (core.base_usd, core.overage_usd) == (svc.settings.plans["core"].base_usd,
-                                                 svc.settings.plans["core"].overage_usd)
+    assert (core.base_usd, core.overage_usd, core.effective_at) == (
+        svc.settings.plans["core"].base_usd, svc.settings.plans["core"].overage_usd,
+        prices.ALWAYS)
     with svc.db.connection() as conn:
         assert prices.mismatches(conn, svc.settings.plans) == []
         # A second sync keeps the history as it is.
-        prices.sync_catalog(conn, svc.billing, svc.settings.plans, day_start(MONTH))
+        prices.sync_catalog(conn, svc.billing, svc.settings.plans)
         assert len(prices.history(conn)["core"]) == 1
 
 
@@ -167,6 +168,30 @@ def test_the_api_and_the_workers_refuse_to_start_on_an_in_place_edit(db, tmp_pat
     assert worker.returncode != 0, worker.stdout + worker.stderr
     assert "refusing to start" in worker.stderr + worker.stdout
     assert load_plans(DEFAULT_PLANS_FILE)["core"].overage_usd != Decimal("0.11")
+    # A database that cannot be asked does not stop a start (/readyz then answers 503).
+    down = {**env, "DATABASE_URL": f"postgresql://127.0.0.1:{free_port()}/nothing"}
+    api = subprocess.run([sys.executable, "-c", "import api.wsgi"], cwd=ROOT, env=down,
+                         capture_output=True, text=True, timeout=60)
+    assert api.returncode == 0 and "prices not checked at start-up" in api.stderr, api.stderr
+
+
+def test_a_first_start_records_the_plans_file_and_later_edits_are_refused(db):
+    with db.db.connection() as conn:
+        prices.check(conn, db.settings.plans)  # nothing recorded yet: recorded now
+        assert prices.history(conn)["core"][0].effective_at == prices.ALWAYS
+        with pytest.raises(prices.PricesChanged):
+            prices.check(conn, raised(db.settings.plans))
+
+
+@pytest.mark.parametrize(("key", "value"), [("overage_usd", "0.00125"), ("base_usd", "49.005"),
+                                            ("overage_usd", "-1")])
+def test_a_price_the_billing_tables_cannot_hold_is_refused(tmp_path: Path, key, value):
+    text = Path(DEFAULT_PLANS_FILE).read_text()
+    edited = text.replace('overage_usd = "0.12"' if key == "overage_usd" else
+                          'base_usd = "49.00"', f'{key} = "{value}"', 1)
+    (tmp_path / "plans.toml").write_text(edited)
+    with pytest.raises(ValueError, match=f"plan 'core': {key} must be"):
+        load_plans(tmp_path / "plans.toml")
 
 
 def test_change_price_command(db, make_workspace, tmp_path: Path):

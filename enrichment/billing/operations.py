@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 
 def check_prices(settings: Settings) -> None:
     """The start-up check of the API and the workers (`prices.check`): SystemExit, naming
-    the command to run, while the plans file changes a synced price in place."""
-    with psycopg.connect(settings.database_url, row_factory=dict_row,
-                         connect_timeout=5) as conn:
-        try:
+    the command to run, while the plans file changes a recorded price in place. A database
+    that cannot be asked (down, or not migrated yet) does not stop a start — the API then
+    answers 503 from /readyz — and is logged."""
+    try:
+        with psycopg.connect(settings.database_url, row_factory=dict_row, autocommit=True,
+                             connect_timeout=5) as conn:
             prices.check(conn, settings.plans)
-        except prices.PricesChanged as exc:
-            raise SystemExit(f"refusing to start: {exc}") from None
+    except prices.PricesChanged as exc:
+        raise SystemExit(f"refusing to start: {exc}") from None
+    except psycopg.Error as exc:
+        log.warning("prices not checked at start-up (database: %s)", exc)
 
 
 def yesterday(svc: Services) -> date:

@@ -5,11 +5,12 @@ Stripe they are also Stripe prices, which never change amount: a price changes b
 that takes over the lookup key, the subscriptions moved to it, the old one archived (kept:
 past invoices name it). So:
 
-* `sync_catalog` records a plan's prices as Stripe holds them the first time the catalog is
-  synced with it (`enrichment billing sync-catalog`);
-* `mismatches` is the start-up check — the API and the workers refuse to start while the
-  plans file disagrees with the prices in force (an in-place edit would make invoices
-  disagree with the usage endpoint);
+* `record_first` records a plan's prices the first time, as in force since always: as
+  Stripe holds them when the catalog is synced (`enrichment billing sync-catalog`), else as
+  the plans file says when the API or a worker starts;
+* `check` is the start-up check — the API and the workers refuse to start while the plans
+  file disagrees with the prices in force (an in-place edit would make invoices disagree
+  with the usage endpoint);
 * `change` is `enrichment billing change-price PLAN`: the Stripe way, then the new prices in
   force from now on (resumable: a rerun moves the subscriptions a failure left behind);
 * `overage_on` prices a day's overage at the price in force at the day's end, as Stripe
@@ -22,7 +23,7 @@ import bisect
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from ..config import Plan, Plans
@@ -55,26 +56,38 @@ def history(conn: Conn) -> History:
 
 def overage_on(prices: History, plan: Plan, day: date) -> Decimal:
     """The overage price in force at the end of `day` (the plans file's for a plan never
-    synced)."""
+    recorded)."""
     rows = prices.get(plan.name) or []
+    if not rows:
+        return plan.overage_usd
     i = bisect.bisect_left([p.effective_at for p in rows], day_start(day + timedelta(days=1)))
-    return rows[i - 1].overage_usd if i else plan.overage_usd
+    return rows[max(i, 1) - 1].overage_usd
 
 
-def sync_catalog(conn: Conn, billing: Billing, plans: Plans, now: datetime) -> dict[str, str]:
+ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)  # a first recorded price: in force since always
+
+
+def record_first(conn: Conn, plans: Plans, amounts: dict[str, Decimal] | None = None) -> None:
+    """Each plan's prices, the first time (a plan already recorded keeps its history): as
+    Stripe holds them (`amounts`, by lookup key) or as the plans file says."""
+    amounts = amounts or {}
+    for plan in plans.plans.values():
+        conn.execute("INSERT INTO plan_prices (plan, base_usd, overage_usd, effective_at)"
+                     " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
+                     " (SELECT 1 FROM plan_prices WHERE plan = %s) ON CONFLICT DO NOTHING",
+                     (plan.name, amounts.get(base_key(plan.name), plan.base_usd),
+                      amounts.get(overage_key(plan.name), plan.overage_usd), ALWAYS,
+                      plan.name))
+
+
+def sync_catalog(conn: Conn, billing: Billing, plans: Plans) -> dict[str, str]:
     """Create in Stripe what the plans file needs and is missing (`catalog.sync_catalog`),
     and record each plan's prices as Stripe holds them the first time — so a price Stripe
     already had at another amount shows as a mismatch (the start-up check), not as a new
     price. A plan already recorded keeps its history."""
     stored = catalog.sync_catalog(conn, billing, plans)
-    amounts = billing.price_amounts(sorted(k for p in plans.names
-                                           for k in (base_key(p), overage_key(p))))
-    for plan in plans.plans.values():
-        conn.execute("INSERT INTO plan_prices (plan, base_usd, overage_usd, effective_at)"
-                     " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
-                     " (SELECT 1 FROM plan_prices WHERE plan = %s)",
-                     (plan.name, amounts.get(base_key(plan.name), plan.base_usd),
-                      amounts.get(overage_key(plan.name), plan.overage_usd), now, plan.name))
+    record_first(conn, plans, billing.price_amounts(sorted(
+        k for p in plans.names for k in (base_key(p), overage_key(p)))))
     return stored
 
 
@@ -88,8 +101,10 @@ def mismatches(conn: Conn, plans: Plans) -> list[str]:
         for what, file_value, in_force in (("base_usd", plan.base_usd, now.base_usd),
                                            ("overage_usd", plan.overage_usd, now.overage_usd)):
             if file_value != in_force:
+                since = "" if now.effective_at == ALWAYS else (
+                    f" (since {now.effective_at:%Y-%m-%d %H:%M}Z)")
                 found.append(f"plan {name}: {what} is {file_value} in the plans file, but"
-                             f" {in_force} is in force (since {now.effective_at:%Y-%m-%d})")
+                             f" {in_force} is in force{since}")
     return found
 
 
@@ -98,7 +113,9 @@ class PricesChanged(EnrichmentError):
 
 
 def check(conn: Conn, plans: Plans) -> None:
-    """The start-up check: PricesChanged if the plans file changed a synced price in place."""
+    """The start-up check: PricesChanged if the plans file changed a recorded price in place.
+    A plan not recorded yet (a new plan, a first start) is recorded as the file says."""
+    record_first(conn, plans)
     if found := mismatches(conn, plans):
         raise PricesChanged(
             "; ".join(found) + ". A synced price is changed with `enrichment billing"
@@ -138,12 +155,18 @@ def change(conn: Conn, billing: Billing, plans: Plans, plan_name: str,
     moved, failed = 0, []
     if billing.sends:
         synced = catalog.load_catalog(conn)
+        # Only subscriptions on this plan's prices: one whose plan move is pending is moved by
+        # `accounts.move` (with the plan change's proration), under the same lock.
         for ws in conn.execute(
                 "SELECT id, stripe_subscription_id FROM workspaces WHERE plan = %s"
-                " AND stripe_subscription_id IS NOT NULL ORDER BY id", (plan_name,)).fetchall():
+                " AND stripe_plan = plan AND stripe_subscription_id IS NOT NULL ORDER BY id",
+                (plan_name,)).fetchall():
             try:
-                moved += billing.move_to_prices(ws["stripe_subscription_id"], plan_name,
-                                                synced)
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('stripe-move'),"
+                                 " hashtext(%s::text))", (ws["id"],))
+                    moved += billing.move_to_prices(ws["stripe_subscription_id"], plan_name,
+                                                    synced)
             except BillingError as exc:
                 log.error("workspace %s: subscription not moved to the new prices: %s",
                           ws["id"], exc)
