@@ -256,9 +256,11 @@ class Stack(contextlib.ExitStack):
         return url
 
     def worker(self, concurrency: int = 4, name: str = "worker", queues: str | None = None,
-               pool: str | None = None) -> subprocess.Popen:
-        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks")."""
-        extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else [])]
+               pool: str | None = None, include: str | None = None) -> subprocess.Popen:
+        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks"); `include`:
+        modules of tasks to register besides the app's (e.g. "bench.floor_tasks")."""
+        extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else []),
+                 *(["-I", include] if include else [])]
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "--quiet", "worker", "-c", str(concurrency), *extra,
                                  "--without-mingle", "--without-gossip",
