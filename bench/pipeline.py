@@ -5,7 +5,7 @@ jobs run by a bench-only task (bench/floor_tasks.py) that claims and finishes ea
 job does, with a trivial success and no provider call. The jobs are submitted before the
 worker starts (a backlog: no submitting competes for the CPU) and timed from the first start
 to the last finish, by their own timestamps; the no-ops from the first send to the last one
-done. Real jobs and floor jobs each run on a fresh database."""
+done. Real jobs and floor jobs each run on a fresh database, in turn, best of ROUNDS."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .execution import FAST, _services, noop_rate, submit, wait_done, workspaces
 from .stack import BENCH_DB, Stack, fresh_database, table
 
 SLOTS = 4
+ROUNDS = 2  # the best of this many drains of each, taken in turn (the machine is shared)
 FLOOR_TASKS = "bench.floor_tasks"
 
 
@@ -40,27 +41,35 @@ def job_rate(n: int) -> float:
     return n / (last - first).total_seconds()
 
 
-def measure(n: int = 600) -> list:
-    """[no-op tasks/s, durable floor jobs/s, jobs/s]."""
+def drain(n: int, floor: bool = False) -> tuple[float, float | None]:
+    """Jobs/s of a backlog of `n` real jobs (and no-op tasks/s on the same worker after it) —
+    or, with `floor`, of `n` jobs run by the durable floor's task."""
     fresh_database()
     with Stack(FAST) as stack:
-        stack.simulator("--latency-ms", "0", "--perplexity-rps", "0", "--social-rps", "0")
-        backlog(stack, n)
+        if not floor:
+            stack.simulator("--latency-ms", "0", "--perplexity-rps", "0", "--social-rps", "0")
+        backlog(stack, n, floor=floor)
         stack.worker(concurrency=SLOTS, include=FLOOR_TASKS)
         jobs = job_rate(n)
+        if floor:
+            return jobs, None
         noop_rate(stack, 100)  # warm-up (the pool is up already)
-        noop = noop_rate(stack, n)
-    fresh_database()
-    with Stack(FAST) as stack:
-        backlog(stack, n, floor=True)
-        stack.worker(concurrency=SLOTS, include=FLOOR_TASKS)
-        floor = job_rate(n)
-    return [noop, floor, jobs]
+        return jobs, noop_rate(stack, n)
+
+
+def measure(n: int = 600) -> list:
+    """[no-op tasks/s, durable floor jobs/s, jobs/s], each the best of ROUNDS."""
+    real, floor = [], []
+    for _ in range(ROUNDS):
+        real.append(drain(n))
+        floor.append(drain(n, floor=True)[0])
+    return [max(r[1] for r in real), max(floor), max(r[0] for r in real)]
 
 
 def run() -> None:
     noop, floor, jobs = measure()
-    table(f"Pipeline: one worker, {SLOTS} prefork slots, instant simulator, person_social",
+    table(f"Pipeline: one worker, {SLOTS} prefork slots, instant simulator, person_social; "
+          f"best of {ROUNDS}",
           ["no-op tasks/s", "durable floor jobs/s", "jobs/s", "floor / jobs (aim <= 1.3)",
            "no-op / jobs"], [[noop, floor, jobs, floor / jobs, noop / jobs]])
 
