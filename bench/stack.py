@@ -256,10 +256,12 @@ class Stack(contextlib.ExitStack):
         return url
 
     def worker(self, concurrency: int = 4, name: str = "worker", queues: str | None = None,
-               pool: str | None = None) -> subprocess.Popen:
-        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks"). Returns once
-        this worker answers a ping (not any other worker of the stack)."""
-        extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else [])]
+               pool: str | None = None, include: str | None = None) -> subprocess.Popen:
+        """A Celery worker: every queue of the app, or `queues` (e.g. "webhooks"); `include`:
+        modules of tasks to register besides the app's (e.g. "bench.floor_tasks"). Returns
+        once this worker answers a ping (not any other worker of the stack)."""
+        extra = [*(["-Q", queues] if queues else []), *(["-P", pool] if pool else []),
+                 *(["-I", include] if include else [])]
         node = f"{name}-{os.getpid()}@{socket.gethostname()}"  # what `%h` expands to
         proc = self.spawn(name, [sys.executable, "-m", "celery", "-A", "workers.celery_app",
                                  "--quiet", "worker", "-c", str(concurrency), *extra,
