@@ -1,8 +1,9 @@
-"""Usage in constant time: GET /api/v1/enrichment/usage on a workspace with 10 and with
-1,000,000 usage rows this month, through gunicorn, beside the bare authenticated read
-GET /api/v1/workspace (the same authentication and rate limit, one row read) measured in the
-same run. The rows are inserted by SQL through the rollup's triggers, as jobs would write them;
-the last row prints what the endpoint used to run, the sum over the month's usage rows."""
+"""Usage in constant time: GET /api/v1/enrichment/usage on workspaces with 10 and with
+1,000,000 usage rows this month — within the plan's included units, and in overage (the
+billing walk) — through gunicorn, beside the bare authenticated read GET /api/v1/workspace
+(the same authentication and rate limit, no database read) measured in the same run. The
+rows are inserted by SQL through the rollup's triggers, as jobs would write them; the last
+row prints what the endpoint used to run, the sum over the month's usage rows."""
 
 from __future__ import annotations
 
@@ -57,26 +58,35 @@ def run() -> None:
     for size in SIZES:
         fresh_database()
         with Stack({"PLANS_FILE": PLANS}) as stack:
-            key = create_workspace("bench", plans_file=PLANS)
+            # Two workspaces of `size` rows: one within its plan's included units, one (plan
+            # `overage`, 1,000 included) over them, whose usage needs the day-by-day walk.
+            keys = {plan: create_workspace(plan, plans_file=PLANS)
+                    for plan in ("bench", "overage")}
             with psycopg.connect(BENCH_DB) as conn:
-                workspace_id = str(conn.execute("SELECT id FROM workspaces").fetchone()[0])
-            seed(workspace_id, size)
+                ids = dict(conn.execute("SELECT plan, id::text FROM workspaces").fetchall())
+            for plan in keys:
+                seed(ids[plan], size)
             port = int(stack.gunicorn("api.wsgi:app", workers=2).rsplit(":", 1)[1])
-            timed(port, "/api/v1/workspace", key, 50)  # warm-up
-            bare = timed(port, "/api/v1/workspace", key, REQUESTS)
-            usage = timed(port, "/api/v1/enrichment/usage", key, REQUESTS)
-            raw = raw_sum_ms(workspace_id) if size == SIZES[-1] else None
-        b, u = p50_p99(bare), p50_p99(usage)
-        rows += [[f"{size:,}", "GET /api/v1/workspace (bare authenticated read)", *b, "1.00"],
-                 [f"{size:,}", "GET /api/v1/enrichment/usage", *u, f"{u[0] / b[0]:.2f}"]]
-        target.append(u[0] / b[0])
+            timed(port, "/api/v1/workspace", keys["bench"], 50)  # warm-up
+            bare = timed(port, "/api/v1/workspace", keys["bench"], REQUESTS)
+            within = timed(port, "/api/v1/enrichment/usage", keys["bench"], REQUESTS)
+            over = timed(port, "/api/v1/enrichment/usage", keys["overage"], REQUESTS)
+            raw = raw_sum_ms(ids["bench"]) if size == SIZES[-1] else None
+        b = p50_p99(bare)
+        rows.append([f"{size:,}", "GET /api/v1/workspace (bare authenticated read)", *b, "1.00"])
+        for label, latencies in (("within the included units", within),
+                                 ("in overage (the day-by-day walk)", over)):
+            u = p50_p99(latencies)
+            rows.append([f"{size:,}", f"GET /api/v1/enrichment/usage, {label}", *u,
+                         f"{u[0] / b[0]:.2f}"])
+            target.append(u[0] / b[0])
         if raw:
             rows.append([f"{size:,}", "(before: the month's usage rows summed, SQL only)",
                          *p50_p99(raw), "-"])
     table(f"Usage in constant time (gunicorn, 2 workers, {REQUESTS} sequential requests each;"
           f" target: usage p50 at most 3 x the bare read at {SIZES[-1]:,} rows — here "
-          f"{target[-1]:.2f} x)", ["usage rows", "request", "p50 ms", "p99 ms", "p50 ÷ bare"],
-          rows)
+          f"{max(target[-2:]):.2f} x at worst)",
+          ["usage rows", "request", "p50 ms", "p99 ms", "p50 ÷ bare"], rows)
 
 
 if __name__ == "__main__":

@@ -160,10 +160,11 @@ DAILY = (
 DAILY_OF_ONE = DAILY.replace(" WHERE ", " WHERE workspace_id = %(ws)s AND ")
 
 
-def compute(conn: Conn, plans: Plans, period: date, through: date,
-            workspace_id=None) -> dict[object, list[DayReport]]:
+def compute(conn: Conn, plans: Plans, period: date, through: date, workspace_id=None,
+            segments: dict[object, list[Segment]] | None = None
+            ) -> dict[object, list[DayReport]]:
     """Day reports of `period` up to `through` (inclusive), per workspace with usage — every
-    workspace, or one."""
+    workspace, or one (`segments`: its plan segments, when the caller has them)."""
     end = min(through, next_period_start(period) - timedelta(days=1))
     args = {"first": period, "last": end, "ws": workspace_id}
     daily: dict[object, list[tuple[date, int]]] = defaultdict(list)
@@ -180,7 +181,7 @@ def compute(conn: Conn, plans: Plans, period: date, through: date,
             " WHERE workspace_id = ANY(%s) AND created_at >= %s AND created_at < %s"
             " ORDER BY created_at", (ids, day_start(period), day_start(end + timedelta(days=1)))):
         paid[r["workspace_id"]].append((r["created_at"], int(r["units"])))
-    segments = plan_segments(conn, plans, ids, period)
+    segments = segments or plan_segments(conn, plans, ids, period)
     in_force = prices.history(conn)
     out = {ws: walk(ws, period, days, segments[ws], paid.get(ws, []))[0]
            for ws, days in daily.items() if segments.get(ws)}
@@ -251,16 +252,21 @@ def hard_cap(conn: Conn, plan: Plan, workspace_id, period: date,
     return int(before) + cap_for(granted)
 
 
-def period_totals(conn: Conn, workspace_id, period: date, livemode: bool) -> dict:
-    """A mode's usage rows of a period, summed from the daily rollup (at most 31 rows)."""
-    return one(conn.execute(
-        "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
-        " coalesce(sum(searches), 0) AS searches,"
-        " coalesce(sum(social_requests), 0) AS social_requests,"
-        " coalesce(sum(cost_estimate_usd), 0) AS cost, coalesce(sum(matched), 0) AS matched,"
-        " coalesce(sum(unmatched), 0) AS unmatched FROM usage_daily"
-        " WHERE workspace_id = %s AND livemode = %s AND day >= %s AND day < %s",
-        (workspace_id, livemode, period, next_period_start(period))))
+# A mode's usage rows of a period, summed from the daily rollup (at most 31 rows).
+TOTALS = (
+    "SELECT coalesce(sum(units), 0) AS used, coalesce(sum(tokens), 0) AS tokens,"
+    " coalesce(sum(searches), 0) AS searches,"
+    " coalesce(sum(social_requests), 0) AS social_requests,"
+    " coalesce(sum(cost_estimate_usd), 0) AS cost, coalesce(sum(matched), 0) AS matched,"
+    " coalesce(sum(unmatched), 0) AS unmatched{extra} FROM usage_daily"
+    " WHERE workspace_id = %(ws)s AND livemode = {mode} AND day >= %(period)s"
+    " AND day < %(after)s"
+)
+# Live: with the period's credits and reserved units, in the same round trip.
+LIVE_TOTALS = TOTALS.format(mode="true", extra=(
+    ", " + CREDITS_IN_PERIOD + " AS credits, (SELECT reserved FROM usage_counters"  # noqa: S608
+    " WHERE workspace_id = %(ws)s AND period = %(period)s) AS reserved"))
+TEST_TOTALS = TOTALS.format(mode="false", extra="")
 
 
 def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
@@ -272,17 +278,16 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
     bounds = period_bounds(period)
     if not livemode:
         return sandbox_usage(conn, plan, workspace, period)
-    row = period_totals(conn, workspace["id"], period, livemode=True)
-    extra = one(conn.execute(
-        "SELECT " + CREDITS_IN_PERIOD + " AS credits,"  # noqa: S608 (constant)
-        " (SELECT reserved FROM usage_counters WHERE workspace_id = %(ws)s"
-        "  AND period = %(period)s) AS reserved",
-        {"ws": workspace["id"], "period": period, **bounds}))
-    credit_units, reserved = int(extra["credits"]), int(extra["reserved"] or 0)
-    days = compute(conn, plans, period, now.date(), workspace["id"]).get(workspace["id"], [])
-    segments = plan_segments(conn, plans, [workspace["id"]], period).get(workspace["id"], [])
+    row = one(conn.execute(LIVE_TOTALS, {"ws": workspace["id"], "period": period,
+                                         "after": next_period_start(period), **bounds}))
+    credit_units, reserved = int(row["credits"]), int(row["reserved"] or 0)
+    of_plans = plan_segments(conn, plans, [workspace["id"]], period)
+    segments = of_plans.get(workspace["id"], [])
     included = sum(grant(s, period, first=i == 0) for i, s in enumerate(segments)) or (
         plan.included)
+    # On one plan all period, units within its included ones cannot be overage: no walk.
+    days = [] if len(segments) <= 1 and int(row["used"]) <= included else compute(
+        conn, plans, period, now.date(), workspace["id"], of_plans).get(workspace["id"], [])
     overage = sum(d.units for d in days)
     cap = hard_cap(conn, plan, workspace["id"], period, workspace.get("plan_since")
                    ) + credit_units
@@ -313,7 +318,8 @@ def usage_summary(conn: Conn, plans: Plans, workspace: dict, now: datetime,
 def sandbox_usage(conn: Conn, plan: Plan, workspace: dict, period: date) -> dict:
     """Test mode's usage: nothing is reserved, capped or billed; `used` counts the test jobs
     live mode would have charged: the matches (a cached answer's usage row has no `match`)."""
-    row = period_totals(conn, workspace["id"], period, livemode=False)
+    row = one(conn.execute(TEST_TOTALS, {"ws": workspace["id"], "period": period,
+                                         "after": next_period_start(period)}))
     return {
         "workspace_id": str(workspace["id"]), "plan": plan.name,
         "period": {"start": period.isoformat(), "end": next_period_start(period).isoformat()},
