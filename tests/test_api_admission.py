@@ -174,6 +174,22 @@ def test_batch_answers_207_with_an_entry_per_lead(make_workspace, db, published)
         headers=headers_for(key)).status_code == 429
 
 
+def test_a_batch_the_cap_cannot_refuse_is_admitted_without_savepoints(make_workspace, db):
+    """A 100-lead batch with room for all: one transaction and no subtransaction per lead
+    (PostgreSQL caches 64 per transaction; past that every session's visibility checks slow
+    down). Its jobs were all written by the batch's own transaction id."""
+    ws, key = make_workspace(plan="core")  # cap 375, nothing used
+    client, _ = pinned_client(db)
+    resp = client.post("/api/v1/enrichment/batch", json={
+        "template": "company_profile",
+        "leads": [{"domain": f"room-{i}.example.com"} for i in range(100)]},
+        headers=headers_for(key))
+    assert [r["status"] for r in resp.get_json()["results"]] == [202] * 100
+    with db.db.connection() as conn:
+        assert conn.execute("SELECT count(DISTINCT xmin::text) AS n FROM enrichment_jobs"
+                            " WHERE workspace_id = %s", (ws.id,)).fetchone()["n"] == 1
+
+
 @pytest.mark.parametrize("body", [
     {"template": "company_profile", "leads": []},
     {"template": "company_profile", "leads": [{"domain": "a.com"}] * 101},

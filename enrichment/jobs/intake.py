@@ -12,6 +12,7 @@ workspace serialise on it and the cap is exact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -118,9 +119,17 @@ def admit_batch(conn: Conn, *, workspace: Workspace, plan: Plan, template: Templ
     with conn.transaction():
         lock_workspace(conn, workspace.id)  # held to the end: the batch is one step
         cap = hard_cap(conn, plan, workspace.id, period, workspace.plan_since) if period else None
+        # Only two refusals come after a write: the cap, and a suppressed subject on the
+        # fresh-data path (after it cleared a cached answer's key). When neither can happen,
+        # no savepoint is needed — each one is a subtransaction, and past 64 of them in one
+        # transaction PostgreSQL's visibility checks slow down for every session.
+        undo = max_age_days <= 0 or (
+            period is not None and cap is not None
+            and units.room(conn, workspace.id, period, cap) < len(leads))
         for lead in leads:
             try:
-                with conn.transaction():  # a savepoint: a refusal undoes this lead only
+                # a savepoint where needed: a refusal undoes this lead only
+                with conn.transaction() if undo else contextlib.nullcontext():
                     outcomes.append(_admit(conn, workspace, plan, template, lead, metadata,
                                            now, period, cap, max_age_days, min_confidence,
                                            batch_id))

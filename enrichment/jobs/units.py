@@ -87,6 +87,16 @@ RESERVE = (
 )
 
 
+def room(conn: Conn, workspace_id: uuid.UUID, period: date, cap: int) -> int:
+    """Units the period can still reserve under the hard cap (plus credits). Exact while the
+    caller holds the workspace lock."""
+    args = {"ws": workspace_id, "period": period, "cap": cap, **period_bounds(period)}
+    return int(one(conn.execute(
+        "SELECT %(cap)s + " + CREDITS_IN_PERIOD + " - coalesce((SELECT reserved"  # noqa: S608
+        " FROM usage_counters WHERE workspace_id = %(ws)s AND period = %(period)s), 0)"
+        " AS room", args))["room"])
+
+
 def reserve(conn: Conn, workspace_id: uuid.UUID, period: date, cap: int) -> bool:
     """Reserve one unit of the period if the hard cap (plus credits) allows it. The caller
     holds the workspace lock (taken in an earlier statement) so that concurrent reservations
