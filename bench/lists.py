@@ -37,9 +37,11 @@ CAP = float(os.environ.get("BENCH_LISTS_CAP", "100"))  # the simulator's Perplex
 SAFETY = 0.8  # Settings.provider_safety_factor: the limiter's share of the cap
 LATENCY_MS = 300  # the simulator's default answer time
 # Celery worker nodes x thread slots; the `lists` plan allows 48 at once. Threads: a job
-# mostly waits on the provider, and 48 prefork children would hold 48 PostgreSQL connections
-# of the machine's 100 (a threads worker shares its pool of DB_POOL_MAX).
-WORKERS, SLOTS, POOL = 2, 24, "threads"
+# mostly waits on the provider, and 48 prefork children would exhaust the machine's 100
+# PostgreSQL connections beside gunicorn (a threads worker shares its pool of DB_POOL_MAX).
+# Four processes of 12 rather than two of 24: less contention on each one's GIL (measured in
+# bench/PROFILES.md).
+WORKERS, SLOTS, POOL = 4, 12, "threads"
 TEMPLATE = "company_profile"  # perplexity.research only: one provider request per lead
 GUNICORN = {"workers": 4, "threads": 4, "worker_class": "gthread"}  # as the image runs it
 

@@ -46,7 +46,7 @@ ALIASES = {
 }
 MAX_FIELD = 1024 * 1024  # characters in one cell
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-READS_PER_SECOND = 2.0  # polling pace; the smallest plan's read budget is 5/s
+READS_PER_SECOND = 2.0  # polls of an unfinished batch; the smallest plan's read budget is 5/s
 
 
 class Stop(Exception):
@@ -261,9 +261,13 @@ def submit(api: Api, args, leads: list[dict], outcome: list[dict], rows: list[in
 
 def wait(api: Api, outcome: list[dict], progress: Progress) -> None:
     """Poll the batches of unfinished jobs through the list endpoint (a batch's jobs fit one
-    page) until every job ended."""
+    page) until every job ended — the oldest unfinished batch first: jobs end about in the
+    order they were sent, so while it is unfinished the client waits a poll interval, and
+    once it is done the next one is read at once. A list is then written moments after its
+    last job ends, in as many reads as it has batches plus the waits (the read budget paces
+    them: `Api.call`)."""
     while True:
-        pending: dict[str, list[int]] = {}
+        pending: dict[str, list[int]] = {}  # in row order: the oldest batch first
         for i, entry in enumerate(outcome):
             job = entry.get("job")
             if job and job["status"] not in TERMINAL:
@@ -273,19 +277,18 @@ def wait(api: Api, outcome: list[dict], progress: Progress) -> None:
         progress.update(done=done, failed=failed)
         if not pending:
             return
-        # One read per unfinished batch, at most READS_PER_SECOND: well inside every plan's
-        # read budget (10x its submit rate), so submissions are never starved.
-        time.sleep(max(1.0, len(pending) / READS_PER_SECOND))
-        for batch_id, indexes in pending.items():
-            page = api.call("GET", "/api/v1/enrichment",
-                            params={"batch_id": batch_id, "limit": BATCH}).json()
-            by_id = {j["job_id"]: j for j in page["data"]}
-            for i in indexes:
-                job = by_id.get(outcome[i]["job"]["job_id"])
-                if job is None:  # erased meanwhile
-                    outcome[i] = {"status": 404, "problem": {"detail": "job not found"}}
-                else:
-                    outcome[i]["job"] = job
+        batch_id, indexes = next(iter(pending.items()))
+        page = api.call("GET", "/api/v1/enrichment",
+                        params={"batch_id": batch_id, "limit": BATCH}).json()
+        by_id = {j["job_id"]: j for j in page["data"]}
+        for i in indexes:
+            job = by_id.get(outcome[i]["job"]["job_id"])
+            if job is None:  # erased meanwhile
+                outcome[i] = {"status": 404, "problem": {"detail": "job not found"}}
+            else:
+                outcome[i]["job"] = job
+        if any(_status(outcome[i]) not in (*TERMINAL, "rejected", "") for i in indexes):
+            time.sleep(1.0 / READS_PER_SECOND)  # its jobs are still running
 
 
 def _status(entry: dict) -> str:
