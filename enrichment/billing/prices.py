@@ -13,8 +13,10 @@ past invoices name it). So:
   with the usage endpoint);
 * `change` is `enrichment billing change-price PLAN`: the Stripe way, then the new prices in
   force from now on (resumable: a rerun moves the subscriptions a failure left behind);
-* `overage_on` prices a day's overage at the price in force at the day's end, as Stripe
-  prices the day's meter event (timestamped 23:59) — the billing walk uses it.
+* `overage_on` prices a day's overage at the price in force at the day's end, where the
+  day's meter event is timestamped (23:59) — the billing walk uses it. (Stripe's classic
+  billing mode bills a metered item's usage before a mid-period price change not at all:
+  docs/operations.md#changing-a-price.)
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def check(conn: Conn, plans: Plans) -> None:
     record_first(conn, plans)
     if found := mismatches(conn, plans):
         raise PricesChanged(
-            "; ".join(found) + ". A synced price is changed with `enrichment billing"
+            "; ".join(found) + ". A recorded price is changed with `enrichment billing"
             " change-price PLAN` (a new Stripe price, subscriptions moved, history kept), not"
             " by editing the plans file alone: see docs/operations.md#changing-a-price")
 
