@@ -5,8 +5,9 @@ An upload lives in Redis for UPLOAD_DAYS — its description (template, column m
 of the batches admitted so far) under one key, its rows as read under another, read only when
 needed — at most KEPT_UPLOADS per workspace and mode (the oldest go). Closing the page loses
 nothing, and admission resumes where it stopped: a chunk's batch id is recorded before its
-leads are admitted, so a chunk interrupted half-way is admitted again into the same batch (its
-leads already admitted today are same-day replays: no second job, no second charge).
+leads are admitted (in one transaction), so a chunk interrupted before its batch closed is
+admitted again into the same batch (its leads already admitted today are same-day replays:
+no second job, no second charge).
 Admission goes through the jobs service, one batch per 100 rows, exactly like `POST
 /api/v1/enrichment/batch` — the same rules, caps, idempotency and rate limit (one submission
 token per batch), and stops when the key that started it is revoked.
@@ -27,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from redis.exceptions import LockError
 
 from .csvsafe import safe_cell
-from .errors import EnrichmentError
-from .jobs import read, service
+from .jobs import intake, read, service
 from .jobs.states import DEFAULT_MIN_CONFIDENCE
 from .leads import LEAD_FIELDS
 from .ratelimit import SUBMIT, Policy
@@ -219,17 +219,22 @@ def admit_next(svc: Services, workspace: Workspace, upload: Upload, table: list[
         save(svc, upload)
     batch_id = uuid.UUID(upload.pending)
     items: list[tuple[int, uuid.UUID | None, bool]] = []
+    valid: list[tuple[int, dict]] = []
     for index, row in enumerate(chunk):
         try:
-            lead = validate(upload.lead(row), upload.template)
-            admitted = service.submit(svc, workspace, upload.template, lead, {}, 7,
-                                      min_confidence=DEFAULT_MIN_CONFIDENCE,
-                                      batch_id=batch_id)
-        except (ValueError, EnrichmentError):  # invalid, or refused (a cap, suppression)
+            valid.append((index, validate(upload.lead(row), upload.template)))
+        except ValueError:  # invalid: a refused row
+            items.append((index, None, True))
+    # The valid rows admitted together, in one transaction, as POST /enrichment/batch does.
+    outcomes = service.submit_batch(
+        svc, workspace, upload.template, [lead for _, lead in valid], {}, 7,
+        min_confidence=DEFAULT_MIN_CONFIDENCE, batch_id=batch_id) if valid else []
+    for (index, _), outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, intake.Refused):  # a cap, suppression
             items.append((index, None, True))
         else:
-            items.append((index, admitted.job["id"], False))
-    service.close_batch(svc, workspace.id, batch_id, items)
+            items.append((index, outcome.job["id"], False))
+    service.close_batch(svc, workspace.id, batch_id, sorted(items, key=lambda i: i[0]))
     upload.batches.append(upload.pending)
     upload.pending = None
     save(svc, upload)
