@@ -69,17 +69,24 @@ def job_rows() -> list[dict]:
                             " completed_at FROM enrichment_jobs").fetchall()
 
 
-def wait_done(total: int, timeout: float) -> None:
+def ended() -> int:
+    """Jobs of the bench database that have ended."""
+    with psycopg.connect(BENCH_DB) as conn:
+        return conn.execute("SELECT count(*) FROM enrichment_jobs WHERE status IN"
+                            " ('succeeded', 'failed', 'dead')").fetchone()[0]
+
+
+def wait_ended(n: int, timeout: float) -> int:
+    """Wait until `n` jobs have ended or `timeout` passed; returns how many have."""
     deadline = time.monotonic() + timeout
-    done = 0
-    while time.monotonic() < deadline:
-        with psycopg.connect(BENCH_DB) as conn:
-            done = conn.execute("SELECT count(*) FROM enrichment_jobs WHERE status IN"
-                                " ('succeeded', 'failed', 'dead')").fetchone()[0]
-        if done >= total:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"only {done}/{total} jobs finished")
+    while (done := ended()) < n and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return done
+
+
+def wait_done(total: int, timeout: float) -> None:
+    if (done := wait_ended(total, timeout)) < total:
+        raise RuntimeError(f"only {done}/{total} jobs finished")
 
 
 def pct(values: list[float], p: float) -> float:

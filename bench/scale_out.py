@@ -55,7 +55,9 @@ import time
 import psycopg
 import requests
 
-from .execution import _services, workspaces
+from enrichment.jobs import outbox
+
+from .execution import _services, ended, wait_ended, workspaces
 from .stack import BENCH_DB, Stack, fresh_database, table
 
 SLOTS = 4  # prefork processes per node
@@ -94,26 +96,6 @@ def admit(svc, n: int) -> list:
     return runnable
 
 
-def publish(svc, runnable: list) -> None:
-    from enrichment.jobs import outbox
-
-    outbox.publish_all(svc.db, svc.publisher, runnable)
-
-
-def ended() -> int:
-    with psycopg.connect(BENCH_DB) as conn:
-        return conn.execute("SELECT count(*) FROM enrichment_jobs WHERE status IN"
-                            " ('succeeded', 'failed', 'dead')").fetchone()[0]
-
-
-def wait_ended(n: int, timeout: float) -> int:
-    """Wait until `n` jobs have ended or `timeout` passed; returns how many have."""
-    deadline = time.monotonic() + timeout
-    while (done := ended()) < n and time.monotonic() < deadline:
-        time.sleep(0.25)
-    return done
-
-
 def nodes(stack: Stack, count: int) -> list:
     """`count` worker nodes, each as on a machine of its own."""
     return [stack.worker(concurrency=SLOTS, name=f"node{i}") for i in range(count)]
@@ -130,7 +112,7 @@ def throughput(count: int, n: int = JOBS) -> float:
         svc = _services(stack)
         runnable = admit(svc, n)
         nodes(stack, count)
-        publish(svc, runnable)
+        outbox.publish_all(svc.db, svc.publisher, runnable)
         if wait_ended(n, 300) < n:
             raise RuntimeError(f"{count} node(s): only {ended()}/{n} jobs ended")
         svc.close()
@@ -170,7 +152,7 @@ def killed(n: int = KILL_JOBS) -> dict:
 
         thread = threading.Thread(target=sweeper, daemon=True)
         thread.start()
-        publish(svc, runnable)
+        outbox.publish_all(svc.db, svc.publisher, runnable)
         wait_ended(n // 3, 120)
         os.killpg(doomed.pid, signal.SIGKILL)  # the node's main process and its pool
         doomed.wait()
