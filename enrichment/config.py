@@ -91,7 +91,8 @@ def _money(plan: str, key: str, value, places: int) -> Decimal:
     """A price in USD with at most `places` decimals — what the billing tables and Stripe keep
     (an overage unit price in usage_reports has 4, a base fee is in cents)."""
     amount = Decimal(str(value))
-    if amount < 0 or amount.as_tuple().exponent < -places:  # type: ignore[operator]
+    if not amount.is_finite() or amount < 0 or (
+            amount.as_tuple().exponent < -places):  # type: ignore[operator]
         raise ValueError(f"plan {plan!r}: {key} must be a non-negative amount with at most"
                          f" {places} decimals, not {value!r}")
     return amount
